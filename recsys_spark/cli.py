@@ -1,0 +1,44 @@
+"""The `recsys` command: `recsys run` chains every step; each step also runs alone."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from recsys_spark.config import TARGETS, ConfigError, load_config
+from recsys_spark.pipeline import STEPS, run_order, run_steps
+from recsys_spark.progress import setup_logging
+from recsys_spark.session import fetch_delta_jars
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="recsys", description=__doc__)
+    parser.add_argument("command", choices=["run", "fetch-jars", *STEPS], help="what to run")
+    parser.add_argument("--target", default="local", choices=TARGETS, help="conf overlay (default: local)")
+    parser.add_argument(
+        "--conf", action="append", default=[], metavar="FILE", help="extra YAML overlay, applied last"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    try:
+        config = load_config(args.target, extra_files=args.conf)
+    except ConfigError as exc:
+        print(f"recsys: config error: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "fetch-jars":
+        for path in fetch_delta_jars(config):
+            print(path)
+        return 0
+    steps = run_order(config) if args.command == "run" else [args.command]
+    for line in run_steps(config, steps):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

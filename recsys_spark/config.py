@@ -1,0 +1,331 @@
+"""Typed configuration: conf/base.yml plus one overlay per target, validated at load.
+
+Every key has a declared type below. Unknown keys, wrong types, missing required keys and
+table identifiers that are not plain names fail at load with a message that names the key and
+the file that set it, so a bad deploy fails before Spark starts rather than mid-run.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONF_DIR = PROJECT_ROOT / "conf"
+TARGETS = ("local", "dev", "prod")
+
+IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Marks a string that becomes part of a table name: letters, digits, underscore only.
+Identifier = Annotated[str, "identifier"]
+
+
+class ConfigError(ValueError):
+    """A configuration file is invalid; the message names the key and the file."""
+
+
+def validate_identifier(value: str, what: str = "identifier") -> str:
+    """Return ``value`` if it is a plain SQL identifier, else raise ConfigError."""
+    if not isinstance(value, str) or not IDENTIFIER_RE.match(value):
+        raise ConfigError(
+            f"{what} {value!r} is not a valid identifier: use letters, digits and underscore only, "
+            "starting with a letter or underscore"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class SchemasConfig:
+    bronze: Identifier
+    silver: Identifier
+    gold: Identifier
+
+
+@dataclass(frozen=True)
+class TablesConfig:
+    purchases: Identifier
+    interactions: Identifier
+    interactions_quarantine: Identifier
+    user_factors: Identifier
+    item_factors: Identifier
+    recommendations: Identifier
+    similar_items: Identifier
+    item_audience: Identifier
+    frequent_itemsets: Identifier
+    association_rules: Identifier
+    model_metrics: Identifier
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str
+    driver_memory: str
+    shuffle_partitions: int
+    timezone: str
+    log_level: Literal["ERROR", "WARN", "INFO"] = "ERROR"
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    experiment: str
+    # None: a sqlite store under work_dir locally, the workspace on Databricks.
+    tracking_uri: str | None = None
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """Input column names for each silver column; segment None means one segment `all`."""
+
+    order_id: str
+    item_id: str
+    customer_id: str
+    event_ts: str
+    quantity: str
+    unit_price: str
+    description: str | None = None
+    segment: str | None = None
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    landing_path: str
+    landing_format: Literal["csv", "parquet"]
+    columns: ColumnMapping
+    timestamp_format: str
+    cancellation_prefix: str
+    non_product_codes: list[str]
+    non_product_code_pattern: str | None = None
+    uppercase_item_ids: bool = True
+    # Events later than now + this many hours are quarantined as future timestamps.
+    future_tolerance_hours: int = 24
+
+
+@dataclass(frozen=True)
+class ConfidenceConfig:
+    weight: Literal["count", "quantity", "revenue"]
+    alpha: float
+    log_scale: bool
+
+
+@dataclass(frozen=True)
+class AlsConfig:
+    factors: int
+    regularization: float
+    iterations: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    enabled: list[Literal["als", "bpr", "itemknn", "popularity"]]
+    top_n: int
+    min_segment_users: int
+    min_segment_items: int
+    confidence: ConfidenceConfig
+    als: AlsConfig
+
+
+@dataclass(frozen=True)
+class EvaluationConfig:
+    k: list[int]
+    primary_metric: Literal["ndcg", "precision", "recall", "map", "hit_rate", "mrr"]
+    primary_k: int
+    cutoff_quantile: float
+    min_coverage: float
+
+
+@dataclass(frozen=True)
+class Config:
+    project: str
+    target: Literal["local", "dev", "prod"]
+    # Local only: warehouse, Delta tables, jars and the MLflow store live under this folder.
+    work_dir: str
+    catalog: Identifier | None
+    schemas: SchemasConfig
+    tables: TablesConfig
+    spark: SparkConfig
+    mlflow: MlflowConfig
+    input: InputConfig
+    models: ModelsConfig
+    evaluation: EvaluationConfig
+    load_sample: bool = False
+    sources: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def work_path(self) -> Path:
+        path = Path(self.work_dir)
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+    @property
+    def landing_path(self) -> Path:
+        path = Path(self.input.landing_path)
+        return path if path.is_absolute() else PROJECT_ROOT / path
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """Dotted keys to values, e.g. for MLflow params."""
+        return _flatten(dataclasses.asdict(self))
+
+
+def load_config(
+    target: str = "local",
+    conf_dir: str | Path = DEFAULT_CONF_DIR,
+    extra_files: typing.Sequence[str | Path] = (),
+    overrides: dict[str, Any] | None = None,
+) -> Config:
+    """Load ``base.yml``, then ``<target>.yml``, then ``extra_files``, then ``overrides``.
+
+    Later sources win key by key (nested mappings merge; lists and scalars replace).
+    """
+    if target not in TARGETS:
+        raise ConfigError(f"unknown target {target!r}: choose one of {', '.join(TARGETS)}")
+    conf_dir = Path(conf_dir)
+    files = [conf_dir / "base.yml", conf_dir / f"{target}.yml", *map(Path, extra_files)]
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for path in files:
+        _merge(merged, _read_yaml(path), origin, str(path), "")
+    if overrides:
+        _merge(merged, copy.deepcopy(overrides), origin, "<overrides>", "")
+    merged.setdefault("target", target)
+    origin.setdefault("target", "<command line>")
+    if merged["target"] != target:
+        raise ConfigError(
+            f"{origin['target']}: key 'target' is {merged['target']!r} but the target asked for is {target!r}"
+        )
+    merged["sources"] = tuple(str(p) for p in files)
+    return _build(Config, merged, "", origin, files)
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def _merge(base: dict[str, Any], overlay: dict[str, Any], origin: dict[str, str], source: str, prefix: str):
+    for key, value in overlay.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value, origin, source, dotted + ".")
+        else:
+            base[key] = value
+            origin[dotted] = source
+            if isinstance(value, dict):
+                _record_origin(value, origin, source, dotted + ".")
+
+
+def _record_origin(data: dict[str, Any], origin: dict[str, str], source: str, prefix: str) -> None:
+    for key, value in data.items():
+        origin[f"{prefix}{key}"] = source
+        if isinstance(value, dict):
+            _record_origin(value, origin, source, f"{prefix}{key}.")
+
+
+def _where(key: str, origin: dict[str, str], files: list[Path]) -> str:
+    while key:
+        if key in origin:
+            return origin[key]
+        key = key.rpartition(".")[0]
+    return " + ".join(str(f) for f in files)
+
+
+def _build(cls: type, data: Any, prefix: str, origin: dict[str, str], files: list[Path]) -> Any:
+    where = _where(prefix.rstrip("."), origin, files)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: key '{prefix.rstrip('.')}' must be a mapping, got {data!r}")
+    hints = get_type_hints(cls, include_extras=True)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            raise ConfigError(
+                f"{_where(prefix + str(key), origin, files)}: unknown key '{prefix}{key}'; "
+                f"allowed here: {', '.join(sorted(known))}"
+            )
+    values = {}
+    for name, fld in known.items():
+        key = prefix + name
+        if name not in data:
+            if fld.default is dataclasses.MISSING and fld.default_factory is dataclasses.MISSING:
+                raise ConfigError(
+                    f"missing required key '{key}': set it in {files[0]} (read: {', '.join(map(str, files))})"
+                )
+            continue
+        values[name] = _coerce(hints[name], data[name], key, origin, files)
+    return cls(**values)
+
+
+def _coerce(hint: Any, value: Any, key: str, origin: dict[str, str], files: list[Path]) -> Any:
+    where = _where(key, origin, files)
+
+    def wrong(expected: str) -> ConfigError:
+        return ConfigError(f"{where}: key '{key}' must be {expected}, got {value!r}")
+
+    if get_origin(hint) is Annotated:
+        base, *marks = get_args(hint)
+        checked = _coerce(base, value, key, origin, files)
+        if "identifier" in marks and checked is not None and not IDENTIFIER_RE.match(checked):
+            raise ConfigError(
+                f"{where}: key '{key}' = {value!r} is not a valid table identifier: "
+                "use letters, digits and underscore only"
+            )
+        return checked
+    kind = get_origin(hint)
+    if kind in (Union, types.UnionType):
+        options = get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        (inner,) = [o for o in options if o is not type(None)]
+        return _coerce(inner, value, key, origin, files)
+    if kind is Literal:
+        if value not in get_args(hint):
+            raise wrong("one of " + ", ".join(repr(a) for a in get_args(hint)))
+        return value
+    if kind is list:
+        (inner,) = get_args(hint)
+        if not isinstance(value, list):
+            raise wrong("a list")
+        return [_coerce(inner, item, f"{key}[{i}]", origin, files) for i, item in enumerate(value)]
+    if kind is tuple:
+        return tuple(value)
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, key + ".", origin, files)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise wrong("true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong("an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise wrong("a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise wrong("a string")
+        return value
+    raise TypeError(f"unsupported config type {hint!r} for key '{key}'")
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

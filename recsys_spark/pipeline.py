@@ -1,0 +1,101 @@
+"""The pipeline's steps in order; each is a function of (spark, config, run) returning a report."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from pyspark.sql import SparkSession
+
+from recsys_spark.config import Config
+from recsys_spark.ingest import ingest, load_sample
+from recsys_spark.session import get_spark
+from recsys_spark.tables import local_location, table_name
+from recsys_spark.tracking import PipelineRun, pipeline_run, step_run
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StepReport:
+    """What a step did: metrics for MLflow and lines for the person at the terminal."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+
+
+def step_load_sample(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
+    result = load_sample(spark, config)
+    return StepReport(
+        {"files": len(result.files), "rows_landed": result.rows_landed, "bronze_rows_added": result.rows_added},
+        [
+            f"bronze: landed {len(result.files)} files, {result.rows_landed:,} rows; "
+            f"table now {result.bronze_rows_after:,} rows ({result.rows_added:+,})"
+        ],
+    )
+
+
+def step_ingest(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
+    result = ingest(spark, config, run.run_id)
+    metrics = {
+        "rows_read": result.rows_read,
+        "duplicates_dropped": result.duplicates_dropped,
+        "valid_rows": result.valid,
+        "quarantined_rows": result.quarantined_total,
+        "silver_inserted": result.silver_inserted,
+        "quarantine_inserted": result.quarantine_inserted,
+        **{f"quarantined.{reason}": n for reason, n in result.quarantined.items()},
+    }
+    reasons = "\n".join(f"    {reason:<24}{n:>10,}" for reason, n in result.quarantined.items())
+    lines = [
+        f"ingest: rows read {result.rows_read:,}",
+        f"  valid (silver)          {result.valid:>10,}   newly inserted {result.silver_inserted:,}",
+        f"  quarantined             {result.quarantined_total:>10,}   newly inserted {result.quarantine_inserted:,}",
+        reasons,
+        f"  exact duplicates dropped{result.duplicates_dropped:>10,}",
+        f"  check: {result.rows_read:,} read = {result.valid:,} silver + {result.quarantined_total:,} "
+        f"quarantine + {result.duplicates_dropped:,} duplicates",
+        f"  already ingested by earlier runs: {result.already_ingested:,}",
+    ]
+    return StepReport(metrics, lines)
+
+
+STEPS: dict[str, Callable[[SparkSession, Config, PipelineRun], StepReport]] = {
+    "load-sample": step_load_sample,
+    "ingest": step_ingest,
+}
+
+
+def run_order(config: Config) -> list[str]:
+    """The steps `recsys run` chains, in order."""
+    return [s for s in STEPS if s != "load-sample" or config.load_sample]
+
+
+def run_steps(config: Config, steps: Sequence[str], spark: SparkSession | None = None) -> list[str]:
+    """Run ``steps`` in order under one MLflow parent run; return the summary lines."""
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        raise ValueError(f"unknown step(s) {', '.join(unknown)}; known: {', '.join(STEPS)}")
+    spark = spark or get_spark(config)
+    lines: list[str] = []
+    with pipeline_run(config, steps) as run:
+        for step in steps:
+            start = time.perf_counter()
+            with step_run(step) as metrics:
+                report = STEPS[step](spark, config, run)
+                metrics.update(report.metrics, seconds=time.perf_counter() - start)
+            log.info("step %s done in %.1fs", step, time.perf_counter() - start)
+            lines += report.lines
+        lines += _where_things_are(config, run)
+    return lines
+
+
+def _where_things_are(config: Config, run: PipelineRun) -> list[str]:
+    lines = [f"MLflow run {run.run_id} (experiment {run.experiment_id}) at {run.tracking_uri}"]
+    for key in ("purchases", "interactions", "interactions_quarantine"):
+        name = table_name(config, key)
+        where = "" if name.catalog else f" at {local_location(config, name)}"
+        lines.append(f"table {name}{where}")
+    return lines

@@ -1,0 +1,51 @@
+"""Progress lines for long jobs: one log line per stage with row counts and seconds."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("recsys_spark")
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Log lines with a timestamp to stderr; quiet the chatty libraries."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    for noisy in ("py4j", "mlflow", "alembic", "urllib3", "git"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@dataclass
+class Stage:
+    step: str
+    name: str
+    counts: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        fields = " ".join(f"{k}={_fmt(v)}" for k, v in self.counts.items())
+        return f"{self.step} | {self.name} | {fields} | {self.seconds:.1f}s"
+
+
+@contextmanager
+def stage(step: str, name: str) -> Iterator[Stage]:
+    """Time a stage; the caller fills ``counts``; one line is logged when it ends."""
+    current = Stage(step, name)
+    start = time.perf_counter()
+    try:
+        yield current
+    finally:
+        current.seconds = time.perf_counter() - start
+        log.info(current.line())
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k}: {_fmt(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)

@@ -1,0 +1,149 @@
+"""Table names and schemas (the contracts in docs/architecture.md) and Delta write helpers.
+
+Names are built only from validated config identifiers and always backquoted, so no user text is
+spliced into SQL. Locally each table is an external Delta table under ``work/warehouse``,
+re-registered by name at session start; on Databricks names are three-level (catalog.schema.table).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from delta.tables import DeltaTable
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import types as T
+
+from recsys_spark.config import Config, validate_identifier
+from recsys_spark.session import on_databricks
+
+log = logging.getLogger(__name__)
+
+# Logical table -> medallion layer (the schema it lives in).
+TABLE_LAYERS: dict[str, str] = {
+    "purchases": "bronze",
+    "interactions": "silver",
+    "interactions_quarantine": "silver",
+    "user_factors": "silver",
+    "item_factors": "silver",
+    "recommendations": "gold",
+    "similar_items": "gold",
+    "item_audience": "gold",
+    "frequent_itemsets": "gold",
+    "association_rules": "gold",
+    "model_metrics": "gold",
+}
+
+INTERACTIONS_SCHEMA = T.StructType(
+    [
+        T.StructField("segment", T.StringType(), False),
+        T.StructField("customer_id", T.StringType(), False),
+        T.StructField("item_id", T.StringType(), False),
+        T.StructField("order_id", T.StringType(), False),
+        T.StructField("event_ts", T.TimestampType(), False),
+        T.StructField("quantity", T.DoubleType(), False),
+        T.StructField("unit_price", T.DoubleType(), False),
+        T.StructField("revenue", T.DoubleType(), False),
+        T.StructField("description", T.StringType(), True),
+        T.StructField("line_id", T.StringType(), False),
+        T.StructField("source_file", T.StringType(), True),
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("ingested_at", T.TimestampType(), False),
+    ]
+)
+
+QUARANTINE_SCHEMA = T.StructType(
+    [
+        T.StructField("raw", T.MapType(T.StringType(), T.StringType(), True), False),
+        T.StructField("reason", T.StringType(), False),
+        T.StructField("line_id", T.StringType(), False),
+        T.StructField("source_file", T.StringType(), True),
+        T.StructField("run_id", T.StringType(), False),
+        T.StructField("ingested_at", T.TimestampType(), False),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class TableName:
+    """A validated table name: ``schema.table`` locally, ``catalog.schema.table`` on Databricks."""
+
+    schema: str
+    table: str
+    catalog: str | None = None
+
+    def __post_init__(self) -> None:
+        for part in (self.catalog, self.schema, self.table):
+            if part is not None:
+                validate_identifier(part, "table name part")
+
+    @property
+    def schema_name(self) -> str:
+        return ".".join(f"`{p}`" for p in (self.catalog, self.schema) if p)
+
+    def __str__(self) -> str:
+        return f"{self.schema_name}.`{self.table}`"
+
+
+def table_name(config: Config, key: str) -> TableName:
+    """The name of logical table ``key`` (e.g. "interactions") for this config and platform."""
+    if key not in TABLE_LAYERS:
+        raise KeyError(f"unknown table {key!r}; known: {', '.join(TABLE_LAYERS)}")
+    schema = getattr(config.schemas, TABLE_LAYERS[key])
+    catalog = config.catalog if on_databricks() else None
+    return TableName(schema, getattr(config.tables, key), catalog)
+
+
+def local_location(config: Config, name: TableName) -> Path:
+    return config.work_path / "warehouse" / f"{name.schema}.db" / name.table
+
+
+def register_local_tables(spark: SparkSession, config: Config) -> list[TableName]:
+    """Register the Delta tables that earlier local runs left under the warehouse, by name."""
+    registered = []
+    for key in TABLE_LAYERS:
+        name = table_name(config, key)
+        location = local_location(config, name)
+        if (location / "_delta_log").is_dir() and not spark.catalog.tableExists(str(name)):
+            spark.sql(f"CREATE SCHEMA IF NOT EXISTS {name.schema_name}")
+            DeltaTable.createIfNotExists(spark).tableName(str(name)).location(str(location)).execute()
+            registered.append(name)
+    return registered
+
+
+def ensure_table(
+    spark: SparkSession,
+    config: Config,
+    name: TableName,
+    schema: T.StructType,
+    partition_by: tuple[str, ...] = (),
+) -> DeltaTable:
+    """Create the Delta table with ``schema`` unless it exists; return it."""
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {name.schema_name}")
+    builder = DeltaTable.createIfNotExists(spark).tableName(str(name)).addColumns(schema)
+    if partition_by:
+        builder = builder.partitionedBy(*partition_by)
+    if not on_databricks():
+        builder = builder.location(str(local_location(config, name)))
+    return builder.execute()
+
+
+def merge_new_rows(
+    spark: SparkSession,
+    config: Config,
+    name: TableName,
+    rows: DataFrame,
+    schema: T.StructType,
+    keys: tuple[str, ...],
+) -> int:
+    """Insert the rows whose ``keys`` are not in the table yet (one atomic MERGE); return how many.
+
+    Rows already present are left untouched, so re-running on the same input inserts nothing.
+    The table is created with ``schema`` (the contract) on first use.
+    """
+    table = ensure_table(spark, config, name, schema)
+    rows = rows.select(*(rows[f.name].cast(f.dataType) for f in schema.fields))
+    condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    result = table.alias("t").merge(rows.alias("s"), condition).whenNotMatchedInsertAll().execute()
+    return int(result.first()["num_inserted_rows"])
