@@ -9,6 +9,7 @@ bronze inserts nothing and landing a new month inserts only that month's lines.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,22 +116,27 @@ def read_landing(spark: SparkSession, files: list[Path], file_format: str) -> Da
     and are quarantined by ingest as ``malformed_line`` rather than silently truncated.
     """
     paths = [str(p) for p in files]
-    if file_format == "csv":
-        header = spark.read.option("header", True).csv(paths[0]).columns
+    if file_format == "parquet":
+        df = spark.read.option("mergeSchema", True).parquet(*paths)
+        df = df.select(*(F.col(f"`{c}`").cast("string").alias(c) for c in df.columns))
+        return df.withColumn(SOURCE_FILE, F.col("_metadata.file_name"))
+    # Files may differ in header (a column added one month): read each header group on its own.
+    by_header: dict[tuple[str, ...], list[str]] = {}
+    for path in paths:
+        header = tuple(spark.read.option("header", True).csv(path).columns)
+        by_header.setdefault(header, []).append(path)
+    parts = []
+    for header, group in by_header.items():
         schema = T.StructType([T.StructField(c, T.StringType()) for c in header])
-        schema = schema.add(MALFORMED, T.StringType())
-        df = (
-            spark.read.schema(schema)
+        part = (
+            spark.read.schema(schema.add(MALFORMED, T.StringType()))
             .option("header", True)
             .option("mode", "PERMISSIVE")
             .option("columnNameOfCorruptRecord", MALFORMED)
-            .option("enforceSchema", False)
-            .csv(paths)
+            .csv(group)
         )
-    else:
-        df = spark.read.parquet(*paths)
-        df = df.select(*(F.col(f"`{c}`").cast("string").alias(c) for c in df.columns))
-    return df.withColumn(SOURCE_FILE, F.col("_metadata.file_name"))
+        parts.append(part.withColumn(SOURCE_FILE, F.col("_metadata.file_name")))
+    return functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), parts)
 
 
 def load_sample(spark: SparkSession, config: Config) -> LandResult:
@@ -202,7 +208,9 @@ def ingest(spark: SparkSession, config: Config, run_id: str) -> IngestResult:
     result = IngestResult(rows_read, rows_read - distinct, valid, quarantined)
     result.check_accounting()
     with stage("ingest", "validate") as st:
-        st.counts.update(rows_in=distinct, valid=valid, quarantined=result.quarantined_total, reasons=quarantined)
+        st.counts.update(
+            rows_in=distinct, valid=valid, quarantined=result.quarantined_total, reasons=quarantined
+        )
 
     ingested_at = dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None)
     stamp = {"run_id": F.lit(run_id), "ingested_at": F.lit(ingested_at).cast("timestamp")}
@@ -210,7 +218,9 @@ def ingest(spark: SparkSession, config: Config, run_id: str) -> IngestResult:
     with stage("ingest", f"merge {interactions}") as st:
         silver_rows = classified.where(F.col("reason").isNull()).withColumns(stamp)
         keys = ("line_id",)
-        result.silver_inserted = merge_new_rows(spark, config, interactions, silver_rows, INTERACTIONS_SCHEMA, keys)
+        result.silver_inserted = merge_new_rows(
+            spark, config, interactions, silver_rows, INTERACTIONS_SCHEMA, keys
+        )
         st.counts.update(rows_in=valid, inserted=result.silver_inserted)
     quarantine = table_name(config, "interactions_quarantine")
     with stage("ingest", f"merge {quarantine}") as st:

@@ -29,7 +29,11 @@ class StepReport:
 def step_load_sample(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
     result = load_sample(spark, config)
     return StepReport(
-        {"files": len(result.files), "rows_landed": result.rows_landed, "bronze_rows_added": result.rows_added},
+        {
+            "files": len(result.files),
+            "rows_landed": result.rows_landed,
+            "bronze_rows_added": result.rows_added,
+        },
         [
             f"bronze: landed {len(result.files)} files, {result.rows_landed:,} rows; "
             f"table now {result.bronze_rows_after:,} rows ({result.rows_added:+,})"
@@ -51,8 +55,8 @@ def step_ingest(spark: SparkSession, config: Config, run: PipelineRun) -> StepRe
     reasons = "\n".join(f"    {reason:<24}{n:>10,}" for reason, n in result.quarantined.items())
     lines = [
         f"ingest: rows read {result.rows_read:,}",
-        f"  valid (silver)          {result.valid:>10,}   newly inserted {result.silver_inserted:,}",
-        f"  quarantined             {result.quarantined_total:>10,}   newly inserted {result.quarantine_inserted:,}",
+        f"  valid (silver)          {result.valid:>10,}   new {result.silver_inserted:,}",
+        f"  quarantined             {result.quarantined_total:>10,}   new {result.quarantine_inserted:,}",
         reasons,
         f"  exact duplicates dropped{result.duplicates_dropped:>10,}",
         f"  check: {result.rows_read:,} read = {result.valid:,} silver + {result.quarantined_total:,} "

@@ -47,7 +47,14 @@ def fetch_delta_jars(config: Config) -> list[Path]:
     target.mkdir(parents=True, exist_ok=True)
     if shutil.which("mvn"):
         for artifact in DELTA_ARTIFACTS:
-            cmd = ["mvn", "-B", "-q", "dependency:copy", f"-Dartifact={artifact}", f"-DoutputDirectory={target}"]
+            cmd = [
+                "mvn",
+                "-B",
+                "-q",
+                "dependency:copy",
+                f"-Dartifact={artifact}",
+                f"-DoutputDirectory={target}",
+            ]
             result = subprocess.run(cmd, capture_output=True, text=True)
             if result.returncode != 0:
                 raise RuntimeError(

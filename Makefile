@@ -1,0 +1,32 @@
+# Two commands on a fresh clone: `make demo` (pipeline on the bundled data) and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+INSTALLED := $(VENV)/.installed
+
+.PHONY: setup jars demo test lint clean
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(INSTALLED)
+
+# Delta Lake's jars from Maven Central into work/jars, once; later runs work offline.
+jars: $(INSTALLED)
+	$(BIN)/recsys fetch-jars
+
+setup: $(INSTALLED) jars
+
+demo: setup
+	$(BIN)/recsys run --target local
+
+test: setup
+	$(BIN)/pytest
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+clean:
+	rm -rf work $(VENV)

@@ -1,0 +1,65 @@
+"""One local SparkSession (Delta enabled) for the whole test run, over a temporary work folder."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pyspark.sql import SparkSession
+
+from recsys_spark.config import Config, load_config
+from recsys_spark.session import fetch_delta_jars, get_spark, jars_dir
+
+DATA = Path(__file__).parent / "data"
+SAMPLE = DATA / "online_retail_sample"
+DIRTY = DATA / "dirty"
+
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def work_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("work")
+    # Reuse the jars `make setup` fetched into the project's work folder: tests run offline.
+    project_jars = fetch_delta_jars(load_config("local"))[0].parent
+    (work / "jars").symlink_to(project_jars, target_is_directory=True)
+    return work
+
+
+@pytest.fixture(scope="session")
+def make_config(work_dir: Path) -> Callable[..., Config]:
+    """A local config over the test work folder; each call gets schemas of its own."""
+
+    def make(landing: Path = SAMPLE, **overrides: Any) -> Config:
+        prefix = f"t{next(_names)}"
+        base: dict[str, Any] = {
+            "work_dir": str(work_dir),
+            "schemas": {layer: f"{prefix}_{layer}" for layer in ("bronze", "silver", "gold")},
+            "spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "2g"},
+            "input": {"landing_path": str(landing)},
+        }
+        return load_config("local", overrides=_deep_merge(base, overrides))
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def spark(make_config: Callable[..., Config]) -> Iterator[SparkSession]:
+    config = make_config()
+    assert jars_dir(config).is_dir()
+    session = get_spark(config)
+    yield session
+    session.stop()
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged

@@ -1,0 +1,125 @@
+"""Config loading: overlays merge, and every kind of bad file fails naming the key and the file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from recsys_spark.config import ConfigError, load_config
+from recsys_spark.tables import TableName, table_name
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def conf_dir_with(tmp_path: Path, local_yaml: str) -> Path:
+    (tmp_path / "base.yml").write_text((CONF / "base.yml").read_text())
+    (tmp_path / "local.yml").write_text(local_yaml)
+    return tmp_path
+
+
+@pytest.mark.parametrize("target", ["local", "dev", "prod"])
+def test_every_target_loads(target: str) -> None:
+    config = load_config(target)
+    assert config.target == target
+    assert config.input.columns.customer_id == "CustomerID"
+
+
+def test_overlay_overrides_only_what_it_sets() -> None:
+    prod = load_config("prod")
+    assert prod.catalog == "recsys_prod"
+    assert prod.mlflow.experiment == "/Shared/recsys_spark"
+    assert prod.schemas.silver == "silver"  # from base.yml
+    assert load_config("local").catalog is None
+
+
+def test_extra_file_and_overrides_apply_last(tmp_path: Path) -> None:
+    extra = tmp_path / "extra.yml"
+    extra.write_text("models:\n  top_n: 25\n")
+    config = load_config("local", extra_files=[extra], overrides={"models": {"als": {"factors": 8}}})
+    assert config.models.top_n == 25
+    assert config.models.als.factors == 8
+    assert config.models.als.iterations == 15
+
+
+def test_unknown_key_names_key_and_file(tmp_path: Path) -> None:
+    conf = conf_dir_with(tmp_path, "target: local\nspark:\n  masterr: local[2]\n")
+    with pytest.raises(ConfigError) as err:
+        load_config("local", conf_dir=conf)
+    assert "unknown key 'spark.masterr'" in str(err.value)
+    assert str(conf / "local.yml") in str(err.value)
+
+
+def test_wrong_type_names_key_and_file(tmp_path: Path) -> None:
+    conf = conf_dir_with(tmp_path, "target: local\nmodels:\n  als:\n    factors: many\n")
+    with pytest.raises(
+        ConfigError, match=r"local\.yml: key 'models\.als\.factors' must be an integer, got 'many'"
+    ):
+        load_config("local", conf_dir=conf)
+
+
+def test_bool_is_not_an_integer(tmp_path: Path) -> None:
+    conf = conf_dir_with(tmp_path, "target: local\nmodels:\n  top_n: true\n")
+    with pytest.raises(ConfigError, match="models.top_n' must be an integer"):
+        load_config("local", conf_dir=conf)
+
+
+def test_value_outside_choices(tmp_path: Path) -> None:
+    conf = conf_dir_with(tmp_path, "target: local\nmodels:\n  confidence:\n    weight: clicks\n")
+    with pytest.raises(
+        ConfigError, match="'models.confidence.weight' must be one of 'count', 'quantity', 'revenue'"
+    ):
+        load_config("local", conf_dir=conf)
+
+
+def test_missing_required_key_names_key(tmp_path: Path) -> None:
+    base = (CONF / "base.yml").read_text().replace("  gold: gold\n", "")
+    (tmp_path / "base.yml").write_text(base)
+    (tmp_path / "local.yml").write_text("target: local\n")
+    with pytest.raises(ConfigError, match=r"missing required key 'schemas\.gold': set it in .*base\.yml"):
+        load_config("local", conf_dir=tmp_path)
+
+
+def test_injection_in_table_identifier_is_rejected(tmp_path: Path) -> None:
+    conf = conf_dir_with(tmp_path, "target: local\ntables:\n  interactions: 'x; DROP TABLE y'\n")
+    with pytest.raises(ConfigError) as err:
+        load_config("local", conf_dir=conf)
+    message = str(err.value)
+    assert "key 'tables.interactions'" in message and "not a valid table identifier" in message
+    assert "local.yml" in message
+
+
+def test_invalid_catalog_is_rejected(tmp_path: Path) -> None:
+    conf = conf_dir_with(tmp_path, "target: local\ncatalog: 'main`.evil'\n")
+    with pytest.raises(ConfigError, match="key 'catalog'"):
+        load_config("local", conf_dir=conf)
+
+
+def test_target_mismatch_is_rejected(tmp_path: Path) -> None:
+    conf = conf_dir_with(tmp_path, "target: prod\n")
+    with pytest.raises(ConfigError, match="key 'target' is 'prod'"):
+        load_config("local", conf_dir=conf)
+
+
+def test_unknown_target() -> None:
+    with pytest.raises(ConfigError, match="unknown target 'staging'"):
+        load_config("staging")
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path: Path) -> None:
+    conf = conf_dir_with(tmp_path, "- a\n- b\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config("local", conf_dir=conf)
+
+
+def test_table_names_are_two_level_locally_three_level_on_databricks(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert str(table_name(load_config("local"), "interactions")) == "`silver`.`interactions`"
+    monkeypatch.setenv("DATABRICKS_RUNTIME_VERSION", "17.3")
+    name = table_name(load_config("prod"), "recommendations")
+    assert name == TableName("gold", "recommendations", "recsys_prod")
+    assert str(name) == "`recsys_prod`.`gold`.`recommendations`"
+
+
+def test_table_name_parts_are_validated() -> None:
+    with pytest.raises(ConfigError):
+        TableName("silver", "a`b")

@@ -1,0 +1,82 @@
+"""End to end: `recsys run` on the bundled real sample, with MLflow tracking and re-run safety."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from pyspark.sql import SparkSession
+
+from recsys_spark.cli import main
+from recsys_spark.config import Config
+from recsys_spark.pipeline import run_order, run_steps
+from recsys_spark.tables import table_name
+from recsys_spark.tracking import tracking_uri
+
+
+def test_run_twice_adds_nothing_and_tracks_both_runs(
+    spark: SparkSession, make_config: Callable[..., Config]
+) -> None:
+    config = make_config(load_sample=True, mlflow={"experiment": "pipeline_test"})
+    assert run_order(config) == ["load-sample", "ingest"]
+
+    lines = run_steps(config, run_order(config), spark)
+    check = next(line for line in lines if "check:" in line)
+    interactions = spark.table(str(table_name(config, "interactions")))
+    quarantine = spark.table(str(table_name(config, "interactions_quarantine")))
+    silver_rows, quarantine_rows = interactions.count(), quarantine.count()
+    assert f"= {silver_rows:,} silver + {quarantine_rows:,} quarantine" in check
+
+    run_steps(config, run_order(config), spark)
+    assert interactions.count() == silver_rows and quarantine.count() == quarantine_rows
+
+    client = mlflow.MlflowClient(tracking_uri(config))
+    experiment = client.get_experiment_by_name("pipeline_test")
+    runs = client.search_runs([experiment.experiment_id], order_by=["start_time ASC"])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    steps = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 2 and len(steps) == 4
+    first, second = parents
+    # Every silver row carries the MLflow run id of the run that inserted it.
+    assert {r.run_id for r in interactions.select("run_id").distinct().collect()} == {first.info.run_id}
+    ingest_runs = {
+        r.data.tags["mlflow.parentRunId"]: r for r in steps if r.data.tags["recsys.step"] == "ingest"
+    }
+    assert ingest_runs[first.info.run_id].data.metrics["silver_inserted"] == silver_rows
+    assert ingest_runs[second.info.run_id].data.metrics["silver_inserted"] == 0
+    assert first.data.params["input.columns.customer_id"] == "CustomerID"
+    assert Path(tracking_uri(config).removeprefix("file://")).is_relative_to(config.work_path)
+
+
+def test_cli_reports_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text(yaml.safe_dump({"spark": {"shuffle_partitions": "eight"}}))
+    assert main(["ingest", "--conf", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.yml: key 'spark.shuffle_partitions' must be an integer" in err
+
+
+def test_cli_runs_a_step(
+    spark: SparkSession,
+    make_config: Callable[..., Config],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    config = make_config()
+    overlay = tmp_path / "test.yml"
+    overlay.write_text(
+        yaml.safe_dump(
+            {
+                "work_dir": config.work_dir,
+                "schemas": vars(config.schemas),
+                "input": {"landing_path": config.input.landing_path},
+            }
+        )
+    )
+    assert main(["load-sample", "--conf", str(overlay)]) == 0
+    out = capsys.readouterr().out
+    assert "bronze: landed 2 files" in out
+    assert f"table {table_name(config, 'purchases')}" in out
