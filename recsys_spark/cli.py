@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from recsys_spark.config import TARGETS, ConfigError, load_config
+from recsys_spark.config import DEFAULT_CONF_DIR, TARGETS, ConfigError, load_config
 from recsys_spark.pipeline import STEPS, run_order, run_steps
 from recsys_spark.progress import setup_logging
 from recsys_spark.session import fetch_delta_jars
@@ -19,6 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--conf", action="append", default=[], metavar="FILE", help="extra YAML overlay, applied last"
     )
+    parser.add_argument(
+        "--conf-dir", default=str(DEFAULT_CONF_DIR), metavar="DIR", help="folder of base.yml + overlays"
+    )
     return parser
 
 
@@ -26,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
     try:
-        config = load_config(args.target, extra_files=args.conf)
+        config = load_config(args.target, conf_dir=args.conf_dir, extra_files=args.conf)
     except ConfigError as exc:
         print(f"recsys: config error: {exc}", file=sys.stderr)
         return 2

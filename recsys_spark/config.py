@@ -156,17 +156,18 @@ class Config:
     models: ModelsConfig
     evaluation: EvaluationConfig
     load_sample: bool = False
+    # Set by the loader: the files read, and the folder relative paths are resolved against
+    # (the conf folder's parent, i.e. the project root).
     sources: tuple[str, ...] = field(default=(), compare=False)
+    root: str = str(PROJECT_ROOT)
 
     @property
     def work_path(self) -> Path:
-        path = Path(self.work_dir)
-        return path if path.is_absolute() else PROJECT_ROOT / path
+        return Path(self.root, self.work_dir)
 
     @property
     def landing_path(self) -> Path:
-        path = Path(self.input.landing_path)
-        return path if path.is_absolute() else PROJECT_ROOT / path
+        return Path(self.root, self.input.landing_path)
 
     def to_flat_dict(self) -> dict[str, Any]:
         """Dotted keys to values, e.g. for MLflow params."""
@@ -200,6 +201,7 @@ def load_config(
             f"{origin['target']}: key 'target' is {merged['target']!r} but the target asked for is {target!r}"
         )
     merged["sources"] = tuple(str(p) for p in files)
+    merged["root"] = str(conf_dir.resolve().parent)
     return _build(Config, merged, "", origin, files)
 
 
