@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup jars demo test lint clean
+.PHONY: setup jars demo test lint clean bench-baskets
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +30,7 @@ lint: $(INSTALLED)
 
 clean:
 	rm -rf work $(VENV)
+
+# Benchmarks (on demand, not in CI): ours vs Spark MLlib in the same run.
+bench-baskets: setup
+	$(BIN)/python bench/fpgrowth.py

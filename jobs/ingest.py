@@ -3,13 +3,7 @@
 Usage: python jobs/ingest.py [--target local|dev|prod] [--conf extra.yml]
 """
 
-import sys
-from pathlib import Path
-
-from recsys_spark.cli import main
-
-# The bundle syncs conf/ beside jobs/; the installed wheel does not carry it.
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from recsys_spark.cli import run_job
 
 if __name__ == "__main__":
-    sys.exit(main(["ingest", "--conf-dir", str(CONF_DIR), *sys.argv[1:]]))
+    run_job("ingest", __file__)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from recsys_spark.config import DEFAULT_CONF_DIR, TARGETS, ConfigError, load_config
 from recsys_spark.pipeline import STEPS, run_order, run_steps
@@ -45,3 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def run_job(step: str, job_file: str) -> None:
+    """Entry point for a scheduled task in jobs/: run ``step`` with the conf/ beside jobs/.
+
+    The bundle syncs conf/ next to jobs/; the installed wheel does not carry it.
+    """
+    conf_dir = Path(job_file).resolve().parent.parent / "conf"
+    sys.exit(main([step, "--conf-dir", str(conf_dir), *sys.argv[1:]]))

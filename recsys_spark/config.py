@@ -60,6 +60,9 @@ class TablesConfig:
     item_audience: Identifier
     frequent_itemsets: Identifier
     association_rules: Identifier
+    frequently_bought_together: Identifier
+    substitutes: Identifier
+    baskets_quarantine: Identifier
     model_metrics: Identifier
 
 
@@ -133,6 +136,31 @@ class ModelsConfig:
 
 
 @dataclass(frozen=True)
+class SubstitutesConfig:
+    min_item_support: float
+    max_lift: float
+    min_expected: float
+
+
+@dataclass(frozen=True)
+class BasketsConfig:
+    # A fraction of baskets below 1, an absolute basket count from 1 up.
+    min_support: float
+    max_len: int
+    per_segment: bool
+    include_global: bool
+    min_segment_baskets: int
+    min_count_floor: int
+    max_basket_items: int
+    max_itemsets: int
+    chunk_baskets: int
+    min_confidence: float
+    min_lift: float
+    top_n: int
+    substitutes: SubstitutesConfig
+
+
+@dataclass(frozen=True)
 class EvaluationConfig:
     k: list[int]
     primary_metric: Literal["ndcg", "precision", "recall", "map", "hit_rate", "mrr"]
@@ -153,6 +181,7 @@ class Config:
     spark: SparkConfig
     mlflow: MlflowConfig
     input: InputConfig
+    baskets: BasketsConfig
     models: ModelsConfig
     evaluation: EvaluationConfig
     load_sample: bool = False

@@ -8,7 +8,6 @@ bronze inserts nothing and landing a new month inserts only that month's lines.
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import re
 from dataclasses import dataclass, field
@@ -20,14 +19,14 @@ from pyspark.sql import types as T
 
 from recsys_spark.config import Config
 from recsys_spark.progress import stage
-from recsys_spark.session import on_databricks
 from recsys_spark.tables import (
     INTERACTIONS_SCHEMA,
     QUARANTINE_SCHEMA,
     TableName,
-    local_location,
     merge_new_rows,
+    overwrite_table,
     table_name,
+    utc_now,
 )
 
 # Bronze bookkeeping columns, not part of a raw input line.
@@ -157,26 +156,13 @@ def load_sample(spark: SparkSession, config: Config) -> LandResult:
     with stage("load-sample", f"write {name}") as st:
         exists = spark.catalog.tableExists(str(name))
         before = spark.table(str(name)).count() if exists else 0
-        _write_bronze(spark, config, name, df, [p.name for p in files], exists)
+        # File names passed LANDING_FILE_RE, so they are safe inside a quoted SQL literal.
+        quoted = ", ".join(f"'{p.name}'" for p in files)
+        overwrite_table(spark, config, name, df, replace_where=f"{SOURCE_FILE} IN ({quoted})")
         after = spark.table(str(name)).count()
         st.counts.update(rows_in=rows, bronze_before=before, bronze_after=after, added=after - before)
     df.unpersist()
     return LandResult([p.name for p in files], rows, before, after)
-
-
-def _write_bronze(
-    spark: SparkSession, config: Config, name: TableName, df: DataFrame, files: list[str], exists: bool
-) -> None:
-    writer = df.write.format("delta").mode("overwrite").option("mergeSchema", "true")
-    if exists:
-        # File names passed LANDING_FILE_RE, so they are safe inside a quoted SQL literal.
-        quoted = ", ".join(f"'{f}'" for f in files)
-        writer = writer.option("replaceWhere", f"{SOURCE_FILE} IN ({quoted})")
-    else:
-        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {name.schema_name}")
-        if not on_databricks():
-            writer = writer.option("path", str(local_location(config, name)))
-    writer.saveAsTable(str(name))
 
 
 def ingest(spark: SparkSession, config: Config, run_id: str) -> IngestResult:
@@ -212,8 +198,7 @@ def ingest(spark: SparkSession, config: Config, run_id: str) -> IngestResult:
             rows_in=distinct, valid=valid, quarantined=result.quarantined_total, reasons=quarantined
         )
 
-    ingested_at = dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None)
-    stamp = {"run_id": F.lit(run_id), "ingested_at": F.lit(ingested_at).cast("timestamp")}
+    stamp = {"run_id": F.lit(run_id), "ingested_at": F.lit(utc_now()).cast("timestamp")}
     interactions = table_name(config, "interactions")
     with stage("ingest", f"merge {interactions}") as st:
         silver_rows = classified.where(F.col("reason").isNull()).withColumns(stamp)

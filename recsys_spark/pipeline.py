@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 from pyspark.sql import SparkSession
 
+from recsys_spark.baskets import run_baskets
 from recsys_spark.config import Config
 from recsys_spark.ingest import ingest, load_sample
 from recsys_spark.session import get_spark
@@ -66,9 +67,24 @@ def step_ingest(spark: SparkSession, config: Config, run: PipelineRun) -> StepRe
     return StepReport(metrics, lines)
 
 
+def step_baskets(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
+    result = run_baskets(spark, config, run.run_id)
+    metrics = {k: v for k, v in vars(result).items() if isinstance(v, int)}
+    lines = [
+        f"baskets: {result.baskets:,} baskets = {result.mined_baskets:,} mined + {result.oversized:,} "
+        f"oversized (> {config.baskets.max_basket_items} items) + {result.skipped_baskets:,} in "
+        f"{len(result.skipped_segments)} skipped small segments",
+        f"  {result.mined_segments} segments mined at min_support {config.baskets.min_support}: "
+        f"{result.itemsets:,} frequent itemsets, {result.rules:,} rules, {result.addons:,} add-on rows, "
+        f"{result.substitutes:,} substitute pairs",
+    ]
+    return StepReport(metrics, lines)
+
+
 STEPS: dict[str, Callable[[SparkSession, Config, PipelineRun], StepReport]] = {
     "load-sample": step_load_sample,
     "ingest": step_ingest,
+    "baskets": step_baskets,
 }
 
 
@@ -98,7 +114,16 @@ def run_steps(config: Config, steps: Sequence[str], spark: SparkSession | None =
 
 def _where_things_are(config: Config, run: PipelineRun) -> list[str]:
     lines = [f"MLflow run {run.run_id} (experiment {run.experiment_id}) at {run.tracking_uri}"]
-    for key in ("purchases", "interactions", "interactions_quarantine"):
+    for key in (
+        "purchases",
+        "interactions",
+        "interactions_quarantine",
+        "frequent_itemsets",
+        "association_rules",
+        "frequently_bought_together",
+        "substitutes",
+        "baskets_quarantine",
+    ):
         name = table_name(config, key)
         where = "" if name.catalog else f" at {local_location(config, name)}"
         lines.append(f"table {name}{where}")

@@ -7,6 +7,7 @@ re-registered by name at session start; on Databricks names are three-level (cat
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,9 @@ TABLE_LAYERS: dict[str, str] = {
     "item_audience": "gold",
     "frequent_itemsets": "gold",
     "association_rules": "gold",
+    "frequently_bought_together": "gold",
+    "substitutes": "gold",
+    "baskets_quarantine": "silver",
     "model_metrics": "gold",
 }
 
@@ -63,6 +67,11 @@ QUARANTINE_SCHEMA = T.StructType(
         T.StructField("ingested_at", T.TimestampType(), False),
     ]
 )
+
+
+def utc_now() -> dt.datetime:
+    """Now in UTC, whole seconds, naive (Spark's session time zone is UTC): one stamp per write."""
+    return dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None)
 
 
 @dataclass(frozen=True)
@@ -147,3 +156,24 @@ def merge_new_rows(
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
     result = table.alias("t").merge(rows.alias("s"), condition).whenNotMatchedInsertAll().execute()
     return int(result.first()["num_inserted_rows"])
+
+
+def overwrite_table(
+    spark: SparkSession, config: Config, name: TableName, rows: DataFrame, replace_where: str | None = None
+) -> None:
+    """Replace the table's contents (or only the rows matching ``replace_where``) in one commit.
+
+    Readers see the previous version or the new one, never a mix. The table is created on first
+    use (locally as an external table under the work folder); new columns are added.
+    """
+    writer = rows.write.format("delta").mode("overwrite")
+    if spark.catalog.tableExists(str(name)):
+        if replace_where:
+            writer = writer.option("replaceWhere", replace_where).option("mergeSchema", "true")
+        else:
+            writer = writer.option("overwriteSchema", "true")
+    else:
+        spark.sql(f"CREATE SCHEMA IF NOT EXISTS {name.schema_name}")
+        if not on_databricks():
+            writer = writer.option("path", str(local_location(config, name)))
+    writer.saveAsTable(str(name))

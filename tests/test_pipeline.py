@@ -21,7 +21,7 @@ def test_run_twice_adds_nothing_and_tracks_both_runs(
     spark: SparkSession, make_config: Callable[..., Config]
 ) -> None:
     config = make_config(load_sample=True, mlflow={"experiment": "pipeline_test"})
-    assert run_order(config) == ["load-sample", "ingest"]
+    assert run_order(config) == ["load-sample", "ingest", "baskets"]
 
     lines = run_steps(config, run_order(config), spark)
     check = next(line for line in lines if "check:" in line)
@@ -38,7 +38,7 @@ def test_run_twice_adds_nothing_and_tracks_both_runs(
     runs = client.search_runs([experiment.experiment_id], order_by=["start_time ASC"])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     steps = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 2 and len(steps) == 4
+    assert len(parents) == 2 and len(steps) == 6
     first, second = parents
     # Every silver row carries the MLflow run id of the run that inserted it.
     assert {r.run_id for r in interactions.select("run_id").distinct().collect()} == {first.info.run_id}

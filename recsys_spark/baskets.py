@@ -1,0 +1,172 @@
+"""The `baskets` step: silver.interactions -> frequent itemsets, rules, add-ons and substitutes.
+
+Also ``recommend_for_cart``: add-ons for a shopping cart from the published rules.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from recsys_spark.config import Config
+from recsys_spark.distributed import baskets as mining
+from recsys_spark.progress import stage
+from recsys_spark.tables import overwrite_table, table_name, utc_now
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BasketsResult:
+    baskets: int
+    oversized: int
+    skipped_segments: dict[str, str] = field(default_factory=dict)
+    skipped_baskets: int = 0
+    mined_segments: int = 0
+    itemsets: int = 0
+    rules: int = 0
+    addons: int = 0
+    substitutes: int = 0
+
+    @property
+    def mined_baskets(self) -> int:
+        return self.baskets - self.oversized - self.skipped_baskets
+
+
+def settings_from(config: Config) -> mining.MiningSettings:
+    conf = config.baskets
+    return mining.MiningSettings(
+        min_support=conf.min_support,
+        max_len=conf.max_len,
+        max_itemsets=conf.max_itemsets,
+        chunk_baskets=conf.chunk_baskets,
+        min_segment_baskets=conf.min_segment_baskets,
+        min_count_floor=conf.min_count_floor,
+    )
+
+
+def run_baskets(spark: SparkSession, config: Config, run_id: str) -> BasketsResult:
+    """Mine every segment's baskets and publish the four gold tables (each replaced in one commit)."""
+    conf = config.baskets
+    settings = settings_from(config)
+    stamp = {"run_id": F.lit(run_id), "generated_at": F.lit(utc_now()).cast("timestamp")}
+    with stage("baskets", "build baskets") as st:
+        interactions = spark.table(str(table_name(config, "interactions")))
+        baskets = mining.build_baskets(interactions, conf.per_segment, conf.include_global).persist()
+        total = baskets.count()
+        oversized = baskets.where(F.col("n_items") > conf.max_basket_items)
+        n_oversized = oversized.count()
+        overwrite_table(
+            spark,
+            config,
+            table_name(config, "baskets_quarantine"),
+            oversized.select(
+                "segment",
+                "order_id",
+                "n_items",
+                F.lit(f"more than baskets.max_basket_items={conf.max_basket_items} items").alias("reason"),
+            ).withColumns(stamp),
+        )
+        kept = baskets.where(F.col("n_items") <= conf.max_basket_items)
+        st.counts.update(lines=interactions.count(), baskets=total, oversized=n_oversized)
+    result = BasketsResult(total, n_oversized)
+
+    with stage("baskets", "plan segments") as st:
+        plan = mining.segment_plan(kept, settings)
+        skipped = plan[plan.skip_reason.notna()]
+        result.skipped_segments = dict(zip(skipped.segment, skipped.skip_reason, strict=True))
+        result.skipped_baskets = int(skipped.n_baskets.sum())
+        result.mined_segments = len(plan) - len(skipped)
+        for segment, reason in result.skipped_segments.items():
+            log.info("baskets: segment %r skipped: %s", segment, reason)
+        st.counts.update(
+            segments=len(plan),
+            mined=result.mined_segments,
+            skipped=len(skipped),
+            skipped_baskets=result.skipped_baskets,
+            chunks=int(plan.chunks.sum()),
+        )
+
+    with stage("baskets", "frequent itemsets and rules") as st:
+        rule_settings = mining.RuleSettings(conf.min_confidence, conf.min_lift)
+        mined = mining.mine(spark, kept, plan, settings, rule_settings)
+        itemsets, rules = mined.itemsets.persist(), mined.rules.persist()
+        result.itemsets, result.rules = itemsets.count(), rules.count()
+        st.counts.update(baskets_in=result.mined_baskets, itemsets=result.itemsets, rules=result.rules)
+    with stage("baskets", "add-ons and substitutes") as st:
+        addons = mining.frequently_bought_together(rules, conf.top_n).persist()
+        result.addons = addons.count()
+        subs = mining.substitutes(
+            kept,
+            plan,
+            conf.substitutes.min_item_support,
+            conf.substitutes.max_lift,
+            conf.substitutes.min_expected,
+            spark,
+        ).persist()
+        result.substitutes = subs.count()
+        st.counts.update(addons=result.addons, substitutes=result.substitutes)
+
+    with stage("baskets", "publish") as st:
+        outputs = {
+            "frequent_itemsets": itemsets.withColumn("size", F.size("items")),
+            "association_rules": rules,
+            "frequently_bought_together": addons.select(
+                "segment", "item_id", "rank", "addon_item_id", "support", "confidence", "lift"
+            ),
+            "substitutes": subs,
+        }
+        for key, frame in outputs.items():
+            overwrite_table(spark, config, table_name(config, key), frame.withColumns(stamp))
+        st.counts.update(tables=len(outputs))
+    for frame in (baskets, itemsets, rules, addons, subs):
+        frame.unpersist()
+    mined.unpersist()
+    return result
+
+
+@dataclass(frozen=True)
+class CartSuggestion:
+    item_id: str
+    confidence: float
+    lift: float
+    because_of: list[str]
+
+
+def recommend_for_cart(
+    spark: SparkSession,
+    config: Config,
+    cart_items: Sequence[str],
+    segment: str = mining.GLOBAL_SEGMENT,
+    n: int = 10,
+) -> list[CartSuggestion]:
+    """Add-ons for a cart: rules whose whole antecedent is in the cart and whose consequent is not,
+    best confidence per add-on, ranked by confidence, then lift, then item id.
+
+    The same query in SQL is in docs/baskets.md.
+    """
+    cart = F.array(*(F.lit(str(i)) for i in cart_items)) if cart_items else F.array().cast("array<string>")
+    rules = spark.table(str(table_name(config, "association_rules")))
+    matching = rules.where(
+        (F.col("segment") == segment)
+        & (F.size(F.array_except("antecedent", cart)) == 0)
+        & ~F.arrays_overlap("consequent", cart)
+    )
+    best = (
+        matching.groupBy(F.col("consequent")[0].alias("item_id"))
+        .agg(
+            F.max_by(F.struct("confidence", "lift", "antecedent"), F.struct("confidence", "lift")).alias(
+                "best"
+            )
+        )
+        .orderBy(F.desc("best.confidence"), F.desc("best.lift"), "item_id")
+        .limit(n)
+    )
+    return [
+        CartSuggestion(r.item_id, r.best.confidence, r.best.lift, list(r.best.antecedent))
+        for r in best.collect()
+    ]
