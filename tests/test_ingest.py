@@ -164,14 +164,19 @@ def test_real_sample_matches_independent_reference(
     assert result.rows_read == result.valid + result.quarantined_total + result.duplicates_dropped
 
 
-def test_incremental_and_idempotent(
-    spark: SparkSession, make_config: Callable[..., Config], tmp_path: Path
-) -> None:
+def december_landed(make_config: Callable[..., Config], tmp_path: Path) -> tuple[Config, Path, Path, Path]:
+    """A landing folder holding only the sample's December file, and a config over it."""
     landing = tmp_path / "landing"
     landing.mkdir()
     december, january = sorted(SAMPLE.glob("*.csv"))
     shutil.copy(december, landing)
-    config = make_config(landing)
+    return make_config(landing), landing, december, january
+
+
+def test_incremental_and_idempotent(
+    spark: SparkSession, make_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    config, landing, december, january = december_landed(make_config, tmp_path)
 
     first = land_and_ingest(spark, config, "run-1")
     assert first.silver_inserted == reference_counts([december])["valid"]
@@ -197,11 +202,7 @@ def test_incremental_and_idempotent(
 def test_extra_column_in_a_later_file_is_absorbed(
     spark: SparkSession, make_config: Callable[..., Config], tmp_path: Path
 ) -> None:
-    landing = tmp_path / "landing"
-    landing.mkdir()
-    december, january = sorted(SAMPLE.glob("*.csv"))
-    shutil.copy(december, landing)
-    config = make_config(landing)
+    config, landing, december, january = december_landed(make_config, tmp_path)
     first = land_and_ingest(spark, config)
     drifted = pd.read_csv(january, dtype=str, keep_default_na=False).assign(Channel="web")
     drifted.to_csv(landing / january.name, index=False)
