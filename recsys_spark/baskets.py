@@ -81,8 +81,16 @@ def run_baskets(spark: SparkSession, config: Config, run_id: str) -> BasketsResu
         result.skipped_segments = dict(zip(skipped.segment, skipped.skip_reason, strict=True))
         result.skipped_baskets = int(skipped.n_baskets.sum())
         result.mined_segments = len(plan) - len(skipped)
-        for segment, reason in result.skipped_segments.items():
-            log.info("baskets: segment %r skipped: %s", segment, reason)
+        if len(skipped):
+            listed = ", ".join(
+                f"{seg} ({n})" for seg, n in zip(skipped.segment, skipped.n_baskets, strict=True)
+            )
+            log.info(
+                "baskets: %d segments skipped, fewer than baskets.min_segment_baskets=%d baskets: %s",
+                len(skipped),
+                config.baskets.min_segment_baskets,
+                listed,
+            )
         st.counts.update(
             segments=len(plan),
             mined=result.mined_segments,

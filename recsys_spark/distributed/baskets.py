@@ -42,6 +42,8 @@ SUBSTITUTE_SCHEMA = (
     "segment string, item_id string, substitute_item_id string, item_support double, "
     "substitute_support double, expected_together double, together long, lift double"
 )
+# Partial pair counts are summed by Spark: a few chunks give parallelism without tiny UDF calls.
+SUBSTITUTE_CHUNKS = 8
 PAIR_SCHEMA = "segment string, item_a string, item_b string, together long"
 
 
@@ -117,8 +119,10 @@ def mine(
     """
     mined = plan[plan.skip_reason.isna()]
     if mined.empty:
-        return Mined(spark.createDataFrame([], ITEMSET_SCHEMA + ", support double"),
-                     spark.createDataFrame([], RULE_SCHEMA))
+        return Mined(
+            spark.createDataFrame([], ITEMSET_SCHEMA + ", support double"),
+            spark.createDataFrame([], RULE_SCHEMA),
+        )
     stats = spark.createDataFrame(mined[["segment", "n_baskets", "min_count", "chunks"]])
     chunked = (
         baskets.join(F.broadcast(stats), "segment")
@@ -237,7 +241,7 @@ def substitutes(
         .groupBy("segment", "order_id")
         .agg(F.collect_list("item").alias("items"))
         .where(F.size("items") >= 2)
-        .withColumn("chunk", F.pmod(F.xxhash64("order_id"), F.lit(64)))
+        .withColumn("chunk", F.pmod(F.xxhash64("order_id"), F.lit(SUBSTITUTE_CHUNKS)))
         .groupBy("segment", "chunk")
         .applyInPandas(_pair_counts, PAIR_SCHEMA)
         .groupBy("segment", "item_a", "item_b")
