@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from pyspark.errors import PythonException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -303,13 +304,10 @@ def _mine_chunk(
 
 def _rules_of_segment(rules: RuleSettings) -> Callable[[pd.DataFrame], pd.DataFrame]:
     def rules_of_segment(frame: pd.DataFrame) -> pd.DataFrame:
-        codes, names = pd.factorize(np.concatenate(frame["items"].to_numpy()))
-        split = np.cumsum([len(i) for i in frame["items"]])[:-1]
-        keys = [tuple(sorted(c)) for c in np.split(codes, split)]
+        itemsets, names = _encode(frame["items"])
+        keys = [tuple(sorted(int(i) for i in codes)) for codes in itemsets]
         counts = dict(zip(keys, frame.freq.astype(int), strict=True))
-        found = _rules_frame(
-            frame.segment.iloc[0], counts, np.asarray(names), int(frame.n_baskets.iloc[0]), rules
-        )
+        found = _rules_frame(frame.segment.iloc[0], counts, names, int(frame.n_baskets.iloc[0]), rules)
         return found.assign(consequent=[[c] for c in found.consequent]).drop(columns="freq")
 
     return rules_of_segment
@@ -370,9 +368,15 @@ def _pair_counts(frame: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _matrix(items: pd.Series) -> tuple[kernel.sp.csr_matrix, np.ndarray]:
-    """Baskets of string ids as a binary matrix, and the item name of each column."""
+def _encode(items: pd.Series) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each row's string ids as integer codes, and the name of each code."""
     flat = np.concatenate(items.to_numpy()) if len(items) else np.array([], dtype=object)
     codes, names = pd.factorize(flat)
     split = np.cumsum([len(i) for i in items])[:-1]
-    return kernel.basket_matrix(np.split(codes, split), len(names)), np.asarray(names, dtype=object)
+    return np.split(codes, split), np.asarray(names, dtype=object)
+
+
+def _matrix(items: pd.Series) -> tuple[sp.csr_matrix, np.ndarray]:
+    """Baskets of string ids as a binary matrix, and the item name of each column."""
+    baskets, names = _encode(items)
+    return kernel.basket_matrix(baskets, len(names)), names
