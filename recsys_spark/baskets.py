@@ -88,7 +88,7 @@ def run_baskets(spark: SparkSession, config: Config, run_id: str) -> BasketsResu
             log.info(
                 "baskets: %d segments skipped, fewer than baskets.min_segment_baskets=%d baskets: %s",
                 len(skipped),
-                config.baskets.min_segment_baskets,
+                conf.min_segment_baskets,
                 listed,
             )
         st.counts.update(

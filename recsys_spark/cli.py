@@ -44,10 +44,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def run_job(step: str, job_file: str) -> None:
     """Entry point for a scheduled task in jobs/: run ``step`` with the conf/ beside jobs/.
 
@@ -55,3 +51,7 @@ def run_job(step: str, job_file: str) -> None:
     """
     conf_dir = Path(job_file).resolve().parent.parent / "conf"
     sys.exit(main([step, "--conf-dir", str(conf_dir), *sys.argv[1:]]))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

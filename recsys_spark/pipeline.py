@@ -13,7 +13,7 @@ from recsys_spark.baskets import run_baskets
 from recsys_spark.config import Config
 from recsys_spark.ingest import ingest, load_sample
 from recsys_spark.session import get_spark
-from recsys_spark.tables import local_location, table_name
+from recsys_spark.tables import TABLE_LAYERS, local_location, table_name
 from recsys_spark.tracking import PipelineRun, pipeline_run, step_run
 
 log = logging.getLogger(__name__)
@@ -108,23 +108,15 @@ def run_steps(config: Config, steps: Sequence[str], spark: SparkSession | None =
                 metrics.update(report.metrics, seconds=time.perf_counter() - start)
             log.info("step %s done in %.1fs", step, time.perf_counter() - start)
             lines += report.lines
-        lines += _where_things_are(config, run)
+        lines += _where_things_are(spark, config, run)
     return lines
 
 
-def _where_things_are(config: Config, run: PipelineRun) -> list[str]:
+def _where_things_are(spark: SparkSession, config: Config, run: PipelineRun) -> list[str]:
     lines = [f"MLflow run {run.run_id} (experiment {run.experiment_id}) at {run.tracking_uri}"]
-    for key in (
-        "purchases",
-        "interactions",
-        "interactions_quarantine",
-        "frequent_itemsets",
-        "association_rules",
-        "frequently_bought_together",
-        "substitutes",
-        "baskets_quarantine",
-    ):
+    for key in TABLE_LAYERS:
         name = table_name(config, key)
-        where = "" if name.catalog else f" at {local_location(config, name)}"
-        lines.append(f"table {name}{where}")
+        if spark.catalog.tableExists(str(name)):
+            where = "" if name.catalog else f" at {local_location(config, name)}"
+            lines.append(f"table {name}{where}")
     return lines
