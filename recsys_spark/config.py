@@ -25,6 +25,9 @@ TARGETS = ("local", "dev", "prod")
 IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Marks a string that becomes part of a table name: letters, digits, underscore only.
 Identifier = Annotated[str, "identifier"]
+# A table named by the user: two or three identifiers joined by dots.
+QualifiedName = Annotated[str, "qualified"]
+QUALIFIED_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){1,2}$")
 
 
 class ConfigError(ValueError):
@@ -63,6 +66,8 @@ class TablesConfig:
     frequently_bought_together: Identifier
     substitutes: Identifier
     baskets_quarantine: Identifier
+    item_neighbours: Identifier
+    lookalikes: Identifier
     model_metrics: Identifier
 
 
@@ -126,13 +131,53 @@ class AlsConfig:
 
 
 @dataclass(frozen=True)
+class BprConfig:
+    factors: int
+    learning_rate: float
+    regularization: float
+    iterations: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class ItemKnnConfig:
+    similarity: Literal["bm25", "tfidf", "cosine", "count"]
+    neighbours: int
+    bm25_k1: float = 1.2
+    bm25_b: float = 0.75
+
+
+@dataclass(frozen=True)
+class PopularityConfig:
+    # None: every buyer counts 1; else a purchase counts 0.5 ** (age in days / half_life_days).
+    half_life_days: float | None = None
+
+
+ModelName = Literal["als", "bpr", "itemknn", "popularity"]
+
+
+@dataclass(frozen=True)
 class ModelsConfig:
-    enabled: list[Literal["als", "bpr", "itemknn", "popularity"]]
+    enabled: list[ModelName]
+    # The model whose top-N goes to gold.recommendations (users of untrained segments get popularity).
+    publish: ModelName
     top_n: int
+    similar_top_k: int
+    audience_top_k: int
+    lookalike_top_k: int
     min_segment_users: int
     min_segment_items: int
+    # Segments with more user × item pairs than this train ALS on Spark MLlib (distributed).
+    mllib_min_pairs: int
+    score_block_rows: int
+    exclude_items: list[str]
+    # A table (schema.table or catalog.schema.table) with an item_id column, e.g. out of stock.
+    exclude_table: QualifiedName | None
     confidence: ConfidenceConfig
     als: AlsConfig
+    bpr: BprConfig
+    itemknn: ItemKnnConfig
+    popularity: PopularityConfig
 
 
 @dataclass(frozen=True)
@@ -231,7 +276,13 @@ def load_config(
         )
     merged["sources"] = tuple(str(p) for p in files)
     merged["root"] = str(conf_dir.resolve().parent)
-    return _build(Config, merged, "", origin, files)
+    config = _build(Config, merged, "", origin, files)
+    if config.models.publish not in config.models.enabled:
+        raise ConfigError(
+            f"{_where('models.publish', origin, files)}: models.publish is {config.models.publish!r} "
+            f"but models.enabled is {config.models.enabled}: add it to models.enabled or publish another"
+        )
+    return config
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -311,6 +362,11 @@ def _coerce(hint: Any, value: Any, key: str, origin: dict[str, str], files: list
             raise ConfigError(
                 f"{where}: key '{key}' = {value!r} is not a valid table identifier: "
                 "use letters, digits and underscore only"
+            )
+        if "qualified" in marks and checked is not None and not QUALIFIED_RE.match(checked):
+            raise ConfigError(
+                f"{where}: key '{key}' = {value!r} is not a valid table name: "
+                "use schema.table or catalog.schema.table, each part letters, digits and underscore"
             )
         return checked
     kind = get_origin(hint)

@@ -12,6 +12,7 @@ from pyspark.sql import SparkSession
 from recsys_spark.baskets import run_baskets
 from recsys_spark.config import Config
 from recsys_spark.ingest import ingest, load_sample
+from recsys_spark.models import run_score, run_train
 from recsys_spark.session import get_spark
 from recsys_spark.tables import TABLE_LAYERS, local_location, table_name
 from recsys_spark.tracking import PipelineRun, pipeline_run, step_run
@@ -81,10 +82,46 @@ def step_baskets(spark: SparkSession, config: Config, run: PipelineRun) -> StepR
     return StepReport(metrics, lines)
 
 
+def step_train(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
+    result = run_train(spark, config, run.run_id)
+    metrics = {
+        "pairs": result.pairs,
+        "segments": result.segments,
+        "segments_skipped": len(result.skipped_segments),
+        "segments_mllib": len(result.mllib_segments),
+        **{f"rows.{k}": v for k, v in result.rows.items()},
+    }
+    trained = result.segments - len(result.skipped_segments)
+    lines = [
+        f"train: {result.pairs:,} customer x item pairs in {result.segments} segments: {trained} trained "
+        f"({len(result.mllib_segments)} on Spark MLlib ALS), {len(result.skipped_segments)} too small "
+        f"(min {config.models.min_segment_users} users, {config.models.min_segment_items} items)",
+        "  " + ", ".join(f"{k} {v:,}" for k, v in result.rows.items()),
+    ]
+    return StepReport(metrics, lines)
+
+
+def step_score(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
+    result = run_score(spark, config, run.run_id)
+    metrics = {
+        "customers": result.customers,
+        "popularity_fallback_customers": result.fallback_customers,
+        **{f"rows.{k}": v for k, v in result.rows.items()},
+    }
+    lines = [
+        f"score: {result.customers:,} customers, top {config.models.top_n} from {config.models.publish}; "
+        f"{result.fallback_customers:,} in untrained segments got overall popularity",
+        "  " + ", ".join(f"{k} {v:,}" for k, v in result.rows.items()),
+    ]
+    return StepReport(metrics, lines)
+
+
 STEPS: dict[str, Callable[[SparkSession, Config, PipelineRun], StepReport]] = {
     "load-sample": step_load_sample,
     "ingest": step_ingest,
     "baskets": step_baskets,
+    "train": step_train,
+    "score": step_score,
 }
 
 

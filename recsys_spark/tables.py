@@ -36,6 +36,8 @@ TABLE_LAYERS: dict[str, str] = {
     "frequently_bought_together": "gold",
     "substitutes": "gold",
     "baskets_quarantine": "silver",
+    "item_neighbours": "silver",
+    "lookalikes": "gold",
     "model_metrics": "gold",
 }
 

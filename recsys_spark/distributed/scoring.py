@@ -1,0 +1,174 @@
+"""Distributed top-N: ``mapInPandas`` over blocks of query rows against a per-segment catalogue.
+
+One function serves every "best matches" table: users × item factors (recommendations), items ×
+item factors by cosine (similar items), items × user factors (item audience), users × user factors
+by cosine (lookalikes). ItemKNN scores from a user's history instead of a user vector, so it has
+its own function. The catalogues travel inside the UDF's closure (pickled once per task), which
+also works on Spark Connect where ``sparkContext.broadcast`` does not. This module takes and
+returns DataFrames; it reads and writes no tables itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from pyspark.errors import PythonException
+from pyspark.sql import DataFrame
+
+from recsys_spark.kernels.itemknn import ItemKnnModel
+from recsys_spark.kernels.matrix import rows_of
+from recsys_spark.kernels.topn import TopN, limit_threads, normalize_rows, top_matches
+
+# queries: one row per user (or item) to score; ``catalog`` names the candidate set to use.
+QUERY_COLUMNS = ["segment", "catalog", "query_id", "vector", "exclude"]
+KNN_QUERY_COLUMNS = ["segment", "catalog", "query_id", "history", "history_weights"]
+MATCH_SCHEMA = "segment string, query_id string, rank int, match_id string, score float, reason_id string"
+
+
+class ScoringError(RuntimeError):
+    """Scoring failed for a segment; the message names it."""
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The candidates of one segment: sorted ids (ties go to the smaller id), their vectors or
+    ItemKNN similarity, and the indexes never to return (exclude lists)."""
+
+    ids: np.ndarray
+    blocked: np.ndarray
+    vectors: np.ndarray | None = None  # float32 candidates × f
+    similarity: sp.csr_matrix | None = None  # ItemKNN: candidates × candidates
+
+    @staticmethod
+    def of_vectors(
+        ids: np.ndarray, vectors: np.ndarray, blocked_ids: set[str], cosine: bool = False
+    ) -> Catalog:
+        order = np.argsort(np.asarray(ids, dtype=object), kind="stable")
+        ids = np.asarray(ids, dtype=object)[order]
+        vectors = np.asarray(vectors, dtype=np.float32)[order]
+        return Catalog(ids, _blocked(ids, blocked_ids), normalize_rows(vectors) if cosine else vectors)
+
+    @staticmethod
+    def of_neighbours(
+        items: np.ndarray, neighbours: np.ndarray, weights: np.ndarray, blocked_ids: set[str]
+    ) -> Catalog:
+        """From ItemKNN's (item, neighbour, similarity) entries."""
+        ids = np.unique(
+            np.concatenate([np.asarray(items, dtype=object), np.asarray(neighbours, dtype=object)])
+        )
+        index = pd.Index(ids)
+        rows, cols = index.get_indexer(items), index.get_indexer(neighbours)
+        similarity = sp.csr_matrix(
+            (np.asarray(weights, np.float32), (rows, cols)), shape=(len(ids), len(ids))
+        )
+        return Catalog(ids, _blocked(ids, blocked_ids), similarity=similarity)
+
+    def index_lists(self, lists: pd.Series) -> list[np.ndarray]:
+        """Each list of ids as candidate indexes (-1 for ids not in the catalogue)."""
+        index = pd.Index(self.ids)
+        return [
+            index.get_indexer(np.asarray(x, dtype=object)) if x is not None else np.empty(0) for x in lists
+        ]
+
+
+def _blocked(ids: np.ndarray, blocked_ids: set[str]) -> np.ndarray:
+    return np.flatnonzero(np.isin(ids, list(blocked_ids))) if blocked_ids else np.empty(0, np.int64)
+
+
+def top_matches_by_segment(
+    queries: DataFrame,
+    catalogs: dict[str, Catalog],
+    n: int,
+    block_rows: int,
+    threads: int,
+    cosine: bool = False,
+) -> DataFrame:
+    """For every query row, its ``n`` best candidates in ``catalogs[catalog]`` by dot product
+    (cosine when ``cosine``), its ``exclude`` ids and the catalogue's blocked ids masked out."""
+
+    def score(catalog: Catalog, part: pd.DataFrame) -> TopN:
+        vectors = np.stack(part.vector.to_numpy()).astype(np.float32)
+        if cosine:
+            vectors = normalize_rows(vectors)
+        exclude = rows_of(catalog.index_lists(part.exclude), len(catalog.ids))
+        return top_matches(vectors, catalog.vectors, n, exclude, catalog.blocked, block_rows)
+
+    return queries.select(*QUERY_COLUMNS).mapInPandas(_per_catalog(catalogs, n, threads, score), MATCH_SCHEMA)
+
+
+def knn_recommendations(
+    queries: DataFrame, catalogs: dict[str, Catalog], n: int, block_rows: int, threads: int
+) -> DataFrame:
+    """ItemKNN top-N from each user's history (ids and weights), with the history item that
+    contributed most as ``reason_id``."""
+
+    def score(catalog: Catalog, part: pd.DataFrame) -> tuple[TopN, np.ndarray]:
+        history = rows_of(catalog.index_lists(part.history), len(catalog.ids), list(part.history_weights))
+        model = ItemKnnModel(catalog.similarity)
+        top = model.recommend(np.arange(len(part)), history, n, catalog.blocked, block_rows)
+        return top, model.because_of(history, top)
+
+    return queries.select(*KNN_QUERY_COLUMNS).mapInPandas(
+        _per_catalog(catalogs, n, threads, score), MATCH_SCHEMA
+    )
+
+
+def materialize(frame: DataFrame) -> int:
+    """Count ``frame``; a failure inside a scoring UDF is raised as a ScoringError naming the segment."""
+    try:
+        return frame.count()
+    except PythonException as exc:
+        lines = [line for line in str(exc).splitlines() if "ScoringError:" in line]
+        if lines:
+            raise ScoringError(lines[-1].split("ScoringError:", 1)[1].strip()) from None
+        raise
+
+
+def _per_catalog(
+    catalogs: dict[str, Catalog],
+    n: int,
+    threads: int,
+    score: Callable[[Catalog, pd.DataFrame], TopN | tuple[TopN, np.ndarray]],
+) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        with limit_threads(threads):
+            for frame in batches:
+                for name, part in frame.groupby("catalog", sort=False):
+                    catalog = catalogs.get(name)
+                    if catalog is None:
+                        raise ScoringError(
+                            f"no trained candidates for segment {name!r} ({len(part)} rows to score); "
+                            "run `recsys train` before `recsys score`"
+                        )
+                    try:
+                        result = score(catalog, part)
+                    except Exception as exc:
+                        raise ScoringError(f"segment {name!r}: {type(exc).__name__}: {exc}") from exc
+                    top, reasons = result if isinstance(result, tuple) else (result, None)
+                    yield _match_rows(part, catalog, top, reasons, n)
+
+    return run
+
+
+def _match_rows(
+    part: pd.DataFrame, catalog: Catalog, top: TopN, reasons: np.ndarray | None, n: int
+) -> pd.DataFrame:
+    rows, ranks = np.nonzero(top.indices >= 0)
+    picked = top.indices[rows, ranks]
+    reason_ids = catalog.ids[reasons[rows, ranks]] if reasons is not None else None
+    if reason_ids is not None:
+        reason_ids = np.where(reasons[rows, ranks] >= 0, reason_ids, None)
+    return pd.DataFrame(
+        {
+            "segment": part.segment.to_numpy()[rows],
+            "query_id": part.query_id.to_numpy()[rows],
+            "rank": (ranks + 1).astype(np.int32),
+            "match_id": catalog.ids[picked],
+            "score": top.scores[rows, ranks],
+            "reason_id": reason_ids,
+        }
+    )

@@ -1,0 +1,285 @@
+"""Per-segment training: ``groupBy(segment).applyInPandas`` builds each segment's matrix and fits
+the enabled kernels there; a segment above ``mllib_min_pairs`` trains ALS on Spark MLlib instead.
+
+Every model's output is one frame of ``TRAINED_SCHEMA`` rows, told apart by ``kind``:
+``user`` and ``item`` rows carry factors (popularity is a rank-1 factor model: the item's score),
+``neighbour`` rows carry ItemKNN's similarity entries. This module takes and returns DataFrames;
+it reads and writes no tables itself.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pyspark.errors import PythonException
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from recsys_spark.kernels import als, bpr, itemknn, popularity
+from recsys_spark.kernels.factors import FactorModel
+from recsys_spark.kernels.matrix import Interactions, build_interactions
+from recsys_spark.kernels.topn import limit_threads
+
+GLOBAL_SEGMENT = "all"
+FACTOR_MODELS = ("als", "bpr")
+TRAINED_SCHEMA = (
+    "kind string, segment string, model string, engine string, id string, other_id string, "
+    "factors array<float>, weight float"
+)
+TRAINED_COLUMNS = [f.split()[0] for f in TRAINED_SCHEMA.split(", ")]
+WEIGHTS_COLUMNS = ["segment", "customer_id", "item_id", "weight", "age_days"]
+
+
+class TrainingError(RuntimeError):
+    """A model failed on a segment; the message names the segment and the model."""
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    models: tuple[str, ...]
+    als: als.AlsParams
+    bpr: bpr.BprParams
+    itemknn: itemknn.ItemKnnParams
+    popularity: popularity.PopularityParams
+    min_segment_users: int
+    min_segment_items: int
+    mllib_min_pairs: int
+
+
+def user_item_weights(interactions: DataFrame, weight: str, log_scale: bool) -> DataFrame:
+    """One row per segment × customer × item: the confidence weight (purchase lines, quantity or
+    revenue, optionally log(1 + x)) and the days from the customer's latest purchase of the item to
+    the latest event in the data (recency is measured against the data, not the clock)."""
+    measure = {"count": F.count(F.lit(1)), "quantity": F.sum("quantity"), "revenue": F.sum("revenue")}[weight]
+    as_of = interactions.agg(F.max("event_ts").alias("as_of"))
+    pairs = interactions.groupBy("segment", "customer_id", "item_id").agg(
+        measure.cast("double").alias("weight"), F.max("event_ts").alias("last_ts")
+    )
+    value = F.log1p("weight") if log_scale else F.col("weight")
+    return pairs.crossJoin(as_of).select(
+        "segment",
+        "customer_id",
+        "item_id",
+        value.cast("float").alias("weight"),
+        ((F.unix_timestamp("as_of") - F.unix_timestamp("last_ts")) / 86400.0).cast("float").alias("age_days"),
+    )
+
+
+def training_plan(weights: DataFrame, settings: TrainSettings) -> pd.DataFrame:
+    """Per segment: users, items, pairs, and how it trains (``engine``) or why it does not."""
+    plan = (
+        weights.groupBy("segment")
+        .agg(
+            F.countDistinct("customer_id").alias("users"),
+            F.countDistinct("item_id").alias("items"),
+            F.count(F.lit(1)).alias("pairs"),
+        )
+        .orderBy("segment")
+        .toPandas()
+    )
+    too_few_users = plan.users < settings.min_segment_users
+    too_few_items = plan["items"] < settings.min_segment_items
+    plan["skip_reason"] = None
+    plan.loc[too_few_items, "skip_reason"] = (
+        f"fewer than models.min_segment_items={settings.min_segment_items} items"
+    )
+    plan.loc[too_few_users, "skip_reason"] = (
+        f"fewer than models.min_segment_users={settings.min_segment_users} users"
+    )
+    plan["engine"] = np.where(plan.pairs > settings.mllib_min_pairs, "mllib", "implicit")
+    plan.loc[plan.skip_reason.notna(), "engine"] = None
+    return plan
+
+
+def train_segments(
+    weights: DataFrame, plan: pd.DataFrame, settings: TrainSettings, threads: int
+) -> DataFrame:
+    """Fit the enabled models of every segment in one pandas UDF call per segment.
+
+    Skipped segments get popularity only; on MLlib segments ALS is left to ``train_mllib_als``.
+    """
+    models_of = {}
+    for row in plan.itertuples():
+        wanted = [] if row.skip_reason else [m for m in settings.models if m != "popularity"]
+        if row.engine == "mllib":
+            wanted = [m for m in wanted if m != "als"]
+        models_of[row.segment] = ["popularity", *wanted]
+    return (
+        weights.select(*WEIGHTS_COLUMNS)
+        .groupBy("segment")
+        .applyInPandas(_train_segment(models_of, settings, threads), TRAINED_SCHEMA)
+    )
+
+
+def global_popularity(trained: DataFrame) -> DataFrame:
+    """Popularity over every segment (segment ``all``): the sum of the segments' item scores,
+    i.e. a customer counts once in each segment they bought in."""
+    return (
+        trained.where((F.col("model") == "popularity") & (F.col("segment") != GLOBAL_SEGMENT))
+        .groupBy("id")
+        .agg(F.sum(F.col("factors")[0]).cast("float").alias("score"))
+        .select(
+            F.lit("item").alias("kind"),
+            F.lit(GLOBAL_SEGMENT).alias("segment"),
+            F.lit("popularity").alias("model"),
+            F.lit("implicit").alias("engine"),
+            "id",
+            F.lit(None).cast("string").alias("other_id"),
+            F.array("score").alias("factors"),
+            F.lit(None).cast("float").alias("weight"),
+        )
+    )
+
+
+def train_mllib_als(weights: DataFrame, segments: list[str], params: als.AlsParams) -> DataFrame | None:
+    """ALS on Spark MLlib for segments too big for one executor; same rows as the kernel's.
+
+    MLlib needs integer ids: each segment's distinct ids are numbered in sorted order. MLlib's
+    implicit ALS scales regularization by each user's and item's count, so its factors differ
+    from the kernel's for the same parameters.
+    """
+    from pyspark.ml.recommendation import ALS
+
+    frames = []
+    for segment in segments:
+        rows = weights.where(F.col("segment") == segment)
+        users = _numbered(rows, "customer_id")
+        items = _numbered(rows, "item_id")
+        ratings = rows.join(users, "customer_id").join(items, "item_id")
+        model = ALS(
+            rank=params.factors,
+            maxIter=params.iterations,
+            regParam=params.regularization,
+            alpha=params.alpha,
+            implicitPrefs=True,
+            seed=params.seed,
+            userCol="customer_id_index",
+            itemCol="item_id_index",
+            ratingCol="weight",
+        ).fit(ratings)
+        for kind, factors, ids, column in (
+            ("user", model.userFactors, users, "customer_id"),
+            ("item", model.itemFactors, items, "item_id"),
+        ):
+            frames.append(
+                factors.join(ids, factors.id == ids[f"{column}_index"]).select(
+                    F.lit(kind).alias("kind"),
+                    F.lit(segment).alias("segment"),
+                    F.lit("als").alias("model"),
+                    F.lit("mllib").alias("engine"),
+                    F.col(column).alias("id"),
+                    F.lit(None).cast("string").alias("other_id"),
+                    F.col("features").cast("array<float>").alias("factors"),
+                    F.lit(None).cast("float").alias("weight"),
+                )
+            )
+    if not frames:
+        return None
+    result = frames[0]
+    for frame in frames[1:]:
+        result = result.unionByName(frame)
+    return result
+
+
+def materialize(frame: DataFrame) -> int:
+    """Count ``frame``; a failure inside a training UDF is raised as a TrainingError naming the segment."""
+    try:
+        return frame.count()
+    except PythonException as exc:
+        lines = [line for line in str(exc).splitlines() if "TrainingError:" in line]
+        if lines:
+            raise TrainingError(lines[-1].split("TrainingError:", 1)[1].strip()) from None
+        raise
+
+
+def threads_per_task(parallelism: int, concurrent_tasks: int) -> int:
+    """Cores a training task may use: all of them for one big segment, one each when many run."""
+    return max(1, parallelism // max(1, min(concurrent_tasks, parallelism)))
+
+
+def _numbered(rows: DataFrame, column: str) -> DataFrame:
+    order = Window.orderBy(column)
+    return rows.select(column).distinct().withColumn(f"{column}_index", F.row_number().over(order) - 1)
+
+
+def _train_segment(
+    models_of: dict[str, list[str]], settings: TrainSettings, threads: int
+) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def train(frame: pd.DataFrame) -> pd.DataFrame:
+        segment = frame.segment.iat[0]
+        data = build_interactions(frame.customer_id, frame.item_id, frame.weight)
+        outputs = []
+        with limit_threads(threads):
+            for model in models_of.get(segment, ["popularity"]):
+                try:
+                    outputs.append(_fit(model, data, frame, settings, threads))
+                except Exception as exc:
+                    # Raised, never swallowed: the job fails and names the segment and model.
+                    raise TrainingError(
+                        f"segment {segment!r}, model {model} ({data.shape[0]} users × {data.shape[1]} items) "
+                        f"failed: {type(exc).__name__}: {exc}"
+                    ) from exc
+        with warnings.catch_warnings():
+            # Models fill different columns (factors or neighbour weights); the rest are empty.
+            warnings.simplefilter("ignore", FutureWarning)
+            result = pd.concat(outputs, ignore_index=True)
+        result.insert(1, "segment", segment)
+        return result[TRAINED_COLUMNS]
+
+    return train
+
+
+def _fit(
+    model: str, data: Interactions, frame: pd.DataFrame, settings: TrainSettings, threads: int
+) -> pd.DataFrame:
+    if model == "popularity":
+        ages = data.matrix(frame.age_days) if settings.popularity.half_life_days is not None else None
+        scores = popularity.fit(data.weights, settings.popularity, ages).item_scores
+        return _rows("item", model, data.item_ids, scores[:, None])
+    if model == "itemknn":
+        similarity = itemknn.fit(data.weights, settings.itemknn, threads).similarity.tocoo()
+        return pd.DataFrame(
+            {
+                "kind": "neighbour",
+                "model": model,
+                "engine": "implicit",
+                "id": data.item_ids[similarity.row],
+                "other_id": data.item_ids[similarity.col],
+                "factors": None,
+                "weight": similarity.data.astype(np.float32),
+            }
+        )
+    fitted: FactorModel = (
+        als.fit(data.weights, settings.als, threads)
+        if model == "als"
+        else bpr.fit(data.weights, settings.bpr, threads)
+    )
+    if not (np.isfinite(fitted.user_factors).all() and np.isfinite(fitted.item_factors).all()):
+        raise ValueError("the factors contain NaN or infinity; lower the learning rate or check the weights")
+    return pd.concat(
+        [
+            _rows("user", model, data.user_ids, fitted.user_factors),
+            _rows("item", model, data.item_ids, fitted.item_factors),
+        ],
+        ignore_index=True,
+    )
+
+
+def _rows(kind: str, model: str, ids: np.ndarray, vectors: np.ndarray) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "kind": kind,
+            "model": model,
+            "engine": "implicit",
+            "id": ids,
+            "other_id": None,
+            "factors": list(np.asarray(vectors, dtype=np.float32)),
+            "weight": math.nan,
+        }
+    )

@@ -1,0 +1,481 @@
+"""The `train` and `score` steps.
+
+train: silver.interactions -> silver.user_factors, silver.item_factors, silver.item_neighbours
+score: those tables -> gold.recommendations, gold.similar_items, gold.item_audience, gold.lookalikes
+Each table is replaced in one commit, stamped with the run's id.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+from recsys_spark.config import Config
+from recsys_spark.distributed import scoring, training
+from recsys_spark.distributed.scoring import Catalog
+from recsys_spark.distributed.training import FACTOR_MODELS, GLOBAL_SEGMENT
+from recsys_spark.kernels import als, bpr, itemknn, popularity
+from recsys_spark.progress import stage
+from recsys_spark.tables import overwrite_table, table_name, utc_now
+
+log = logging.getLogger(__name__)
+
+# gold.recommendations.reason: why a row is there.
+REASONS = {
+    "als": "factor_score",
+    "bpr": "factor_score",
+    "itemknn": "because_bought",  # reason_item_id: the bought item that contributed most
+    "popularity": "popular_in_segment",
+}
+POPULAR_OVERALL = "popular_overall"  # the customer's segment was too small to train
+
+
+@dataclass
+class TrainResult:
+    pairs: int
+    segments: int
+    skipped_segments: dict[str, str] = field(default_factory=dict)
+    mllib_segments: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)  # per output table
+
+
+@dataclass
+class ScoreResult:
+    customers: int
+    rows: dict[str, int] = field(default_factory=dict)  # per output table
+    fallback_customers: int = 0
+
+
+def train_settings(config: Config) -> training.TrainSettings:
+    conf = config.models
+    return training.TrainSettings(
+        models=tuple(conf.enabled),
+        als=als.AlsParams(
+            conf.als.factors,
+            conf.als.regularization,
+            conf.als.iterations,
+            conf.confidence.alpha,
+            conf.als.seed,
+        ),
+        bpr=bpr.BprParams(
+            conf.bpr.factors,
+            conf.bpr.learning_rate,
+            conf.bpr.regularization,
+            conf.bpr.iterations,
+            conf.bpr.seed,
+        ),
+        itemknn=itemknn.ItemKnnParams(
+            conf.itemknn.similarity, conf.itemknn.neighbours, conf.itemknn.bm25_k1, conf.itemknn.bm25_b
+        ),
+        popularity=popularity.PopularityParams(conf.popularity.half_life_days),
+        min_segment_users=conf.min_segment_users,
+        min_segment_items=conf.min_segment_items,
+        mllib_min_pairs=conf.mllib_min_pairs,
+    )
+
+
+def user_item_weights(spark: SparkSession, config: Config) -> DataFrame:
+    interactions = spark.table(str(table_name(config, "interactions")))
+    confidence = config.models.confidence
+    return training.user_item_weights(interactions, confidence.weight, confidence.log_scale)
+
+
+def run_train(spark: SparkSession, config: Config, run_id: str) -> TrainResult:
+    """Train every enabled model on every segment and publish the three silver model tables."""
+    settings = train_settings(config)
+    with stage("train", "customer x item weights") as st:
+        weights = user_item_weights(spark, config).persist()
+        pairs = weights.count()
+        if pairs == 0:
+            raise ValueError(
+                f"{table_name(config, 'interactions')} is empty: run `recsys ingest` first, or check "
+                "silver.interactions_quarantine for why every row was rejected"
+            )
+        st.counts.update(pairs=pairs, weight=config.models.confidence.weight)
+
+    with stage("train", "plan segments") as st:
+        plan = training.training_plan(weights, settings)
+        skipped = plan[plan.skip_reason.notna()]
+        result = TrainResult(pairs, len(plan))
+        result.skipped_segments = dict(zip(skipped.segment, skipped.skip_reason, strict=True))
+        result.mllib_segments = plan.segment[plan.engine == "mllib"].tolist()
+        if len(skipped):
+            log.info(
+                "train: %d segments not trained (min %d users, %d items); their customers get "
+                "overall popularity: %s",
+                len(skipped),
+                config.models.min_segment_users,
+                config.models.min_segment_items,
+                ", ".join(
+                    f"{s} ({u} users, {i} items)" for s, u, i in skipped[["segment", "users", "items"]].values
+                ),
+            )
+        trained_segments = int((plan.engine == "implicit").sum())
+        threads = training.threads_per_task(spark.sparkContext.defaultParallelism, trained_segments)
+        st.counts.update(
+            segments=len(plan),
+            implicit=trained_segments,
+            mllib=len(result.mllib_segments),
+            skipped=len(skipped),
+            threads_per_task=threads,
+        )
+
+    with stage("train", "fit models per segment") as st:
+        trained = training.train_segments(weights, plan, settings, threads)
+        if "als" in settings.models and result.mllib_segments:
+            trained = trained.unionByName(
+                training.train_mllib_als(weights, result.mllib_segments, settings.als)
+            )
+        trained = trained.persist()
+        training.materialize(trained)
+        if len(plan) > 1 or plan.segment.iat[0] != GLOBAL_SEGMENT:
+            trained = trained.unionByName(training.global_popularity(trained))
+        counts = trained.groupBy("kind", "model").count().collect()
+        st.counts.update(
+            models=list(settings.models), rows={f"{r.kind}/{r.model}": r["count"] for r in counts}
+        )
+
+    with stage("train", "publish factor tables") as st:
+        stamp = {"run_id": F.lit(run_id), "trained_at": F.lit(utc_now()).cast("timestamp")}
+        kind = F.col("kind")
+        outputs = {
+            "user_factors": trained.where(kind == "user").select(
+                "segment", F.col("id").alias("customer_id"), "model", "engine", "factors"
+            ),
+            "item_factors": trained.where(kind == "item").select(
+                "segment", F.col("id").alias("item_id"), "model", "engine", "factors"
+            ),
+            "item_neighbours": trained.where(kind == "neighbour").select(
+                "segment",
+                F.col("id").alias("item_id"),
+                F.col("other_id").alias("neighbour_item_id"),
+                "model",
+                F.col("weight").alias("similarity"),
+            ),
+        }
+        for key, frame in outputs.items():
+            overwrite_table(spark, config, table_name(config, key), frame.withColumns(stamp))
+            result.rows[key] = spark.table(str(table_name(config, key))).count()
+        st.counts.update(result.rows)
+    trained.unpersist()
+    weights.unpersist()
+    return result
+
+
+def run_score(spark: SparkSession, config: Config, run_id: str) -> ScoreResult:
+    """Score every customer with the published model and publish the four gold tables."""
+    conf = config.models
+    threads = 1  # scoring tasks run side by side, one per core
+    factors_table = spark.table(str(table_name(config, "item_factors")))
+    with stage("score", "load item candidates") as st:
+        blocked = _blocked_items(spark, config)
+        items = factors_table.select("segment", "item_id", "model", "factors").toPandas()
+        neighbours = spark.table(str(table_name(config, "item_neighbours")))
+        st.counts.update(item_rows=len(items), blocked_items=len(blocked))
+
+    with stage("score", "customer histories") as st:
+        weights = user_item_weights(spark, config)
+        entries = F.array_sort(F.collect_list(F.struct("item_id", "weight")))
+        histories = (
+            weights.groupBy("segment", "customer_id")
+            .agg(entries.alias("entries"))
+            .select(
+                "segment",
+                "customer_id",
+                F.col("entries.item_id").alias("history"),
+                F.col("entries.weight").alias("history_weights"),
+            )
+            .persist()
+        )
+        result = ScoreResult(histories.count())
+        st.counts.update(customers=result.customers)
+
+    stamp = {"run_id": F.lit(run_id), "generated_at": F.lit(utc_now()).cast("timestamp")}
+    with stage("score", f"recommendations ({conf.publish})") as st:
+        recommendations, trained = _recommendations(
+            spark, config, items, neighbours, histories, blocked, threads
+        )
+        recommendations = recommendations.persist()
+        scoring.materialize(recommendations)
+        fallback = recommendations.where(F.col("reason") == POPULAR_OVERALL)
+        result.fallback_customers = fallback.select("segment", "customer_id").distinct().count()
+        _publish(spark, config, "recommendations", recommendations.withColumns(stamp), result)
+        st.counts.update(
+            customers=result.customers,
+            trained_segments=len(trained),
+            popularity_fallback=result.fallback_customers,
+            rows=result.rows["recommendations"],
+        )
+        recommendations.unpersist()
+
+    with stage("score", "similar items") as st:
+        similar = _similar_items(config, items, neighbours, blocked, threads)
+        if similar is not None:
+            _publish(spark, config, "similar_items", similar.withColumns(stamp), result)
+        st.counts.update(rows=result.rows.get("similar_items", 0))
+
+    embedding = (
+        conf.publish
+        if conf.publish in FACTOR_MODELS
+        else next((m for m in conf.enabled if m in FACTOR_MODELS), None)
+    )
+    with stage("score", f"item audience and lookalikes ({embedding})") as st:
+        if embedding is None:
+            log.info("score: no factor model (als or bpr) enabled: item_audience and lookalikes not written")
+        else:
+            audience, lookalikes = _audience_and_lookalikes(
+                spark, config, embedding, items, histories, weights, threads
+            )
+            _publish(spark, config, "item_audience", audience.withColumns(stamp), result)
+            _publish(spark, config, "lookalikes", lookalikes.withColumns(stamp), result)
+        st.counts.update(
+            audience=result.rows.get("item_audience", 0), lookalikes=result.rows.get("lookalikes", 0)
+        )
+    histories.unpersist()
+    return result
+
+
+def _publish(spark: SparkSession, config: Config, key: str, frame: DataFrame, result: ScoreResult) -> None:
+    name = table_name(config, key)
+    overwrite_table(spark, config, name, frame)
+    result.rows[key] = spark.table(str(name)).count()
+
+
+def _blocked_items(spark: SparkSession, config: Config) -> set[str]:
+    blocked = set(config.models.exclude_items)
+    if config.models.exclude_table:
+        table = config.models.exclude_table
+        if not spark.catalog.tableExists(table):
+            raise ValueError(f"models.exclude_table {table!r} does not exist: create it or set it to null")
+        frame = spark.table(table)
+        if "item_id" not in frame.columns:
+            raise ValueError(
+                f"models.exclude_table {table!r} has no item_id column (columns: {frame.columns})"
+            )
+        blocked |= {r.item_id for r in frame.select(F.col("item_id").cast("string")).distinct().collect()}
+    return blocked
+
+
+def _catalogs(items: pd.DataFrame, model: str, blocked: set[str], cosine: bool = False) -> dict[str, Catalog]:
+    rows = items[items.model == model]
+    return {
+        segment: Catalog.of_vectors(
+            part.item_id.to_numpy(), np.stack(part.factors.to_numpy()), blocked, cosine
+        )
+        for segment, part in rows.groupby("segment")
+    }
+
+
+def _knn_catalogs(neighbours: DataFrame, blocked: set[str]) -> dict[str, Catalog]:
+    rows = neighbours.select("segment", "item_id", "neighbour_item_id", "similarity").toPandas()
+    return {
+        segment: Catalog.of_neighbours(
+            part.item_id.to_numpy(), part.neighbour_item_id.to_numpy(), part.similarity.to_numpy(), blocked
+        )
+        for segment, part in rows.groupby("segment")
+    }
+
+
+def _recommendations(
+    spark: SparkSession,
+    config: Config,
+    items: pd.DataFrame,
+    neighbours: DataFrame,
+    histories: DataFrame,
+    blocked: set[str],
+    threads: int,
+) -> tuple[DataFrame, set[str]]:
+    """The published model's top-N for customers of trained segments, overall popularity for the rest."""
+    conf = config.models
+    publish = conf.publish
+    n, rows = conf.top_n, conf.score_block_rows
+    popular = _catalogs(items, "popularity", blocked)
+    if publish == "itemknn":
+        catalogs = _knn_catalogs(neighbours.where(F.col("model") == "itemknn"), blocked)
+    elif publish == "popularity":
+        # Popularity exists for every segment; a segment too small to train still uses overall popularity.
+        trained_segments = set(items.segment[items.model.isin(conf.enabled) & (items.model != "popularity")])
+        catalogs = {s: c for s, c in popular.items() if s in trained_segments or len(popular) == 1}
+    else:
+        catalogs = _catalogs(items, publish, blocked)
+    trained = set(catalogs)
+    in_trained = F.col("segment").isin(sorted(trained)) if trained else F.lit(False)
+    ones = F.array(F.lit(1.0).cast("float"))
+    if publish in FACTOR_MODELS:
+        # Left join: a customer who arrived after training has no factors and gets popularity.
+        factors = spark.table(str(table_name(config, "user_factors"))).where(F.col("model") == publish)
+        vectors = factors.select("segment", "customer_id", F.col("factors").alias("vector"))
+        candidates = histories.join(vectors, ["segment", "customer_id"], "left")
+        has_model = in_trained & F.col("vector").isNotNull()
+    else:
+        candidates = histories.withColumn("vector", ones)
+        has_model = in_trained
+    ours = candidates.where(has_model).withColumn("catalog", F.col("segment"))
+    if publish == "itemknn":
+        queries = ours.withColumnRenamed("customer_id", "query_id")
+        matches = scoring.knn_recommendations(queries, catalogs, n, rows, threads)
+    else:
+        queries = _as_queries(ours, "customer_id", F.col("history"))
+        matches = scoring.top_matches_by_segment(queries, catalogs, n, rows, threads)
+    published = matches.withColumns({"model": F.lit(publish), "reason": F.lit(REASONS[publish])})
+
+    rest = candidates.where(~has_model).withColumns({"catalog": F.lit(GLOBAL_SEGMENT), "vector": ones})
+    overall = {GLOBAL_SEGMENT: popular[GLOBAL_SEGMENT]} if GLOBAL_SEGMENT in popular else {}
+    fallback = scoring.top_matches_by_segment(
+        _as_queries(rest, "customer_id", F.col("history")), overall, n, rows, threads
+    )
+    fallback = fallback.withColumns({"model": F.lit("popularity"), "reason": F.lit(POPULAR_OVERALL)})
+    frame = published.unionByName(fallback).select(
+        "segment",
+        F.col("query_id").alias("customer_id"),
+        "rank",
+        F.col("match_id").alias("item_id"),
+        "score",
+        "model",
+        "reason",
+        F.col("reason_id").alias("reason_item_id"),
+    )
+    return frame, trained
+
+
+def _as_queries(frame: DataFrame, id_column: str, exclude: Column) -> DataFrame:
+    return frame.select(
+        "segment", "catalog", F.col(id_column).alias("query_id"), "vector", exclude.alias("exclude")
+    )
+
+
+def _similar_items(
+    config: Config, items: pd.DataFrame, neighbours: DataFrame, blocked: set[str], threads: int
+) -> DataFrame | None:
+    """Top-K other items per item: cosine of each factor model's item factors, and ItemKNN's neighbours."""
+    conf = config.models
+    spark = neighbours.sparkSession
+    frames = []
+    for model in [m for m in conf.enabled if m in FACTOR_MODELS]:
+        catalogs = _catalogs(items, model, blocked, cosine=True)
+        rows = items[items.model == model][["segment", "item_id", "factors"]]
+        queries = spark.createDataFrame(rows, "segment string, item_id string, factors array<float>").select(
+            "segment",
+            F.col("segment").alias("catalog"),
+            F.col("item_id").alias("query_id"),
+            F.col("factors").alias("vector"),
+            F.array("item_id").alias("exclude"),
+        )
+        matches = scoring.top_matches_by_segment(
+            queries, catalogs, conf.similar_top_k, conf.score_block_rows, threads, cosine=True
+        )
+        frames.append(matches.withColumn("model", F.lit(model)))
+    if "itemknn" in conf.enabled:
+        order = Window.partitionBy("segment", "item_id").orderBy(F.desc("similarity"), "neighbour_item_id")
+        ranked = (
+            neighbours.where(
+                (F.col("model") == "itemknn")
+                & (F.col("item_id") != F.col("neighbour_item_id"))
+                & (F.col("similarity") > 0)
+                & ~F.col("neighbour_item_id").isin(sorted(blocked))
+            )
+            .withColumn("rank", F.row_number().over(order))
+            .where(F.col("rank") <= conf.similar_top_k)
+        )
+        frames.append(
+            ranked.select(
+                "segment",
+                F.col("item_id").alias("query_id"),
+                F.col("rank").cast("int").alias("rank"),
+                F.col("neighbour_item_id").alias("match_id"),
+                F.col("similarity").cast("float").alias("score"),
+                F.lit("itemknn").alias("model"),
+            )
+        )
+    if not frames:
+        return None
+    union = frames[0].select("segment", "query_id", "rank", "match_id", "score", "model")
+    for frame in frames[1:]:
+        union = union.unionByName(frame.select(*union.columns))
+    return union.select(
+        "segment",
+        F.col("query_id").alias("item_id"),
+        "rank",
+        F.col("match_id").alias("similar_item_id"),
+        "score",
+        "model",
+    )
+
+
+def _audience_and_lookalikes(
+    spark: SparkSession,
+    config: Config,
+    model: str,
+    items: pd.DataFrame,
+    histories: DataFrame,
+    weights: DataFrame,
+    threads: int,
+) -> tuple[DataFrame, DataFrame]:
+    """Customers most likely to buy each item (among those who have not), and each customer's
+    most similar customers (cosine of user factors)."""
+    conf = config.models
+    users = (
+        spark.table(str(table_name(config, "user_factors")))
+        .where(F.col("model") == model)
+        .select("segment", "customer_id", "factors")
+        .toPandas()
+    )
+    by_segment = [
+        (s, part.customer_id.to_numpy(), np.stack(part.factors.to_numpy()))
+        for s, part in users.groupby("segment")
+    ]
+    user_catalogs = {s: Catalog.of_vectors(ids, vectors, set()) for s, ids, vectors in by_segment}
+    cosine_catalogs = {
+        s: Catalog.of_vectors(ids, vectors, set(), cosine=True) for s, ids, vectors in by_segment
+    }
+    buyers = weights.groupBy("segment", "item_id").agg(F.collect_list("customer_id").alias("buyers"))
+    item_rows = items[items.model == model][["segment", "item_id", "factors"]]
+    item_queries = (
+        spark.createDataFrame(item_rows, "segment string, item_id string, factors array<float>")
+        .join(buyers, ["segment", "item_id"], "left")
+        .select(
+            "segment",
+            F.col("segment").alias("catalog"),
+            F.col("item_id").alias("query_id"),
+            F.col("factors").alias("vector"),
+            F.coalesce("buyers", F.array().cast("array<string>")).alias("exclude"),
+        )
+    )
+    audience = scoring.top_matches_by_segment(
+        item_queries, user_catalogs, conf.audience_top_k, conf.score_block_rows, threads
+    )
+    user_queries = spark.createDataFrame(
+        users, "segment string, customer_id string, factors array<float>"
+    ).select(
+        "segment",
+        F.col("segment").alias("catalog"),
+        F.col("customer_id").alias("query_id"),
+        F.col("factors").alias("vector"),
+        F.array("customer_id").alias("exclude"),
+    )
+    lookalikes = scoring.top_matches_by_segment(
+        user_queries, cosine_catalogs, conf.lookalike_top_k, conf.score_block_rows, threads, cosine=True
+    )
+    model_column = {"model": F.lit(model)}
+    return (
+        audience.select(
+            "segment",
+            F.col("query_id").alias("item_id"),
+            "rank",
+            F.col("match_id").alias("customer_id"),
+            "score",
+        ).withColumns(model_column),
+        lookalikes.select(
+            "segment",
+            F.col("query_id").alias("customer_id"),
+            "rank",
+            F.col("match_id").alias("similar_customer_id"),
+            "score",
+        ).withColumns(model_column),
+    )
