@@ -43,6 +43,7 @@ class TrainResult:
     skipped_segments: dict[str, str] = field(default_factory=dict)
     mllib_segments: list[str] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)  # per output table
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage
 
 
 @dataclass
@@ -50,6 +51,11 @@ class ScoreResult:
     customers: int
     rows: dict[str, int] = field(default_factory=dict)  # per output table
     fallback_customers: int = 0
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage
+
+
+# What `score` publishes; a caller may ask for fewer (e.g. the benchmark, recommendations only).
+SCORE_OUTPUTS = ("recommendations", "similar_items", "item_audience")
 
 
 def train_settings(config: Config) -> training.TrainSettings:
@@ -89,7 +95,8 @@ def user_item_weights(spark: SparkSession, config: Config) -> DataFrame:
 def run_train(spark: SparkSession, config: Config, run_id: str) -> TrainResult:
     """Train every enabled model on every segment and publish the three silver model tables."""
     settings = train_settings(config)
-    with stage("train", "customer x item weights") as st:
+    seconds: dict[str, float] = {}
+    with stage("train", "customer x item weights", seconds) as st:
         weights = user_item_weights(spark, config).persist()
         pairs = weights.count()
         if pairs == 0:
@@ -99,10 +106,10 @@ def run_train(spark: SparkSession, config: Config, run_id: str) -> TrainResult:
             )
         st.counts.update(pairs=pairs, weight=config.models.confidence.weight)
 
-    with stage("train", "plan segments") as st:
+    with stage("train", "plan segments", seconds) as st:
         plan = training.training_plan(weights, settings)
         skipped = plan[plan.skip_reason.notna()]
-        result = TrainResult(pairs, len(plan))
+        result = TrainResult(pairs, len(plan), seconds=seconds)
         result.skipped_segments = dict(zip(skipped.segment, skipped.skip_reason, strict=True))
         result.mllib_segments = plan.segment[plan.engine == "mllib"].tolist()
         if len(skipped):
@@ -126,7 +133,7 @@ def run_train(spark: SparkSession, config: Config, run_id: str) -> TrainResult:
             threads_per_task=threads,
         )
 
-    with stage("train", "fit models per segment") as st:
+    with stage("train", "fit models per segment", seconds) as st:
         trained = training.train_segments(weights, plan, settings, threads)
         if "als" in settings.models and result.mllib_segments:
             trained = trained.unionByName(
@@ -141,7 +148,7 @@ def run_train(spark: SparkSession, config: Config, run_id: str) -> TrainResult:
             models=list(settings.models), rows={f"{r.kind}/{r.model}": r["count"] for r in counts}
         )
 
-    with stage("train", "publish factor tables") as st:
+    with stage("train", "publish factor tables", seconds) as st:
         stamp = {"run_id": F.lit(run_id), "trained_at": F.lit(utc_now()).cast("timestamp")}
         kind = F.col("kind")
         outputs = {
@@ -168,18 +175,22 @@ def run_train(spark: SparkSession, config: Config, run_id: str) -> TrainResult:
     return result
 
 
-def run_score(spark: SparkSession, config: Config, run_id: str) -> ScoreResult:
-    """Score every customer with the published model and publish the four gold tables."""
+def run_score(
+    spark: SparkSession, config: Config, run_id: str, outputs: tuple[str, ...] = SCORE_OUTPUTS
+) -> ScoreResult:
+    """Score every customer with the published model and publish the gold tables in ``outputs``
+    (``item_audience`` also writes ``lookalikes``)."""
     conf = config.models
+    seconds: dict[str, float] = {}
     threads = 1  # scoring tasks run side by side, one per core
     factors_table = spark.table(str(table_name(config, "item_factors")))
-    with stage("score", "load item candidates") as st:
+    with stage("score", "load item candidates", seconds) as st:
         blocked = _blocked_items(spark, config)
         items = factors_table.select("segment", "item_id", "model", "factors").toPandas()
         neighbours = spark.table(str(table_name(config, "item_neighbours")))
         st.counts.update(item_rows=len(items), blocked_items=len(blocked))
 
-    with stage("score", "customer histories") as st:
+    with stage("score", "customer histories", seconds) as st:
         weights = user_item_weights(spark, config)
         entries = F.array_sort(F.collect_list(F.struct("item_id", "weight")))
         histories = (
@@ -193,11 +204,11 @@ def run_score(spark: SparkSession, config: Config, run_id: str) -> ScoreResult:
             )
             .persist()
         )
-        result = ScoreResult(histories.count())
+        result = ScoreResult(histories.count(), seconds=seconds)
         st.counts.update(customers=result.customers)
 
     stamp = {"run_id": F.lit(run_id), "generated_at": F.lit(utc_now()).cast("timestamp")}
-    with stage("score", f"recommendations ({conf.publish})") as st:
+    with stage("score", f"recommendations ({conf.publish})", seconds) as st:
         recommendations, trained = _recommendations(
             spark, config, items, neighbours, histories, blocked, threads
         )
@@ -214,29 +225,25 @@ def run_score(spark: SparkSession, config: Config, run_id: str) -> ScoreResult:
         )
         recommendations.unpersist()
 
-    with stage("score", "similar items") as st:
-        similar = _similar_items(config, items, neighbours, blocked, threads)
-        if similar is not None:
-            _publish(spark, config, "similar_items", similar.withColumns(stamp), result)
-        st.counts.update(rows=result.rows.get("similar_items", 0))
+    if "similar_items" in outputs:
+        with stage("score", "similar items", seconds) as st:
+            similar = _similar_items(config, items, neighbours, blocked, threads)
+            if similar is not None:
+                _publish(spark, config, "similar_items", similar.withColumns(stamp), result)
+            st.counts.update(rows=result.rows.get("similar_items", 0))
 
-    embedding = (
-        conf.publish
-        if conf.publish in FACTOR_MODELS
-        else next((m for m in conf.enabled if m in FACTOR_MODELS), None)
-    )
-    with stage("score", f"item audience and lookalikes ({embedding})") as st:
-        if embedding is None:
-            log.info("score: no factor model (als or bpr) enabled: item_audience and lookalikes not written")
-        else:
+    factor_models = [m for m in [conf.publish, *conf.enabled] if m in FACTOR_MODELS]
+    if "item_audience" in outputs and not factor_models:
+        log.info("score: no factor model (als or bpr) enabled: item_audience and lookalikes not written")
+    elif "item_audience" in outputs:
+        embedding = factor_models[0]
+        with stage("score", f"item audience and lookalikes ({embedding})", seconds) as st:
             audience, lookalikes = _audience_and_lookalikes(
                 spark, config, embedding, items, histories, weights, threads
             )
             _publish(spark, config, "item_audience", audience.withColumns(stamp), result)
             _publish(spark, config, "lookalikes", lookalikes.withColumns(stamp), result)
-        st.counts.update(
-            audience=result.rows.get("item_audience", 0), lookalikes=result.rows.get("lookalikes", 0)
-        )
+            st.counts.update(audience=result.rows["item_audience"], lookalikes=result.rows["lookalikes"])
     histories.unpersist()
     return result
 

@@ -32,14 +32,19 @@ class Stage:
 
 
 @contextmanager
-def stage(step: str, name: str) -> Iterator[Stage]:
-    """Time a stage; the caller fills ``counts``; one line is logged when it ends."""
+def stage(step: str, name: str, timings: dict[str, float] | None = None) -> Iterator[Stage]:
+    """Time a stage; the caller fills ``counts``; one line is logged when it ends.
+
+    ``timings``, if given, receives the stage's seconds under its name (for reports and benchmarks).
+    """
     current = Stage(step, name)
     start = time.perf_counter()
     try:
         yield current
     finally:
         current.seconds = time.perf_counter() - start
+        if timings is not None:
+            timings[name] = current.seconds
         log.info(current.line())
 
 

@@ -213,18 +213,17 @@ def _train_segment(
 ) -> Callable[[pd.DataFrame], pd.DataFrame]:
     def train(frame: pd.DataFrame) -> pd.DataFrame:
         segment = frame.segment.iat[0]
-        data = build_interactions(frame.customer_id, frame.item_id, frame.weight)
+        step = "building the matrix"
         outputs = []
-        with limit_threads(threads):
-            for model in models_of.get(segment, ["popularity"]):
-                try:
+        try:
+            data = build_interactions(frame.customer_id, frame.item_id, frame.weight)
+            with limit_threads(threads):
+                for model in models_of.get(segment, ["popularity"]):
+                    step = f"model {model} ({data.shape[0]} users × {data.shape[1]} items)"
                     outputs.append(_fit(model, data, frame, settings, threads))
-                except Exception as exc:
-                    # Raised, never swallowed: the job fails and names the segment and model.
-                    raise TrainingError(
-                        f"segment {segment!r}, model {model} ({data.shape[0]} users × {data.shape[1]} items) "
-                        f"failed: {type(exc).__name__}: {exc}"
-                    ) from exc
+        except Exception as exc:
+            # Raised, never swallowed: the job fails and names the segment and what failed.
+            raise TrainingError(f"segment {segment!r}, {step}: {type(exc).__name__}: {exc}") from exc
         with warnings.catch_warnings():
             # Models fill different columns (factors or neighbour weights); the rest are empty.
             warnings.simplefilter("ignore", FutureWarning)

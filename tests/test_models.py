@@ -1,0 +1,206 @@
+"""Train and score in Spark: equal to single-node computations, and the table invariants hold."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+import pytest
+from chispa import assert_approx_df_equality
+from implicit.cpu.als import AlternatingLeastSquares
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recsys_spark import synthetic
+from recsys_spark.config import Config
+from recsys_spark.distributed.training import TrainingError
+from recsys_spark.kernels.matrix import build_interactions
+from recsys_spark.pipeline import run_steps
+from recsys_spark.tables import INTERACTIONS_SCHEMA, overwrite_table, table_name
+
+SMALL_MODELS = {
+    "enabled": ["als", "bpr", "itemknn", "popularity"],
+    "min_segment_users": 10,
+    "min_segment_items": 10,
+    "top_n": 5,
+    "als": {"factors": 8, "iterations": 3},
+    "bpr": {"factors": 8, "iterations": 10},
+    "itemknn": {"neighbours": 20},
+    "similar_top_k": 5,
+    "audience_top_k": 5,
+    "lookalike_top_k": 5,
+}
+WEIRD_CUSTOMER = 'Zoë, "the" 客户'
+WEIRD_ITEM = 'SKU,1 "x" ☕'
+
+
+def table(spark: SparkSession, config: Config, key: str) -> DataFrame:
+    return spark.table(str(table_name(config, key)))
+
+
+def write_interactions(spark: SparkSession, config: Config, frame: pd.DataFrame) -> None:
+    """Put purchase lines straight into silver.interactions (the ingest step is tested elsewhere)."""
+    full = frame.assign(
+        revenue=frame.quantity * frame.unit_price,
+        description=None,
+        line_id=[f"line{i}" for i in range(len(frame))],
+        source_file=None,
+        run_id="test",
+        ingested_at=pd.Timestamp("2025-01-01"),
+    )
+    rows = spark.createDataFrame(full[INTERACTIONS_SCHEMA.fieldNames()], INTERACTIONS_SCHEMA)
+    overwrite_table(spark, config, table_name(config, "interactions"), rows)
+
+
+@pytest.fixture(scope="module")
+def sample(spark: SparkSession, make_config: Callable[..., Config]) -> Config:
+    config = make_config(models=SMALL_MODELS)
+    run_steps(config, ["load-sample", "ingest", "train", "score"], spark)
+    return config
+
+
+@pytest.fixture(scope="module")
+def synthetic_purchases() -> pd.DataFrame:
+    frame = synthetic.purchases(n_users=240, n_items=60, n_events=3000, n_categories=6, n_segments=2, seed=1)
+    frame["customer_id"] = frame.customer_id.replace("U000001", WEIRD_CUSTOMER)
+    frame["item_id"] = frame.item_id.replace("I00001", WEIRD_ITEM)
+    return frame
+
+
+def bought(spark: SparkSession, config: Config) -> DataFrame:
+    return table(spark, config, "interactions").select("segment", "customer_id", "item_id").distinct()
+
+
+def test_recommendations_equal_a_single_node_numpy_computation(spark, sample):
+    users = table(spark, sample, "user_factors").where("model = 'als'").toPandas()
+    items = table(spark, sample, "item_factors").where("model = 'als'").toPandas()
+    seen = bought(spark, sample).toPandas()
+    expected = []
+    for segment, segment_users in users.groupby("segment"):
+        segment_items = items[items.segment == segment]
+        scores = np.stack(segment_users.factors) @ np.stack(segment_items.factors).T
+        long = pd.DataFrame(
+            {
+                "segment": segment,
+                "customer_id": np.repeat(segment_users.customer_id.to_numpy(), len(segment_items)),
+                "item_id": np.tile(segment_items.item_id.to_numpy(), len(segment_users)),
+                "score": scores.ravel().astype(np.float32),
+            }
+        )
+        long = (
+            long.merge(seen, how="left", indicator=True).query("_merge == 'left_only'").drop(columns="_merge")
+        )
+        long = long.sort_values(["customer_id", "score", "item_id"], ascending=[True, False, True])
+        long["rank"] = long.groupby("customer_id").cumcount() + 1
+        expected.append(long[long["rank"] <= SMALL_MODELS["top_n"]])
+    columns = ["segment", "customer_id", "rank", "item_id", "score"]
+    expected_df = spark.createDataFrame(
+        pd.concat(expected)[columns],
+        "segment string, customer_id string, rank int, item_id string, score float",
+    )
+    actual = table(spark, sample, "recommendations").where("model = 'als'").select(*columns)
+    assert expected_df.count() > 100
+    assert_approx_df_equality(
+        actual.orderBy("segment", "customer_id", "rank"),
+        expected_df.orderBy("segment", "customer_id", "rank"),
+        precision=1e-4,
+        ignore_nullable=True,
+    )
+
+
+def test_als_factors_equal_implicit_called_directly(spark, sample):
+    lines = table(spark, sample, "interactions").where("segment = 'United Kingdom'").toPandas()
+    pairs = lines.groupby(["customer_id", "item_id"]).size().reset_index(name="weight")
+    data = build_interactions(pairs.customer_id, pairs.item_id, pairs.weight)
+    direct = AlternatingLeastSquares(
+        factors=8, regularization=0.05, alpha=40.0, iterations=3, random_state=42, num_threads=1
+    )
+    direct.fit(data.weights, show_progress=False)
+    ours = (
+        table(spark, sample, "user_factors")
+        .where("model = 'als' AND segment = 'United Kingdom'")
+        .orderBy("customer_id")
+        .toPandas()
+    )
+    assert ours.customer_id.tolist() == list(data.user_ids)
+    np.testing.assert_allclose(np.stack(ours.factors), direct.user_factors, rtol=1e-4, atol=1e-5)
+
+
+def test_every_customer_gets_min_n_eligible_unbought_items_ranked_contiguously(spark, sample):
+    recs = table(spark, sample, "recommendations")
+    assert recs.join(bought(spark, sample), ["segment", "customer_id", "item_id"]).count() == 0
+    per_customer = recs.groupBy("segment", "customer_id").agg(
+        F.count("*").alias("n"),
+        F.min("rank").alias("lo"),
+        F.max("rank").alias("hi"),
+        F.countDistinct("item_id"),
+    )
+    assert per_customer.where("lo != 1 OR hi != n OR n != `count(DISTINCT item_id)`").count() == 0
+    customers = bought(spark, sample).select("segment", "customer_id").distinct()
+    assert per_customer.count() == customers.count()
+
+    catalog = table(spark, sample, "item_factors").where("model = 'popularity'")
+    sizes = catalog.groupBy("segment").count().toPandas().set_index("segment")["count"]
+    top_n = SMALL_MODELS["top_n"]
+    checked = recs.groupBy("segment", "customer_id", "model", "reason").count().toPandas()
+    seen = bought(spark, sample).groupBy("segment", "customer_id").count().toPandas()
+    merged = checked.merge(seen, on=["segment", "customer_id"], suffixes=("", "_bought"))
+    for row in merged.itertuples():
+        # Untrained segments use overall popularity: everything but what the customer bought.
+        catalog_size = sizes["all"] if row.reason == "popular_overall" else sizes[row.segment]
+        assert row.count == min(top_n, catalog_size - row.count_bought), row
+    assert set(merged.reason) == {"factor_score", "popular_overall"}
+    assert set(merged[merged.reason == "factor_score"].segment) == {"United Kingdom"}
+
+
+def test_similar_items_audience_and_lookalikes_exclude_self_and_buyers(spark, sample):
+    similar = table(spark, sample, "similar_items")
+    assert similar.where("item_id = similar_item_id").count() == 0
+    assert {r.model for r in similar.select("model").distinct().collect()} == {"als", "bpr", "itemknn"}
+    audience = table(spark, sample, "item_audience")
+    assert audience.count() > 0
+    assert audience.join(bought(spark, sample), ["segment", "customer_id", "item_id"]).count() == 0
+    lookalikes = table(spark, sample, "lookalikes")
+    assert lookalikes.count() > 0 and lookalikes.where("customer_id = similar_customer_id").count() == 0
+
+
+def test_itemknn_publish_with_awkward_ids_exclusions_and_reasons(spark, make_config, synthetic_purchases):
+    config = make_config(models={**SMALL_MODELS, "publish": "itemknn", "exclude_items": ["I00002"]})
+    write_interactions(spark, config, synthetic_purchases)
+    run_steps(config, ["train", "score"], spark)
+    recs = table(spark, config, "recommendations")
+    assert recs.where("item_id = 'I00002'").count() == 0
+    assert recs.where(F.col("customer_id") == WEIRD_CUSTOMER).count() == SMALL_MODELS["top_n"]
+    assert recs.where(F.col("item_id") == WEIRD_ITEM).count() > 0
+    assert {r.reason for r in recs.select("reason").distinct().collect()} == {"because_bought"}
+    reasons = recs.select("segment", "customer_id", F.col("reason_item_id").alias("item_id"))
+    assert (
+        reasons.join(bought(spark, config), ["segment", "customer_id", "item_id"], "left_anti").count() == 0
+    )
+    ids = {r.customer_id for r in table(spark, config, "user_factors").select("customer_id").collect()}
+    assert WEIRD_CUSTOMER in ids
+
+
+def test_big_segments_train_on_mllib_als_into_the_same_tables(spark, make_config, synthetic_purchases):
+    config = make_config(models={**SMALL_MODELS, "enabled": ["als", "popularity"], "mllib_min_pairs": 0})
+    write_interactions(spark, config, synthetic_purchases)
+    run_steps(config, ["train", "score"], spark)
+    engines = table(spark, config, "user_factors").groupBy("model", "engine").count().collect()
+    assert {(r.model, r.engine) for r in engines} == {("als", "mllib")}
+    recs = table(spark, config, "recommendations")
+    assert {r.model for r in recs.select("model").distinct().collect()} == {"als"}
+    customers = synthetic_purchases.groupby("segment").customer_id.nunique().sum()
+    assert recs.select("segment", "customer_id").distinct().count() == customers
+    assert recs.join(bought(spark, config), ["segment", "customer_id", "item_id"]).count() == 0
+
+
+def test_a_failure_inside_training_fails_the_job_and_names_the_segment(
+    spark, make_config, synthetic_purchases
+):
+    config = make_config(models={**SMALL_MODELS, "confidence": {"weight": "quantity"}})
+    broken = synthetic_purchases.copy()
+    broken.loc[broken.segment == "seg01", "quantity"] = np.inf  # corrupt upstream data
+    write_interactions(spark, config, broken)
+    with pytest.raises(TrainingError, match=r"segment 'seg01'.*NaN"):
+        run_steps(config, ["train"], spark)
