@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup jars demo test lint clean bench-baskets
+.PHONY: setup jars demo test lint clean bench-baskets bench-models
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,3 +34,6 @@ clean:
 # Benchmarks (on demand, not in CI): ours vs Spark MLlib in the same run.
 bench-baskets: setup
 	$(BIN)/python bench/fpgrowth.py
+
+bench-models: setup
+	$(BIN)/python bench/als.py

@@ -8,6 +8,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
+from chispa import assert_df_equality
 from pyspark.sql import SparkSession
 
 from recsys_spark.cli import main
@@ -20,10 +21,16 @@ from recsys_spark.tracking import tracking_uri
 def test_run_twice_adds_nothing_and_tracks_both_runs(
     spark: SparkSession, make_config: Callable[..., Config]
 ) -> None:
-    config = make_config(load_sample=True, mlflow={"experiment": "pipeline_test"})
-    assert run_order(config) == ["load-sample", "ingest", "baskets"]
+    config = make_config(
+        load_sample=True,
+        mlflow={"experiment": "pipeline_test"},
+        models={"min_segment_users": 10, "als": {"factors": 8, "iterations": 3}},
+    )
+    assert run_order(config) == ["load-sample", "ingest", "baskets", "train", "score"]
 
     lines = run_steps(config, run_order(config), spark)
+    recommendations = spark.table(str(table_name(config, "recommendations")))
+    first_recommendations = spark.createDataFrame(recommendations.drop("run_id", "generated_at").toPandas())
     check = next(line for line in lines if "check:" in line)
     interactions = spark.table(str(table_name(config, "interactions")))
     quarantine = spark.table(str(table_name(config, "interactions_quarantine")))
@@ -32,13 +39,21 @@ def test_run_twice_adds_nothing_and_tracks_both_runs(
 
     run_steps(config, run_order(config), spark)
     assert interactions.count() == silver_rows and quarantine.count() == quarantine_rows
+    # Same input, same seed: the second run publishes the same recommendations, no duplicates.
+    assert_df_equality(
+        recommendations.drop("run_id", "generated_at"),
+        first_recommendations,
+        ignore_row_order=True,
+        ignore_nullable=True,
+    )
+    assert {r.model for r in recommendations.select("model").distinct().collect()} == {"als", "popularity"}
 
     client = mlflow.MlflowClient(tracking_uri(config))
     experiment = client.get_experiment_by_name("pipeline_test")
     runs = client.search_runs([experiment.experiment_id], order_by=["start_time ASC"])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     steps = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 2 and len(steps) == 6
+    assert len(parents) == 2 and len(steps) == 10
     first, second = parents
     # Every silver row carries the MLflow run id of the run that inserted it.
     assert {r.run_id for r in interactions.select("run_id").distinct().collect()} == {first.info.run_id}
