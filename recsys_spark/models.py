@@ -18,6 +18,7 @@ from pyspark.sql.window import Window
 
 from recsys_spark.config import Config
 from recsys_spark.distributed import scoring, training
+from recsys_spark.distributed.errors import udf_errors
 from recsys_spark.distributed.scoring import Catalog
 from recsys_spark.distributed.training import FACTOR_MODELS, GLOBAL_SEGMENT
 from recsys_spark.kernels import als, bpr, itemknn, popularity
@@ -88,8 +89,11 @@ def train_settings(config: Config) -> training.TrainSettings:
 
 def user_item_weights(spark: SparkSession, config: Config) -> DataFrame:
     interactions = spark.table(str(table_name(config, "interactions")))
-    confidence = config.models.confidence
-    return training.user_item_weights(interactions, confidence.weight, confidence.log_scale)
+    conf = config.models
+    with_age = conf.popularity.half_life_days is not None
+    return training.user_item_weights(
+        interactions, conf.confidence.weight, conf.confidence.log_scale, with_age
+    )
 
 
 def run_train(spark: SparkSession, config: Config, run_id: str) -> TrainResult:
@@ -140,7 +144,8 @@ def run_train(spark: SparkSession, config: Config, run_id: str) -> TrainResult:
                 training.train_mllib_als(weights, result.mllib_segments, settings.als)
             )
         trained = trained.persist()
-        training.materialize(trained)
+        with udf_errors(training.TrainingError):
+            trained.count()
         if len(plan) > 1 or plan.segment.iat[0] != GLOBAL_SEGMENT:
             trained = trained.unionByName(training.global_popularity(trained))
         counts = trained.groupBy("kind", "model").count().collect()
@@ -191,19 +196,7 @@ def run_score(
         st.counts.update(item_rows=len(items), blocked_items=len(blocked))
 
     with stage("score", "customer histories", seconds) as st:
-        weights = user_item_weights(spark, config)
-        entries = F.array_sort(F.collect_list(F.struct("item_id", "weight")))
-        histories = (
-            weights.groupBy("segment", "customer_id")
-            .agg(entries.alias("entries"))
-            .select(
-                "segment",
-                "customer_id",
-                F.col("entries.item_id").alias("history"),
-                F.col("entries.weight").alias("history_weights"),
-            )
-            .persist()
-        )
+        histories = _histories(spark, config).persist()
         result = ScoreResult(histories.count(), seconds=seconds)
         st.counts.update(customers=result.customers)
 
@@ -212,18 +205,16 @@ def run_score(
         recommendations, trained = _recommendations(
             spark, config, items, neighbours, histories, blocked, threads
         )
-        recommendations = recommendations.persist()
-        scoring.materialize(recommendations)
-        fallback = recommendations.where(F.col("reason") == POPULAR_OVERALL)
-        result.fallback_customers = fallback.select("segment", "customer_id").distinct().count()
         _publish(spark, config, "recommendations", recommendations.withColumns(stamp), result)
+        published = spark.table(str(table_name(config, "recommendations")))
+        fallback = published.where(F.col("reason") == POPULAR_OVERALL)
+        result.fallback_customers = fallback.select("segment", "customer_id").distinct().count()
         st.counts.update(
             customers=result.customers,
             trained_segments=len(trained),
             popularity_fallback=result.fallback_customers,
             rows=result.rows["recommendations"],
         )
-        recommendations.unpersist()
 
     if "similar_items" in outputs:
         with stage("score", "similar items", seconds) as st:
@@ -238,9 +229,7 @@ def run_score(
     elif "item_audience" in outputs:
         embedding = factor_models[0]
         with stage("score", f"item audience and lookalikes ({embedding})", seconds) as st:
-            audience, lookalikes = _audience_and_lookalikes(
-                spark, config, embedding, items, histories, weights, threads
-            )
+            audience, lookalikes = _audience_and_lookalikes(spark, config, embedding, items, threads)
             _publish(spark, config, "item_audience", audience.withColumns(stamp), result)
             _publish(spark, config, "lookalikes", lookalikes.withColumns(stamp), result)
             st.counts.update(audience=result.rows["item_audience"], lookalikes=result.rows["lookalikes"])
@@ -250,8 +239,29 @@ def run_score(
 
 def _publish(spark: SparkSession, config: Config, key: str, frame: DataFrame, result: ScoreResult) -> None:
     name = table_name(config, key)
-    overwrite_table(spark, config, name, frame)
+    with udf_errors(scoring.ScoringError):
+        overwrite_table(spark, config, name, frame)
     result.rows[key] = spark.table(str(name)).count()
+
+
+def _histories(spark: SparkSession, config: Config) -> DataFrame:
+    """Per segment × customer: the items bought (``history``), with their weights for ItemKNN."""
+    if config.models.publish != "itemknn":
+        interactions = spark.table(str(table_name(config, "interactions")))
+        bought = F.array_sort(F.collect_set("item_id")).alias("history")
+        return interactions.groupBy("segment", "customer_id").agg(bought)
+    entries = F.array_sort(F.collect_list(F.struct("item_id", "weight")))
+    return (
+        user_item_weights(spark, config)
+        .groupBy("segment", "customer_id")
+        .agg(entries.alias("entries"))
+        .select(
+            "segment",
+            "customer_id",
+            F.col("entries.item_id").alias("history"),
+            F.col("entries.weight").alias("history_weights"),
+        )
+    )
 
 
 def _blocked_items(spark: SparkSession, config: Config) -> set[str]:
@@ -306,9 +316,14 @@ def _recommendations(
     if publish == "itemknn":
         catalogs = _knn_catalogs(neighbours.where(F.col("model") == "itemknn"), blocked)
     elif publish == "popularity":
-        # Popularity exists for every segment; a segment too small to train still uses overall popularity.
-        trained_segments = set(items.segment[items.model.isin(conf.enabled) & (items.model != "popularity")])
-        catalogs = {s: c for s, c in popular.items() if s in trained_segments or len(popular) == 1}
+        # Popularity exists for every segment; one below the training thresholds still gets
+        # overall popularity, as it would with any other published model.
+        users = dict(histories.groupBy("segment").count().collect())
+        catalogs = {
+            s: c
+            for s, c in popular.items()
+            if users.get(s, 0) >= conf.min_segment_users and len(c.ids) >= conf.min_segment_items
+        }
     else:
         catalogs = _catalogs(items, publish, blocked)
     trained = set(catalogs)
@@ -420,8 +435,6 @@ def _audience_and_lookalikes(
     config: Config,
     model: str,
     items: pd.DataFrame,
-    histories: DataFrame,
-    weights: DataFrame,
     threads: int,
 ) -> tuple[DataFrame, DataFrame]:
     """Customers most likely to buy each item (among those who have not), and each customer's
@@ -441,7 +454,8 @@ def _audience_and_lookalikes(
     cosine_catalogs = {
         s: Catalog.of_vectors(ids, vectors, set(), cosine=True) for s, ids, vectors in by_segment
     }
-    buyers = weights.groupBy("segment", "item_id").agg(F.collect_list("customer_id").alias("buyers"))
+    interactions = spark.table(str(table_name(config, "interactions")))
+    buyers = interactions.groupBy("segment", "item_id").agg(F.collect_set("customer_id").alias("buyers"))
     item_rows = items[items.model == model][["segment", "item_id", "factors"]]
     item_queries = (
         spark.createDataFrame(item_rows, "segment string, item_id string, factors array<float>")

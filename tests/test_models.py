@@ -204,3 +204,41 @@ def test_a_failure_inside_training_fails_the_job_and_names_the_segment(
     write_interactions(spark, config, broken)
     with pytest.raises(TrainingError, match=r"segment 'seg01'.*NaN"):
         run_steps(config, ["train"], spark)
+
+
+def test_popularity_publish_with_half_life_equals_pandas(spark, make_config, synthetic_purchases):
+    half_life = 30.0
+    config = make_config(
+        models={
+            **SMALL_MODELS,
+            "enabled": ["popularity"],
+            "publish": "popularity",
+            "popularity": {"half_life_days": half_life},
+        }
+    )
+    write_interactions(spark, config, synthetic_purchases)
+    run_steps(config, ["train", "score"], spark)
+
+    lines = synthetic_purchases
+    as_of = lines.event_ts.max()
+    pairs = lines.groupby(["segment", "customer_id", "item_id"]).event_ts.max().reset_index()
+    pairs["credit"] = 0.5 ** ((as_of - pairs.event_ts).dt.total_seconds() / 86400 / half_life)
+    item_scores = pairs.groupby(["segment", "item_id"]).credit.sum().reset_index()
+    expected = []
+    for (segment, customer), bought_items in pairs.groupby(["segment", "customer_id"]).item_id:
+        options = item_scores[(item_scores.segment == segment) & ~item_scores.item_id.isin(bought_items)]
+        top = options.sort_values(["credit", "item_id"], ascending=[False, True]).head(SMALL_MODELS["top_n"])
+        expected.append(top.assign(customer_id=customer, rank=range(1, len(top) + 1)))
+    columns = ["segment", "customer_id", "rank", "item_id", "score"]
+    expected_df = spark.createDataFrame(
+        pd.concat(expected).rename(columns={"credit": "score"})[columns],
+        "segment string, customer_id string, rank int, item_id string, score float",
+    )
+    recs = table(spark, config, "recommendations")
+    assert {r.reason for r in recs.select("reason").distinct().collect()} == {"popular_in_segment"}
+    assert_approx_df_equality(
+        recs.select(*columns).orderBy("segment", "customer_id", "rank"),
+        expected_df.orderBy("segment", "customer_id", "rank"),
+        precision=1e-3,
+        ignore_nullable=True,
+    )

@@ -81,6 +81,8 @@ def test_als_factors_and_top_n_equal_implicit_called_directly(data):
     ids, scores = direct.recommend(users, data.weights, N=10, filter_already_liked_items=True)
     np.testing.assert_array_equal(top.indices, ids)
     np.testing.assert_allclose(top.scores, scores, rtol=1e-4)
+    in_threads = ours.recommend(users, data.weights, 10, block_rows=64, threads=2)
+    np.testing.assert_array_equal(in_threads.indices, top.indices)
 
 
 def test_recommendations_never_repeat_a_bought_item_and_fill_to_the_eligible_count(data):
@@ -143,3 +145,16 @@ def test_bpr_scores_are_plain_dot_products_of_the_stored_factors(data):
     for user in range(3):
         items, scores = top.row(user)
         np.testing.assert_allclose(scores, expected[user, items], rtol=1e-5)
+
+
+@pytest.mark.parametrize("n", [1, 5, 20])
+def test_top_n_equals_a_full_sort_on_random_scores_with_ties_and_exclusions(n):
+    rng = np.random.default_rng(n)
+    scores = rng.integers(0, 50, size=(300, 1000)).astype(np.float32)  # many ties
+    scores[rng.random(scores.shape) < 0.3] = -np.inf
+    scores[:5, 3:] = -np.inf  # rows with fewer than n finite scores
+    top = top_n(scores, n)
+    for row in range(len(scores)):
+        finite = np.flatnonzero(np.isfinite(scores[row]))
+        expected = finite[np.lexsort((finite, -scores[row, finite]))][:n]
+        assert top.row(row)[0].tolist() == expected.tolist()

@@ -19,11 +19,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from pyspark.errors import PythonException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
+from recsys_spark.distributed.errors import udf_errors
 from recsys_spark.kernels import itemsets as kernel
 
 GLOBAL_SEGMENT = "all"
@@ -185,15 +185,8 @@ def _count_candidates(chunked: DataFrame, found: DataFrame, stats: DataFrame, sp
 
 def materialize(frame: DataFrame) -> int:
     """Count ``frame``; a ceiling error inside a mining UDF is raised as the kernel's own error."""
-    try:
+    with udf_errors(kernel.ItemsetCeilingError):
         return frame.count()
-    except PythonException as exc:
-        text = str(exc)
-        marker = "ItemsetCeilingError: "
-        if marker in text:
-            message = text[text.index(marker) + len(marker) :].splitlines()[0]
-            raise kernel.ItemsetCeilingError(message) from None
-        raise
 
 
 def frequently_bought_together(rules: DataFrame, top_n: int) -> DataFrame:

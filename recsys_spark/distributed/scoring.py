@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from pyspark.errors import PythonException
 from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 
 from recsys_spark.kernels.itemknn import ItemKnnModel
 from recsys_spark.kernels.matrix import rows_of
@@ -26,7 +26,12 @@ from recsys_spark.kernels.topn import TopN, limit_threads, normalize_rows, top_m
 # queries: one row per user (or item) to score; ``catalog`` names the candidate set to use.
 QUERY_COLUMNS = ["segment", "catalog", "query_id", "vector", "exclude"]
 KNN_QUERY_COLUMNS = ["segment", "catalog", "query_id", "history", "history_weights"]
-MATCH_SCHEMA = "segment string, query_id string, rank int, match_id string, score float, reason_id string"
+# The UDFs return one row per query with its matches as arrays (fewer, wider rows cross the
+# Arrow boundary than one per match); _exploded turns them into one row per match in the JVM:
+# segment, query_id, rank, match_id, score, reason_id.
+NESTED_SCHEMA = (
+    "segment string, query_id string, match_ids array<string>, scores array<float>, reason_ids array<string>"
+)
 
 
 class ScoringError(RuntimeError):
@@ -97,7 +102,9 @@ def top_matches_by_segment(
         exclude = rows_of(catalog.index_lists(part.exclude), len(catalog.ids))
         return top_matches(vectors, catalog.vectors, n, exclude, catalog.blocked, block_rows)
 
-    return queries.select(*QUERY_COLUMNS).mapInPandas(_per_catalog(catalogs, n, threads, score), MATCH_SCHEMA)
+    return _exploded(
+        queries.select(*QUERY_COLUMNS).mapInPandas(_per_catalog(catalogs, threads, score), NESTED_SCHEMA)
+    )
 
 
 def knn_recommendations(
@@ -112,25 +119,30 @@ def knn_recommendations(
         top = model.recommend(np.arange(len(part)), history, n, catalog.blocked, block_rows)
         return top, model.because_of(history, top)
 
-    return queries.select(*KNN_QUERY_COLUMNS).mapInPandas(
-        _per_catalog(catalogs, n, threads, score), MATCH_SCHEMA
+    return _exploded(
+        queries.select(*KNN_QUERY_COLUMNS).mapInPandas(_per_catalog(catalogs, threads, score), NESTED_SCHEMA)
     )
 
 
-def materialize(frame: DataFrame) -> int:
-    """Count ``frame``; a failure inside a scoring UDF is raised as a ScoringError naming the segment."""
-    try:
-        return frame.count()
-    except PythonException as exc:
-        lines = [line for line in str(exc).splitlines() if "ScoringError:" in line]
-        if lines:
-            raise ScoringError(lines[-1].split("ScoringError:", 1)[1].strip()) from None
-        raise
+def _exploded(nested: DataFrame) -> DataFrame:
+    no_reasons = F.array_repeat(F.lit(None).cast("string"), F.size("match_ids"))
+    matches = F.arrays_zip(
+        F.col("match_ids").alias("match_id"),
+        F.col("scores").alias("score"),
+        F.coalesce("reason_ids", no_reasons).alias("reason_id"),
+    )
+    return nested.select("segment", "query_id", F.posexplode(matches).alias("position", "match")).select(
+        "segment",
+        "query_id",
+        (F.col("position") + 1).cast("int").alias("rank"),
+        "match.match_id",
+        "match.score",
+        "match.reason_id",
+    )
 
 
 def _per_catalog(
     catalogs: dict[str, Catalog],
-    n: int,
     threads: int,
     score: Callable[[Catalog, pd.DataFrame], TopN | tuple[TopN, np.ndarray]],
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
@@ -149,26 +161,29 @@ def _per_catalog(
                     except Exception as exc:
                         raise ScoringError(f"segment {name!r}: {type(exc).__name__}: {exc}") from exc
                     top, reasons = result if isinstance(result, tuple) else (result, None)
-                    yield _match_rows(part, catalog, top, reasons, n)
+                    yield _nested_rows(part, catalog, top, reasons)
 
     return run
 
 
-def _match_rows(
-    part: pd.DataFrame, catalog: Catalog, top: TopN, reasons: np.ndarray | None, n: int
-) -> pd.DataFrame:
-    rows, ranks = np.nonzero(top.indices >= 0)
-    picked = top.indices[rows, ranks]
-    reason_ids = catalog.ids[reasons[rows, ranks]] if reasons is not None else None
-    if reason_ids is not None:
-        reason_ids = np.where(reasons[rows, ranks] >= 0, reason_ids, None)
+def _nested_rows(part: pd.DataFrame, catalog: Catalog, top: TopN, reasons: np.ndarray | None) -> pd.DataFrame:
+    counts = top.counts
+    valid = top.indices >= 0
+    ends = np.cumsum(counts)[:-1]
+    match_ids = np.split(catalog.ids[top.indices[valid]], ends)
+    scores = np.split(top.scores[valid], ends)
+    if reasons is None:
+        reason_ids = [None] * len(part)
+    else:
+        reason_codes = reasons[valid]
+        names = np.where(reason_codes >= 0, catalog.ids[reason_codes], None)
+        reason_ids = np.split(names, ends)
     return pd.DataFrame(
         {
-            "segment": part.segment.to_numpy()[rows],
-            "query_id": part.query_id.to_numpy()[rows],
-            "rank": (ranks + 1).astype(np.int32),
-            "match_id": catalog.ids[picked],
-            "score": top.scores[rows, ranks],
-            "reason_id": reason_ids,
+            "segment": part.segment.to_numpy(),
+            "query_id": part.query_id.to_numpy(),
+            "match_ids": match_ids,
+            "scores": scores,
+            "reason_ids": reason_ids,
         }
     )

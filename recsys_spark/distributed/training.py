@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pyspark.errors import PythonException
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
@@ -52,22 +51,28 @@ class TrainSettings:
     mllib_min_pairs: int
 
 
-def user_item_weights(interactions: DataFrame, weight: str, log_scale: bool) -> DataFrame:
+def user_item_weights(
+    interactions: DataFrame, weight: str, log_scale: bool, with_age: bool = False
+) -> DataFrame:
     """One row per segment × customer × item: the confidence weight (purchase lines, quantity or
-    revenue, optionally log(1 + x)) and the days from the customer's latest purchase of the item to
-    the latest event in the data (recency is measured against the data, not the clock)."""
+    revenue, optionally log(1 + x)) and, ``with_age``, the days from the customer's latest purchase
+    of the item to the latest event in the data (recency against the data, not the clock);
+    without it ``age_days`` is null and the extra pass over the data is saved."""
     measure = {"count": F.count(F.lit(1)), "quantity": F.sum("quantity"), "revenue": F.sum("revenue")}[weight]
-    as_of = interactions.agg(F.max("event_ts").alias("as_of"))
     pairs = interactions.groupBy("segment", "customer_id", "item_id").agg(
         measure.cast("double").alias("weight"), F.max("event_ts").alias("last_ts")
     )
     value = F.log1p("weight") if log_scale else F.col("weight")
-    return pairs.crossJoin(as_of).select(
+    age = F.lit(None)
+    if with_age:
+        pairs = pairs.crossJoin(interactions.agg(F.max("event_ts").alias("as_of")))
+        age = (F.unix_timestamp("as_of") - F.unix_timestamp("last_ts")) / 86400.0
+    return pairs.select(
         "segment",
         "customer_id",
         "item_id",
         value.cast("float").alias("weight"),
-        ((F.unix_timestamp("as_of") - F.unix_timestamp("last_ts")) / 86400.0).cast("float").alias("age_days"),
+        age.cast("float").alias("age_days"),
     )
 
 
@@ -185,17 +190,6 @@ def train_mllib_als(weights: DataFrame, segments: list[str], params: als.AlsPara
     for frame in frames[1:]:
         result = result.unionByName(frame)
     return result
-
-
-def materialize(frame: DataFrame) -> int:
-    """Count ``frame``; a failure inside a training UDF is raised as a TrainingError naming the segment."""
-    try:
-        return frame.count()
-    except PythonException as exc:
-        lines = [line for line in str(exc).splitlines() if "TrainingError:" in line]
-        if lines:
-            raise TrainingError(lines[-1].split("TrainingError:", 1)[1].strip()) from None
-        raise
 
 
 def threads_per_task(parallelism: int, concurrent_tasks: int) -> int:

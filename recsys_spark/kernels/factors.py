@@ -22,11 +22,12 @@ class FactorModel:
         n: int,
         exclude_items: np.ndarray | None = None,
         block_rows: int = DEFAULT_BLOCK_ROWS,
+        threads: int = 1,
     ) -> TopN:
         """Top ``n`` items for each of ``users`` (row indexes); ``user_items`` holds their rows
         (their bought items are excluded), ``exclude_items`` is excluded for everyone."""
         return top_matches(
-            self.user_factors[users], self.item_factors, n, user_items, exclude_items, block_rows
+            self.user_factors[users], self.item_factors, n, user_items, exclude_items, block_rows, threads
         )
 
     def similar_items(self, items: np.ndarray, n: int) -> TopN:
