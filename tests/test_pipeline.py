@@ -30,7 +30,8 @@ def test_run_twice_adds_nothing_and_tracks_both_runs(
 
     lines = run_steps(config, run_order(config), spark)
     recommendations = spark.table(str(table_name(config, "recommendations")))
-    first_recommendations = spark.createDataFrame(recommendations.drop("run_id", "generated_at").toPandas())
+    published = recommendations.drop("run_id", "generated_at")
+    first_recommendations = spark.createDataFrame(published.toPandas(), published.schema)
     check = next(line for line in lines if "check:" in line)
     interactions = spark.table(str(table_name(config, "interactions")))
     quarantine = spark.table(str(table_name(config, "interactions_quarantine")))

@@ -23,15 +23,15 @@ class AlsParams:
 
 def fit(user_items: sp.csr_matrix, params: AlsParams, threads: int = 1) -> FactorModel:
     """Factorize the users × items weights; ``threads`` is the solver's OpenMP thread count."""
-    model = AlternatingLeastSquares(
-        factors=params.factors,
-        regularization=params.regularization,
-        alpha=params.alpha,
-        iterations=params.iterations,
-        random_state=params.seed,
-        num_threads=threads,
-    )
     # The solver parallelises over users itself; BLAS threads inside it only contend.
     with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(
+            factors=params.factors,
+            regularization=params.regularization,
+            alpha=params.alpha,
+            iterations=params.iterations,
+            random_state=params.seed,
+            num_threads=threads,
+        )
         model.fit(user_items.astype(np.float32), show_progress=False)
     return FactorModel(np.asarray(model.user_factors), np.asarray(model.item_factors))
