@@ -168,14 +168,14 @@ def run_implicit(local: pd.DataFrame) -> tuple[float, float, float]:
     kernel's recommend on the same factors with the same cores."""
     conf = load_config("local").models
     data = build_interactions(local.customer_id, local.item_id, local.weight)
-    model = AlternatingLeastSquares(
-        factors=FACTORS,
-        regularization=conf.als.regularization,
-        alpha=conf.confidence.alpha,
-        iterations=ITERATIONS,
-        random_state=conf.als.seed,
-    )
     with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(
+            factors=FACTORS,
+            regularization=conf.als.regularization,
+            alpha=conf.confidence.alpha,
+            iterations=ITERATIONS,
+            random_state=conf.als.seed,
+        )
         start = time.perf_counter()
         model.fit(data.weights, show_progress=False)
         fit_seconds = time.perf_counter() - start

@@ -51,7 +51,8 @@ class TrainResult:
 class ScoreResult:
     customers: int
     rows: dict[str, int] = field(default_factory=dict)  # per output table
-    fallback_customers: int = 0
+    published_customers: int = 0  # got the published model's top-N
+    fallback_customers: int = 0  # got overall popularity
     seconds: dict[str, float] = field(default_factory=dict)  # per stage
 
 
@@ -187,6 +188,11 @@ def run_score(
     (``item_audience`` also writes ``lookalikes``)."""
     conf = config.models
     seconds: dict[str, float] = {}
+    for key in ("user_factors", "item_factors", "item_neighbours"):
+        if not spark.catalog.tableExists(str(table_name(config, key))):
+            raise ValueError(
+                f"{table_name(config, key)} does not exist: run `recsys train` before `recsys score`"
+            )
     threads = 1  # scoring tasks run side by side, one per core
     factors_table = spark.table(str(table_name(config, "item_factors")))
     with stage("score", "load item candidates", seconds) as st:
@@ -207,11 +213,17 @@ def run_score(
         )
         _publish(spark, config, "recommendations", recommendations.withColumns(stamp), result)
         published = spark.table(str(table_name(config, "recommendations")))
-        fallback = published.where(F.col("reason") == POPULAR_OVERALL)
-        result.fallback_customers = fallback.select("segment", "customer_id").distinct().count()
+        per_source = dict(
+            published.groupBy(F.col("reason") == POPULAR_OVERALL)
+            .agg(F.countDistinct("segment", "customer_id"))
+            .collect()
+        )
+        result.published_customers = per_source.get(False, 0)
+        result.fallback_customers = per_source.get(True, 0)
         st.counts.update(
             customers=result.customers,
             trained_segments=len(trained),
+            published=result.published_customers,
             popularity_fallback=result.fallback_customers,
             rows=result.rows["recommendations"],
         )

@@ -105,12 +105,15 @@ def step_score(spark: SparkSession, config: Config, run: PipelineRun) -> StepRep
     result = run_score(spark, config, run.run_id)
     metrics = {
         "customers": result.customers,
+        "published_customers": result.published_customers,
         "popularity_fallback_customers": result.fallback_customers,
         **{f"rows.{k}": v for k, v in result.rows.items()},
     }
     lines = [
-        f"score: {result.customers:,} customers, top {config.models.top_n} from {config.models.publish}; "
-        f"{result.fallback_customers:,} in untrained segments got overall popularity",
+        f"score: {result.customers:,} customers (per segment) = {result.published_customers:,} by "
+        f"{config.models.publish} + {result.fallback_customers:,} overall popularity (untrained segments) "
+        f"+ {result.customers - result.published_customers - result.fallback_customers:,} with nothing "
+        f"left to recommend; top {config.models.top_n} each",
         "  " + ", ".join(f"{k} {v:,}" for k, v in result.rows.items()),
     ]
     return StepReport(metrics, lines)
@@ -143,8 +146,9 @@ def run_steps(config: Config, steps: Sequence[str], spark: SparkSession | None =
             with step_run(step) as metrics:
                 report = STEPS[step](spark, config, run)
                 metrics.update(report.metrics, seconds=time.perf_counter() - start)
-            log.info("step %s done in %.1fs", step, time.perf_counter() - start)
-            lines += report.lines
+            seconds = time.perf_counter() - start
+            log.info("step %s done in %.1fs", step, seconds)
+            lines += [f"{report.lines[0]}  [{seconds:.1f}s]", *report.lines[1:]] if report.lines else []
         lines += _where_things_are(spark, config, run)
     return lines
 

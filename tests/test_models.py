@@ -14,10 +14,11 @@ from pyspark.sql import functions as F
 
 from recsys_spark import synthetic
 from recsys_spark.config import Config
+from recsys_spark.distributed.scoring import ScoringError
 from recsys_spark.distributed.training import TrainingError
 from recsys_spark.kernels.matrix import build_interactions
 from recsys_spark.pipeline import run_steps
-from recsys_spark.tables import INTERACTIONS_SCHEMA, overwrite_table, table_name
+from recsys_spark.tables import INTERACTIONS_SCHEMA, TableName, overwrite_table, table_name
 
 SMALL_MODELS = {
     "enabled": ["als", "bpr", "itemknn", "popularity"],
@@ -166,11 +167,23 @@ def test_similar_items_audience_and_lookalikes_exclude_self_and_buyers(spark, sa
 
 
 def test_itemknn_publish_with_awkward_ids_exclusions_and_reasons(spark, make_config, synthetic_purchases):
-    config = make_config(models={**SMALL_MODELS, "publish": "itemknn", "exclude_items": ["I00002"]})
+    out_of_stock = TableName("stock_test", "out_of_stock")
+    config = make_config(
+        models={
+            **SMALL_MODELS,
+            "publish": "itemknn",
+            "exclude_items": ["I00002"],
+            "exclude_table": f"{out_of_stock.schema}.{out_of_stock.table}",
+        }
+    )
+    overwrite_table(spark, config, out_of_stock, spark.createDataFrame([("I00003",)], "item_id string"))
     write_interactions(spark, config, synthetic_purchases)
     run_steps(config, ["train", "score"], spark)
     recs = table(spark, config, "recommendations")
-    assert recs.where("item_id = 'I00002'").count() == 0
+    assert recs.where("item_id IN ('I00002', 'I00003')").count() == 0
+    similar = table(spark, config, "similar_items")
+    assert similar.where("similar_item_id IN ('I00002', 'I00003')").count() == 0
+    assert synthetic_purchases.item_id.isin(["I00002", "I00003"]).sum() > 10  # they would be candidates
     assert recs.where(F.col("customer_id") == WEIRD_CUSTOMER).count() == SMALL_MODELS["top_n"]
     assert recs.where(F.col("item_id") == WEIRD_ITEM).count() > 0
     assert {r.reason for r in recs.select("reason").distinct().collect()} == {"because_bought"}
@@ -242,3 +255,20 @@ def test_popularity_publish_with_half_life_equals_pandas(spark, make_config, syn
         precision=1e-3,
         ignore_nullable=True,
     )
+
+
+def test_score_needs_train_and_names_the_segment_when_factors_are_broken(
+    spark, make_config, synthetic_purchases
+):
+    config = make_config(models={**SMALL_MODELS, "enabled": ["als", "popularity"]})
+    write_interactions(spark, config, synthetic_purchases)
+    with pytest.raises(ValueError, match="run `recsys train` before `recsys score`"):
+        run_steps(config, ["score"], spark)
+    run_steps(config, ["train"], spark)
+    factors = table_name(config, "item_factors")
+    spark.sql(
+        f"UPDATE {factors} SET factors = transform(factors, x -> CAST('NaN' AS FLOAT)) "
+        "WHERE segment = 'seg01' AND model = 'als'"
+    )
+    with pytest.raises(ScoringError, match=r"segment 'seg01'.*NaN in the scores"):
+        run_steps(config, ["score"], spark)
