@@ -108,11 +108,9 @@ def run_case(spark: SparkSession, config: Config, data: str) -> Row:
     scored = run_score(spark, config, "bench", outputs=("recommendations",))
     ours_score = time.perf_counter() - start
 
-    weights = user_item_weights(spark, config).persist()
-    pairs = weights.count()
-    mllib_fit, mllib_recommend = run_mllib(spark, config, weights)
-    local = weights.select("customer_id", "item_id", "weight").toPandas()
-    weights.unpersist()
+    mllib_fit, mllib_recommend = run_mllib(spark, config)
+    local = user_item_weights(spark, config).select("customer_id", "item_id", "weight").toPandas()
+    pairs = len(local)
     implicit_fit, implicit_recommend, kernel_recommend = run_implicit(local)
     matrix_users, matrix_items = local.customer_id.nunique(), local.item_id.nunique()
     return Row(
@@ -132,9 +130,11 @@ def run_case(spark: SparkSession, config: Config, data: str) -> Row:
     )
 
 
-def run_mllib(spark: SparkSession, config: Config, weights) -> tuple[float, float]:
-    """MLlib needs integer ids: indexing them is part of its fit time (ours maps strings too)."""
+def run_mllib(spark: SparkSession, config: Config) -> tuple[float, float]:
+    """From silver.interactions, like ours: the same customer × item weights, then integer ids
+    (MLlib needs them; ours maps strings too), fit, and top-N for every user."""
     start = time.perf_counter()
+    weights = user_item_weights(spark, config).persist()
     indexed = weights
     for column in ("customer_id", "item_id"):
         indexer = StringIndexer(inputCol=column, outputCol=f"{column}_index").fit(indexed)
@@ -154,6 +154,7 @@ def run_mllib(spark: SparkSession, config: Config, weights) -> tuple[float, floa
     )
     model = als.fit(indexed)
     model.userFactors.count()
+    weights.unpersist()
     fit_seconds = time.perf_counter() - start
     start = time.perf_counter()
     recommendations = model.recommendForAllUsers(TOP_N)
@@ -203,7 +204,8 @@ def write_results(rows: list[Row], path: Path, command: str) -> None:
         "",
         "- **ours** = `recsys train` (ALS + popularity per segment, factor tables written) + `recsys score` "
         "(every user's top-20 with bought items excluded, written to gold.recommendations).",
-        "- **MLlib** = StringIndexer on both ids + `ALS.fit` + `recommendForAllUsers(20)` written to Delta. "
+        "- **MLlib** = the same customer × item weights from silver.interactions, StringIndexer on both ids, "
+        "`ALS.fit`, `recommendForAllUsers(20)` written to Delta. "
         "MLlib does not exclude already-bought items; ours does.",
         "- **implicit** = `implicit` called directly in the driver process, every core: `fit`, then "
         "its batch `recommend(all users, filter_already_liked_items=True)`; our kernel "
