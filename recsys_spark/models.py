@@ -144,11 +144,13 @@ def run_train(spark: SparkSession, config: Config, run_id: str) -> TrainResult:
             trained = trained.unionByName(
                 training.train_mllib_als(weights, result.mllib_segments, settings.als)
             )
-        trained = trained.persist()
+        fitted = trained.persist()
         with udf_errors(training.TrainingError):
-            trained.count()
+            fitted.count()
         if len(plan) > 1 or plan.segment.iat[0] != GLOBAL_SEGMENT:
-            trained = trained.unionByName(training.global_popularity(trained))
+            trained = fitted.unionByName(training.global_popularity(fitted))
+        else:
+            trained = fitted
         counts = trained.groupBy("kind", "model").count().collect()
         st.counts.update(
             models=list(settings.models), rows={f"{r.kind}/{r.model}": r["count"] for r in counts}
@@ -176,7 +178,7 @@ def run_train(spark: SparkSession, config: Config, run_id: str) -> TrainResult:
             overwrite_table(spark, config, table_name(config, key), frame.withColumns(stamp))
             result.rows[key] = spark.table(str(table_name(config, key))).count()
         st.counts.update(result.rows)
-    trained.unpersist()
+    fitted.unpersist()
     weights.unpersist()
     return result
 

@@ -73,11 +73,12 @@ class Catalog:
         return Catalog(ids, _blocked(ids, blocked_ids), similarity=similarity)
 
     def index_lists(self, lists: pd.Series) -> list[np.ndarray]:
-        """Each list of ids as candidate indexes (-1 for ids not in the catalogue)."""
-        index = pd.Index(self.ids)
-        return [
-            index.get_indexer(np.asarray(x, dtype=object)) if x is not None else np.empty(0) for x in lists
-        ]
+        """Each list of ids as candidate indexes (-1 for ids not in the catalogue), in one lookup."""
+        arrays = [np.asarray(x, dtype=object) if x is not None else np.empty(0, object) for x in lists]
+        if not arrays:
+            return []
+        codes = pd.Index(self.ids).get_indexer(np.concatenate(arrays))
+        return np.split(codes, np.cumsum([len(a) for a in arrays])[:-1])
 
 
 def _blocked(ids: np.ndarray, blocked_ids: set[str]) -> np.ndarray:
