@@ -293,14 +293,33 @@ def _blocked_items(spark: SparkSession, config: Config) -> set[str]:
     return blocked
 
 
-def _catalogs(items: pd.DataFrame, model: str, blocked: set[str], cosine: bool = False) -> dict[str, Catalog]:
-    rows = items[items.model == model]
+def _catalogs(
+    rows: pd.DataFrame, id_column: str, blocked: set[str], cosine: bool = False
+) -> dict[str, Catalog]:
+    """Per segment, the candidates in ``rows`` (segment, ``id_column``, factors)."""
     return {
         segment: Catalog.of_vectors(
-            part.item_id.to_numpy(), np.stack(part.factors.to_numpy()), blocked, cosine
+            part[id_column].to_numpy(), np.stack(part.factors.to_numpy()), blocked, cosine
         )
         for segment, part in rows.groupby("segment")
     }
+
+
+def _of_model(items: pd.DataFrame, model: str) -> pd.DataFrame:
+    return items[items.model == model][["segment", "item_id", "factors"]]
+
+
+def _self_queries(spark: SparkSession, rows: pd.DataFrame, id_column: str) -> DataFrame:
+    """``rows`` (segment, ``id_column``, factors) as queries against their own segment's
+    candidates, each excluding itself."""
+    frame = spark.createDataFrame(rows, f"segment string, {id_column} string, factors array<float>")
+    return frame.select(
+        "segment",
+        F.col("segment").alias("catalog"),
+        F.col(id_column).alias("query_id"),
+        F.col("factors").alias("vector"),
+        F.array(id_column).alias("exclude"),
+    )
 
 
 def _knn_catalogs(neighbours: DataFrame, blocked: set[str]) -> dict[str, Catalog]:
@@ -326,7 +345,7 @@ def _recommendations(
     conf = config.models
     publish = conf.publish
     n, rows = conf.top_n, conf.score_block_rows
-    popular = _catalogs(items, "popularity", blocked)
+    popular = _catalogs(_of_model(items, "popularity"), "item_id", blocked)
     if publish == "itemknn":
         catalogs = _knn_catalogs(neighbours.where(F.col("model") == "itemknn"), blocked)
     elif publish == "popularity":
@@ -339,7 +358,7 @@ def _recommendations(
             if users.get(s, 0) >= conf.min_segment_users and len(c.ids) >= conf.min_segment_items
         }
     else:
-        catalogs = _catalogs(items, publish, blocked)
+        catalogs = _catalogs(_of_model(items, publish), "item_id", blocked)
     trained = set(catalogs)
     in_trained = F.col("segment").isin(sorted(trained)) if trained else F.lit(False)
     ones = F.array(F.lit(1.0).cast("float"))
@@ -394,15 +413,9 @@ def _similar_items(
     spark = neighbours.sparkSession
     frames = []
     for model in [m for m in conf.enabled if m in FACTOR_MODELS]:
-        catalogs = _catalogs(items, model, blocked, cosine=True)
-        rows = items[items.model == model][["segment", "item_id", "factors"]]
-        queries = spark.createDataFrame(rows, "segment string, item_id string, factors array<float>").select(
-            "segment",
-            F.col("segment").alias("catalog"),
-            F.col("item_id").alias("query_id"),
-            F.col("factors").alias("vector"),
-            F.array("item_id").alias("exclude"),
-        )
+        rows = _of_model(items, model)
+        catalogs = _catalogs(rows, "item_id", blocked, cosine=True)
+        queries = _self_queries(spark, rows, "item_id")
         matches = scoring.top_matches_by_segment(
             queries, catalogs, conf.similar_top_k, conf.score_block_rows, threads, cosine=True
         )
@@ -460,40 +473,21 @@ def _audience_and_lookalikes(
         .select("segment", "customer_id", "factors")
         .toPandas()
     )
-    by_segment = [
-        (s, part.customer_id.to_numpy(), np.stack(part.factors.to_numpy()))
-        for s, part in users.groupby("segment")
-    ]
-    user_catalogs = {s: Catalog.of_vectors(ids, vectors, set()) for s, ids, vectors in by_segment}
-    cosine_catalogs = {
-        s: Catalog.of_vectors(ids, vectors, set(), cosine=True) for s, ids, vectors in by_segment
-    }
+    user_catalogs = _catalogs(users, "customer_id", set())
     interactions = spark.table(str(table_name(config, "interactions")))
-    buyers = interactions.groupBy("segment", "item_id").agg(F.collect_set("customer_id").alias("buyers"))
-    item_rows = items[items.model == model][["segment", "item_id", "factors"]]
+    buyers = interactions.groupBy("segment", F.col("item_id").alias("query_id")).agg(
+        F.collect_set("customer_id").alias("buyers")
+    )
     item_queries = (
-        spark.createDataFrame(item_rows, "segment string, item_id string, factors array<float>")
-        .join(buyers, ["segment", "item_id"], "left")
-        .select(
-            "segment",
-            F.col("segment").alias("catalog"),
-            F.col("item_id").alias("query_id"),
-            F.col("factors").alias("vector"),
-            F.coalesce("buyers", F.array().cast("array<string>")).alias("exclude"),
-        )
+        _self_queries(spark, _of_model(items, model), "item_id")
+        .join(buyers, ["segment", "query_id"], "left")
+        .withColumn("exclude", F.coalesce("buyers", F.array().cast("array<string>")))
     )
     audience = scoring.top_matches_by_segment(
         item_queries, user_catalogs, conf.audience_top_k, conf.score_block_rows, threads
     )
-    user_queries = spark.createDataFrame(
-        users, "segment string, customer_id string, factors array<float>"
-    ).select(
-        "segment",
-        F.col("segment").alias("catalog"),
-        F.col("customer_id").alias("query_id"),
-        F.col("factors").alias("vector"),
-        F.array("customer_id").alias("exclude"),
-    )
+    user_queries = _self_queries(spark, users, "customer_id")
+    cosine_catalogs = _catalogs(users, "customer_id", set(), cosine=True)
     lookalikes = scoring.top_matches_by_segment(
         user_queries, cosine_catalogs, conf.lookalike_top_k, conf.score_block_rows, threads, cosine=True
     )
