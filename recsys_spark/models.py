@@ -23,6 +23,7 @@ from recsys_spark.distributed.scoring import Catalog
 from recsys_spark.distributed.training import FACTOR_MODELS, GLOBAL_SEGMENT
 from recsys_spark.kernels import als, bpr, itemknn, popularity
 from recsys_spark.progress import stage
+from recsys_spark.session import executor_cores
 from recsys_spark.tables import overwrite_table, table_name, utc_now
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ def run_train(spark: SparkSession, config: Config, run_id: str) -> TrainResult:
                 ),
             )
         trained_segments = int((plan.engine == "implicit").sum())
-        threads = training.threads_per_task(spark.sparkContext.defaultParallelism, trained_segments)
+        threads = training.threads_per_task(*executor_cores(spark), trained_segments)
         st.counts.update(
             segments=len(plan),
             implicit=trained_segments,

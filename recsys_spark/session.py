@@ -26,6 +26,20 @@ def on_databricks() -> bool:
     return "DATABRICKS_RUNTIME_VERSION" in os.environ
 
 
+def executor_cores(spark: SparkSession) -> tuple[int, int]:
+    """(cores across the cluster, cores of one executor): what a task may share its threads with.
+
+    Locally both are the local[*] core count. Under Spark Connect, where there is no
+    SparkContext, the configured values are used.
+    """
+    try:
+        total = spark.sparkContext.defaultParallelism
+    except Exception:  # Spark Connect: no SparkContext on the client
+        total = int(spark.conf.get("spark.default.parallelism", "1") or 1)
+    per_executor = int(spark.conf.get("spark.executor.cores", str(total)) or total)
+    return total, max(1, min(per_executor, total))
+
+
 def jars_dir(config: Config) -> Path:
     return config.work_path / "jars"
 

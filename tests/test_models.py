@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from recsys_spark import synthetic
 from recsys_spark.config import Config
 from recsys_spark.distributed.scoring import ScoringError
-from recsys_spark.distributed.training import TrainingError
+from recsys_spark.distributed.training import TrainingError, threads_per_task
 from recsys_spark.kernels.matrix import build_interactions
 from recsys_spark.pipeline import run_steps
 from recsys_spark.tables import INTERACTIONS_SCHEMA, TableName, overwrite_table, table_name
@@ -272,3 +272,13 @@ def test_score_needs_train_and_names_the_segment_when_factors_are_broken(
     )
     with pytest.raises(ScoringError, match=r"segment 'seg01'.*NaN in the scores"):
         run_steps(config, ["score"], spark)
+
+
+@pytest.mark.parametrize(
+    ("total", "per_executor", "segments", "threads"),
+    [(2, 2, 1, 2), (16, 8, 1, 8), (16, 8, 37, 1), (16, 4, 4, 4), (8, 8, 3, 2), (2, 2, 0, 2)],
+)
+def test_training_threads_share_the_cores_without_oversubscribing_an_executor(
+    total, per_executor, segments, threads
+):
+    assert threads_per_task(total, per_executor, segments) == threads

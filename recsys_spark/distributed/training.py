@@ -192,9 +192,11 @@ def train_mllib_als(weights: DataFrame, segments: list[str], params: als.AlsPara
     return result
 
 
-def threads_per_task(parallelism: int, concurrent_tasks: int) -> int:
-    """Cores a training task may use: all of them for one big segment, one each when many run."""
-    return max(1, parallelism // max(1, min(concurrent_tasks, parallelism)))
+def threads_per_task(total_cores: int, executor_cores: int, concurrent_tasks: int) -> int:
+    """Cores a training task may use: its executor's for one big segment, one each when as many
+    segments train as there are cores."""
+    share = total_cores // max(1, min(concurrent_tasks, total_cores))
+    return max(1, min(share, executor_cores))
 
 
 def _numbered(rows: DataFrame, column: str) -> DataFrame:
