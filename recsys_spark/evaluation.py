@@ -1,0 +1,138 @@
+"""Splits that respect time, and ranking metrics computed in Spark.
+
+A split's test set holds, per segment × customer, the items bought after the cutoff that the
+customer had not bought before it: re-buying a known item is not a discovery, and a model that
+excludes bought items could never hit it. Customers and items absent from training stay in the
+test set and are reported as cold-start slices rather than dropped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql.window import Window
+
+KEYS = ["segment", "customer_id"]
+METRICS = ("precision", "recall", "ndcg", "map", "hit_rate", "mrr")
+
+
+@dataclass(frozen=True)
+class Split:
+    train: DataFrame  # interactions rows before the cutoff
+    test: DataFrame  # segment, customer_id, item_id: new items bought at or after it
+    cutoff: dt.datetime | None  # None for per-customer splits
+
+
+def time_split(
+    interactions: DataFrame,
+    cutoff_quantile: float | None = None,
+    cutoff_date: dt.datetime | None = None,
+    last_days: int | None = None,
+) -> Split:
+    """One global cutoff for everyone: a quantile of event times, a date, or the last N days.
+
+    Train is every line strictly before the cutoff, test every line at or after it.
+    """
+    if sum(x is not None for x in (cutoff_quantile, cutoff_date, last_days)) != 1:
+        raise ValueError("give exactly one of cutoff_quantile, cutoff_date, last_days")
+    if cutoff_date is None:
+        seconds = F.unix_timestamp("event_ts")
+        if cutoff_quantile is not None:
+            if not 0 < cutoff_quantile < 1:
+                raise ValueError(f"cutoff_quantile must be between 0 and 1, got {cutoff_quantile}")
+            value = interactions.select(F.percentile(seconds, cutoff_quantile)).first()[0]
+        else:
+            value = interactions.select(F.max(seconds)).first()[0] - last_days * 86400
+        if value is None:
+            raise ValueError("cannot split an empty interactions table")
+        cutoff_date = dt.datetime.fromtimestamp(math.ceil(value), dt.UTC).replace(tzinfo=None)
+    before = F.col("event_ts") < F.lit(cutoff_date)
+    return Split(
+        interactions.where(before),
+        _new_items(interactions.where(before), interactions.where(~before)),
+        cutoff_date,
+    )
+
+
+def leave_last_basket_out(interactions: DataFrame) -> Split:
+    """Per customer and segment with at least two orders, the latest order (ties: the larger
+    order id) is the test set; a one-order customer stays whole in train (nothing to learn from)."""
+    orders = interactions.groupBy(*KEYS, "order_id").agg(F.max("event_ts").alias("event_ts"))
+    latest = Window.partitionBy(*KEYS).orderBy(F.desc("event_ts"), F.desc("order_id"))
+    whole = Window.partitionBy(*KEYS)
+    test_orders = (
+        orders.withColumn("position", F.row_number().over(latest))
+        .withColumn("orders", F.count(F.lit(1)).over(whole))
+        .where("position = 1 AND orders >= 2")
+        .select(*KEYS, "order_id", F.lit(True).alias("is_test"))
+    )
+    marked = interactions.join(test_orders, [*KEYS, "order_id"], "left")
+    train = marked.where(F.col("is_test").isNull()).drop("is_test")
+    return Split(train, _new_items(train, marked.where(F.col("is_test")).drop("is_test")), None)
+
+
+def _new_items(train: DataFrame, test_lines: DataFrame) -> DataFrame:
+    pairs = [*KEYS, "item_id"]
+    return test_lines.select(*pairs).distinct().join(train.select(*pairs).distinct(), pairs, "left_anti")
+
+
+def user_metrics(recommendations: DataFrame, relevant: DataFrame, ks: Sequence[int]) -> DataFrame:
+    """Per model × segment × test customer × K: precision, recall, NDCG, MAP, hit rate, MRR.
+
+    ``recommendations``: model, segment, customer_id, rank (1..N), item_id.
+    ``relevant``: segment, customer_id, item_id. Every test customer is scored for every model;
+    one with no recommendations scores 0. Binary relevance; the ideal DCG puts min(|relevant|, K)
+    hits first.
+    """
+    models = recommendations.select("model").distinct()
+    sizes = relevant.groupBy(*KEYS).agg(F.count(F.lit(1)).alias("n_relevant"))
+    hits = recommendations.join(relevant, [*KEYS, "item_id"]).select("model", *KEYS, "rank")
+    k_values = F.explode(F.array(*(F.lit(k) for k in ks))).alias("k")
+    per_k = models.crossJoin(sizes).select("model", *KEYS, "n_relevant", k_values)
+    in_k = F.col("rank") <= F.col("k")
+    gathered = (
+        per_k.join(hits, ["model", *KEYS], "left")
+        .groupBy("model", *KEYS, "n_relevant", "k")
+        .agg(
+            F.sum(F.when(in_k, 1).otherwise(0)).alias("hits"),
+            F.sum(F.when(in_k, 1 / F.log2(F.col("rank") + 1)).otherwise(0.0)).alias("dcg"),
+            F.min(F.when(in_k, F.col("rank"))).alias("first_hit"),
+            F.sort_array(F.collect_list(F.when(in_k, F.col("rank")))).alias("hit_ranks"),
+        )
+    )
+    ideal_hits = F.least("n_relevant", "k")
+    return gathered.select(
+        "model",
+        *KEYS,
+        "k",
+        "n_relevant",
+        (F.col("hits") / F.col("k")).alias("precision"),
+        (F.col("hits") / F.col("n_relevant")).alias("recall"),
+        (F.col("dcg") / _ideal_dcg(ideal_hits)).alias("ndcg"),
+        (_average_precision("hit_ranks") / ideal_hits).alias("map"),
+        (F.col("hits") > 0).cast("double").alias("hit_rate"),
+        F.coalesce(1 / F.col("first_hit"), F.lit(0.0)).alias("mrr"),
+    )
+
+
+def _ideal_dcg(n_hits: Column) -> Column:
+    positions = F.sequence(F.lit(1), n_hits)
+    return F.aggregate(positions, F.lit(0.0), lambda total, i: total + 1 / F.log2(i + 1))
+
+
+def _average_precision(hit_ranks: str) -> Column:
+    """Σ over hits of (hits so far / rank): the i-th hit (1-based) at rank r adds i / r."""
+    ranked = F.transform(F.col(hit_ranks), lambda rank, i: (i + 1) / rank)
+    return F.aggregate(ranked, F.lit(0.0), lambda total, x: total + x)
+
+
+def summarize(per_user: DataFrame, by: Sequence[str] = ("model", "segment")) -> DataFrame:
+    """Mean of every metric over the test customers, per ``by`` × K, with the customer count."""
+    return per_user.groupBy(*by, "k").agg(
+        F.count(F.lit(1)).alias("customers"), *(F.avg(m).alias(m) for m in METRICS)
+    )

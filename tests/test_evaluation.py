@@ -1,0 +1,99 @@
+"""Splits and ranking metrics in Spark against hand-computed values."""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+
+import pytest
+from chispa import assert_approx_df_equality
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from recsys_spark.evaluation import leave_last_basket_out, summarize, time_split, user_metrics
+
+LOG2 = math.log2
+REC_SCHEMA = "model string, segment string, customer_id string, rank int, item_id string"
+PAIR_SCHEMA = "segment string, customer_id string, item_id string"
+
+
+def test_metrics_equal_hand_computed_values(spark: SparkSession) -> None:
+    recs = spark.createDataFrame(
+        [("m", "s", "A", r, item) for r, item in enumerate("abcde", start=1)] + [("m", "s", "C", 1, "a")],
+        REC_SCHEMA,
+    )
+    relevant = spark.createDataFrame(
+        [("s", "A", "b"), ("s", "A", "d"), ("s", "A", "x"), ("s", "B", "z"), ("s", "C", "q")], PAIR_SCHEMA
+    )
+    actual = user_metrics(recs, relevant, [3, 5]).drop("n_relevant").orderBy("customer_id", "k")
+    idcg3 = 1 + 1 / LOG2(3) + 1 / LOG2(4)
+    zero = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    expected = spark.createDataFrame(
+        [
+            # A, K=3: one hit at rank 2 of 3 relevant.
+            ("m", "s", "A", 3, 1 / 3, 1 / 3, (1 / LOG2(3)) / idcg3, (1 / 2) / 3, 1.0, 0.5),
+            # A, K=5: hits at ranks 2 and 4; the ideal still has 3 hits first.
+            (
+                "m",
+                "s",
+                "A",
+                5,
+                2 / 5,
+                2 / 3,
+                (1 / LOG2(3) + 1 / LOG2(5)) / idcg3,
+                (1 / 2 + 2 / 4) / 3,
+                1.0,
+                0.5,
+            ),
+            ("m", "s", "B", 3, *zero),  # no recommendations at all
+            ("m", "s", "B", 5, *zero),
+            ("m", "s", "C", 3, *zero),  # recommendations, no hit
+            ("m", "s", "C", 5, *zero),
+        ],
+        "model string, segment string, customer_id string, k int, precision double, recall double, "
+        "ndcg double, map double, hit_rate double, mrr double",
+    )
+    assert_approx_df_equality(actual, expected, precision=1e-9, ignore_nullable=True)
+
+    summary = summarize(user_metrics(recs, relevant, [5])).first()
+    assert summary.customers == 3
+    assert summary.recall == pytest.approx((2 / 3) / 3)
+
+
+def _lines(spark: SparkSession):
+    day = dt.datetime(2024, 1, 1)
+    rows = [
+        ("s", "A", "a", "o1", day),
+        ("s", "A", "b", "o2", day + dt.timedelta(days=10)),
+        ("s", "A", "a", "o3", day + dt.timedelta(days=20)),  # re-buy: not a test item
+        ("s", "A", "c", "o3", day + dt.timedelta(days=20)),
+        ("s", "B", "a", "o4", day + dt.timedelta(days=5)),
+        ("s", "C", "d", "o5", day + dt.timedelta(days=30)),  # cold-start customer and item
+    ]
+    return spark.createDataFrame(
+        rows, "segment string, customer_id string, item_id string, order_id string, event_ts timestamp"
+    )
+
+
+def test_time_split_never_leaks_and_keeps_cold_start_rows(spark: SparkSession) -> None:
+    split = time_split(_lines(spark), cutoff_date=dt.datetime(2024, 1, 15))
+    train_max = split.train.agg(F.max("event_ts")).first()[0]
+    assert train_max < split.cutoff
+    assert {tuple(r) for r in split.test.collect()} == {("s", "A", "c"), ("s", "C", "d")}
+
+    by_quantile = time_split(_lines(spark), cutoff_quantile=0.5)
+    assert (
+        by_quantile.train.count() + _lines(spark).where(F.col("event_ts") >= by_quantile.cutoff).count() == 6
+    )
+    assert by_quantile.train.agg(F.max("event_ts")).first()[0] < by_quantile.cutoff
+    last_days = time_split(_lines(spark), last_days=15)
+    assert last_days.cutoff == dt.datetime(2024, 1, 16)
+
+
+def test_leave_last_basket_out_tests_each_customers_latest_order(spark: SparkSession) -> None:
+    split = leave_last_basket_out(_lines(spark))
+    assert {tuple(r) for r in split.test.collect()} == {("s", "A", "c")}  # a was bought before
+    # B and C have one order each: it stays in train.
+    assert {r.order_id for r in split.train.collect()} == {"o1", "o2", "o4", "o5"}
+    with pytest.raises(ValueError, match="exactly one"):
+        time_split(_lines(spark))
