@@ -136,3 +136,81 @@ def summarize(per_user: DataFrame, by: Sequence[str] = ("model", "segment")) -> 
     return per_user.groupBy(*by, "k").agg(
         F.count(F.lit(1)).alias("customers"), *(F.avg(m).alias(m) for m in METRICS)
     )
+
+
+HISTORY_SLICES = ("cold_start", "1", "2-4", "5-19", "20+")
+
+
+def history_slices(train: DataFrame, test: DataFrame) -> DataFrame:
+    """Per test customer × segment, how many orders they had in train, as a slice name:
+    ``cold_start`` (none: new customer), ``1``, ``2-4``, ``5-19``, ``20+``."""
+    orders = train.groupBy(*KEYS).agg(F.countDistinct("order_id").alias("orders"))
+    n = F.coalesce(F.col("orders"), F.lit(0))
+    name = (
+        F.when(n == 0, "cold_start")
+        .when(n == 1, "1")
+        .when(n <= 4, "2-4")
+        .when(n <= 19, "5-19")
+        .otherwise("20+")
+    )
+    return test.select(*KEYS).distinct().join(orders, KEYS, "left").select(*KEYS, name.alias("history"))
+
+
+def item_categories(interactions: DataFrame) -> DataFrame:
+    """Per item, a category for diversity where the data has none: the last word of its most
+    frequent description (retail descriptions end in the product noun: "... T-LIGHT HOLDER")."""
+    words = F.split(F.upper(F.trim(F.regexp_replace("description", "[^A-Za-z ]", " "))), " +")
+    counted = (
+        interactions.where(F.col("description").isNotNull())
+        .groupBy("item_id", "description")
+        .agg(F.count(F.lit(1)).alias("lines"))
+    )
+    best = Window.partitionBy("item_id").orderBy(F.desc("lines"), "description")
+    return (
+        counted.withColumn("position", F.row_number().over(best))
+        .where("position = 1")
+        .select("item_id", F.element_at(words, -1).alias("category"))
+        .where(F.col("category") != "")
+    )
+
+
+def list_metrics(
+    recommendations: DataFrame, train: DataFrame, ks: Sequence[int], categories: DataFrame | None = None
+) -> DataFrame:
+    """Per model × K, what the lists are like beyond accuracy:
+
+    - coverage: distinct recommended items / distinct items in train;
+    - novelty: mean self-information -log2(buyers / customers) of recommended items (train counts);
+    - popularity_bias: share of recommendations among the top 1% items by train buyers;
+    - diversity: per list, distinct categories / list length, averaged (needs ``categories``).
+    """
+    customers = train.select(*KEYS).distinct().count()
+    buyers = train.groupBy("item_id").agg(F.countDistinct(*KEYS).alias("buyers"))
+    catalog = buyers.count()
+    head = max(1, math.ceil(catalog * 0.01))
+    top_items = (
+        buyers.orderBy(F.desc("buyers"), "item_id").limit(head).select("item_id", F.lit(1).alias("is_head"))
+    )
+    k_values = F.explode(F.array(*(F.lit(k) for k in ks))).alias("k")
+    rows = (
+        recommendations.select("model", *KEYS, "rank", "item_id", k_values)
+        .where(F.col("rank") <= F.col("k"))
+        .join(buyers, "item_id", "left")
+        .join(F.broadcast(top_items), "item_id", "left")
+    )
+    information = -F.log2(F.coalesce("buyers", F.lit(1)) / F.lit(customers))
+    per_model = rows.groupBy("model", "k").agg(
+        (F.countDistinct("item_id") / F.lit(catalog)).alias("coverage"),
+        F.avg(information).alias("novelty"),
+        F.avg(F.coalesce("is_head", F.lit(0))).alias("popularity_bias"),
+    )
+    if categories is None:
+        return per_model.withColumn("diversity", F.lit(None).cast("double"))
+    per_list = (
+        rows.join(categories, "item_id", "left")
+        .groupBy("model", *KEYS, "k")
+        .agg((F.countDistinct(F.coalesce("category", "item_id")) / F.count(F.lit(1))).alias("diversity"))
+        .groupBy("model", "k")
+        .agg(F.avg("diversity").alias("diversity"))
+    )
+    return per_model.join(per_list, ["model", "k"], "left")

@@ -10,7 +10,15 @@ from chispa import assert_approx_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from recsys_spark.evaluation import leave_last_basket_out, summarize, time_split, user_metrics
+from recsys_spark.evaluation import (
+    history_slices,
+    item_categories,
+    leave_last_basket_out,
+    list_metrics,
+    summarize,
+    time_split,
+    user_metrics,
+)
 
 LOG2 = math.log2
 REC_SCHEMA = "model string, segment string, customer_id string, rank int, item_id string"
@@ -97,3 +105,47 @@ def test_leave_last_basket_out_tests_each_customers_latest_order(spark: SparkSes
     assert {r.order_id for r in split.train.collect()} == {"o1", "o2", "o4", "o5"}
     with pytest.raises(ValueError, match="exactly one"):
         time_split(_lines(spark))
+
+
+def test_history_slices_name_cold_start_customers(spark: SparkSession) -> None:
+    split = time_split(_lines(spark), cutoff_date=dt.datetime(2024, 1, 15))
+    slices = {(r.customer_id, r.history) for r in history_slices(split.train, split.test).collect()}
+    assert slices == {("A", "2-4"), ("C", "cold_start")}
+
+
+def test_item_categories_take_the_last_word_of_the_usual_description(spark: SparkSession) -> None:
+    lines = spark.createDataFrame(
+        [
+            ("a", "WHITE HANGING HEART T-LIGHT HOLDER"),
+            ("a", "WHITE HANGING HEART T-LIGHT HOLDER"),
+            ("a", "wrong description"),
+            ("b", "PACK OF 72 RETROSPOT CAKE CASES "),
+            ("c", None),
+        ],
+        "item_id string, description string",
+    )
+    assert {tuple(r) for r in item_categories(lines).collect()} == {("a", "HOLDER"), ("b", "CASES")}
+
+
+def test_list_metrics_equal_hand_computed_values(spark: SparkSession) -> None:
+    train = spark.createDataFrame(
+        [
+            ("s", c, i)
+            for c, i in [("A", "a"), ("B", "a"), ("C", "a"), ("A", "b"), ("B", "c"), ("C", "d"), ("C", "e")]
+        ],
+        PAIR_SCHEMA,
+    )
+    recs = spark.createDataFrame(
+        [("m", "s", "A", 1, "a"), ("m", "s", "A", 2, "c"), ("m", "s", "B", 1, "b"), ("m", "s", "B", 2, "d")],
+        REC_SCHEMA,
+    )
+    categories = spark.createDataFrame(
+        [("a", "X"), ("c", "X"), ("b", "Y"), ("d", "Z")], "item_id string, category string"
+    )
+    actual = list_metrics(recs, train, [1, 2], categories).orderBy("k")
+    rare = -LOG2(1 / 3)
+    expected = spark.createDataFrame(
+        [("m", 1, 2 / 5, rare / 2, 1 / 2, 1.0), ("m", 2, 4 / 5, 3 * rare / 4, 1 / 4, 0.75)],
+        "model string, k int, coverage double, novelty double, popularity_bias double, diversity double",
+    )
+    assert_approx_df_equality(actual, expected, precision=1e-9, ignore_nullable=True)
