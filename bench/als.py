@@ -110,7 +110,11 @@ def run_case(spark: SparkSession, config: Config, data: str) -> Row:
     ours_score = time.perf_counter() - start
 
     mllib_fit, mllib_recommend = run_mllib(spark, config)
-    local = user_item_weights(spark, config).select("customer_id", "item_id", "weight").toPandas()
+    local = (
+        user_item_weights(config, spark.table(str(table_name(config, "interactions"))))
+        .select("customer_id", "item_id", "weight")
+        .toPandas()
+    )
     pairs = len(local)
     implicit_fit, implicit_recommend, kernel_recommend, agreement = run_implicit(local)
     matrix_users, matrix_items = local.customer_id.nunique(), local.item_id.nunique()
@@ -136,7 +140,7 @@ def run_mllib(spark: SparkSession, config: Config) -> tuple[float, float]:
     """From silver.interactions, like ours: the same customer × item weights, then integer ids
     (MLlib needs them; ours maps strings too), fit, and top-N for every user."""
     start = time.perf_counter()
-    weights = user_item_weights(spark, config).persist()
+    weights = user_item_weights(config, spark.table(str(table_name(config, "interactions")))).persist()
     indexed = weights
     for column in ("customer_id", "item_id"):
         indexer = StringIndexer(inputCol=column, outputCol=f"{column}_index").fit(indexed)

@@ -69,6 +69,7 @@ class TablesConfig:
     item_neighbours: Identifier
     lookalikes: Identifier
     model_metrics: Identifier
+    published_model: Identifier
 
 
 @dataclass(frozen=True)
@@ -154,13 +155,15 @@ class PopularityConfig:
 
 
 ModelName = Literal["als", "bpr", "itemknn", "popularity"]
+BaselineName = Literal["popularity", "popularity_global"]
 
 
 @dataclass(frozen=True)
 class ModelsConfig:
     enabled: list[ModelName]
-    # The model whose top-N goes to gold.recommendations (users of untrained segments get popularity).
-    publish: ModelName
+    # Whose top-N goes to gold.recommendations: "champion" (the evaluate step's guardrail choice)
+    # or a model name. Customers of untrained segments get overall popularity either way.
+    publish: Literal["champion", "als", "bpr", "itemknn", "popularity"]
     top_n: int
     similar_top_k: int
     audience_top_k: int
@@ -210,8 +213,15 @@ class EvaluationConfig:
     k: list[int]
     primary_metric: Literal["ndcg", "precision", "recall", "map", "hit_rate", "mrr"]
     primary_k: int
+    # How to split: one time cutoff for everyone (a quantile of event times, a date, the last N
+    # days) or each customer's last basket.
+    split: Literal["quantile", "date", "last_days", "last_basket"]
     cutoff_quantile: float
     min_coverage: float
+    # The model a published model must beat: segment popularity or overall popularity.
+    baseline: BaselineName
+    cutoff_date: str | None = None  # "YYYY-MM-DD" for split: date
+    last_days: int | None = None  # for split: last_days
 
 
 @dataclass(frozen=True)
@@ -277,7 +287,7 @@ def load_config(
     merged["sources"] = tuple(str(p) for p in files)
     merged["root"] = str(conf_dir.resolve().parent)
     config = _build(Config, merged, "", origin, files)
-    if config.models.publish not in config.models.enabled:
+    if config.models.publish != "champion" and config.models.publish not in config.models.enabled:
         raise ConfigError(
             f"{_where('models.publish', origin, files)}: models.publish is {config.models.publish!r} "
             f"but models.enabled is {config.models.enabled}: add it to models.enabled or publish another"

@@ -40,8 +40,8 @@ POPULAR_OVERALL = "popular_overall"  # the customer's segment was too small to t
 
 @dataclass
 class TrainResult:
-    pairs: int
-    segments: int
+    pairs: int = 0
+    segments: int = 0
     skipped_segments: dict[str, str] = field(default_factory=dict)
     mllib_segments: list[str] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)  # per output table
@@ -54,6 +54,8 @@ class ScoreResult:
     rows: dict[str, int] = field(default_factory=dict)  # per output table
     published_customers: int = 0  # got the published model's top-N
     fallback_customers: int = 0  # got overall popularity
+    model: str = ""  # the published model
+    why: str = ""  # why it was published
     seconds: dict[str, float] = field(default_factory=dict)  # per stage
 
 
@@ -89,8 +91,8 @@ def train_settings(config: Config) -> training.TrainSettings:
     )
 
 
-def user_item_weights(spark: SparkSession, config: Config) -> DataFrame:
-    interactions = spark.table(str(table_name(config, "interactions")))
+def user_item_weights(config: Config, interactions: DataFrame) -> DataFrame:
+    """Customer × item confidence weights per segment, as conf ``models.confidence`` says."""
     conf = config.models
     with_age = conf.popularity.half_life_days is not None
     return training.user_item_weights(
@@ -98,33 +100,52 @@ def user_item_weights(spark: SparkSession, config: Config) -> DataFrame:
     )
 
 
-def run_train(spark: SparkSession, config: Config, run_id: str) -> TrainResult:
-    """Train every enabled model on every segment and publish the three silver model tables."""
-    settings = train_settings(config)
-    seconds: dict[str, float] = {}
-    with stage("train", "customer x item weights", seconds) as st:
-        weights = user_item_weights(spark, config).persist()
-        pairs = weights.count()
-        if pairs == 0:
-            raise ValueError(
-                f"{table_name(config, 'interactions')} is empty: run `recsys ingest` first, or check "
-                "silver.interactions_quarantine for why every row was rejected"
-            )
-        st.counts.update(pairs=pairs, weight=config.models.confidence.weight)
+@dataclass
+class Fitted:
+    """Trained models as the three model tables' rows (user and item factors, neighbours), in memory."""
 
-    with stage("train", "plan segments", seconds) as st:
+    user_factors: DataFrame  # segment, customer_id, model, engine, factors
+    item_factors: DataFrame  # segment, item_id, model, engine, factors
+    item_neighbours: DataFrame  # segment, item_id, neighbour_item_id, model, similarity
+    cached: list[DataFrame] = field(default_factory=list)
+
+    def unpersist(self) -> None:
+        for frame in self.cached:
+            frame.unpersist()
+
+
+def fit_models(
+    spark: SparkSession, config: Config, interactions: DataFrame, step: str, result: TrainResult
+) -> Fitted:
+    """Weights, segment plan and every enabled model per segment, from ``interactions``
+    (silver.interactions, or an evaluation split's train part). Fills ``result``'s counts."""
+    settings = train_settings(config)
+    conf = config.models
+    seconds = result.seconds
+    with stage(step, "customer x item weights", seconds) as st:
+        weights = user_item_weights(config, interactions).persist()
+        result.pairs = weights.count()
+        if result.pairs == 0:
+            raise ValueError(
+                f"no interactions to train on in {table_name(config, 'interactions')}: run `recsys ingest` "
+                "first, or check silver.interactions_quarantine for why every row was rejected"
+            )
+        st.counts.update(pairs=result.pairs, weight=conf.confidence.weight)
+
+    with stage(step, "plan segments", seconds) as st:
         plan = training.training_plan(weights, settings)
         skipped = plan[plan.skip_reason.notna()]
-        result = TrainResult(pairs, len(plan), seconds=seconds)
+        result.segments = len(plan)
         result.skipped_segments = dict(zip(skipped.segment, skipped.skip_reason, strict=True))
         result.mllib_segments = plan.segment[plan.engine == "mllib"].tolist()
         if len(skipped):
             log.info(
-                "train: %d segments not trained (min %d users, %d items); their customers get "
+                "%s: %d segments not trained (min %d users, %d items); their customers get "
                 "overall popularity: %s",
+                step,
                 len(skipped),
-                config.models.min_segment_users,
-                config.models.min_segment_items,
+                conf.min_segment_users,
+                conf.min_segment_items,
                 ", ".join(
                     f"{s} ({u} users, {i} items)" for s, u, i in skipped[["segment", "users", "items"]].values
                 ),
@@ -139,7 +160,7 @@ def run_train(spark: SparkSession, config: Config, run_id: str) -> TrainResult:
             threads_per_task=threads,
         )
 
-    with stage("train", "fit models per segment", seconds) as st:
+    with stage(step, "fit models per segment", seconds) as st:
         trained = training.train_segments(weights, plan, settings, threads)
         if "als" in settings.models and result.mllib_segments:
             trained = trained.unionByName(
@@ -156,32 +177,74 @@ def run_train(spark: SparkSession, config: Config, run_id: str) -> TrainResult:
         st.counts.update(
             models=list(settings.models), rows={f"{r.kind}/{r.model}": r["count"] for r in counts}
         )
+    weights.unpersist()
+    kind = F.col("kind")
+    return Fitted(
+        trained.where(kind == "user").select(
+            "segment", F.col("id").alias("customer_id"), "model", "engine", "factors"
+        ),
+        trained.where(kind == "item").select(
+            "segment", F.col("id").alias("item_id"), "model", "engine", "factors"
+        ),
+        trained.where(kind == "neighbour").select(
+            "segment",
+            F.col("id").alias("item_id"),
+            F.col("other_id").alias("neighbour_item_id"),
+            "model",
+            F.col("weight").alias("similarity"),
+        ),
+        [fitted],
+    )
 
-    with stage("train", "publish factor tables", seconds) as st:
+
+def run_train(spark: SparkSession, config: Config, run_id: str) -> TrainResult:
+    """Train every enabled model on every segment and publish the three silver model tables."""
+    result = TrainResult()
+    interactions = spark.table(str(table_name(config, "interactions")))
+    fitted = fit_models(spark, config, interactions, "train", result)
+    with stage("train", "publish factor tables", result.seconds) as st:
         stamp = {"run_id": F.lit(run_id), "trained_at": F.lit(utc_now()).cast("timestamp")}
-        kind = F.col("kind")
         outputs = {
-            "user_factors": trained.where(kind == "user").select(
-                "segment", F.col("id").alias("customer_id"), "model", "engine", "factors"
-            ),
-            "item_factors": trained.where(kind == "item").select(
-                "segment", F.col("id").alias("item_id"), "model", "engine", "factors"
-            ),
-            "item_neighbours": trained.where(kind == "neighbour").select(
-                "segment",
-                F.col("id").alias("item_id"),
-                F.col("other_id").alias("neighbour_item_id"),
-                "model",
-                F.col("weight").alias("similarity"),
-            ),
+            "user_factors": fitted.user_factors,
+            "item_factors": fitted.item_factors,
+            "item_neighbours": fitted.item_neighbours,
         }
         for key, frame in outputs.items():
             overwrite_table(spark, config, table_name(config, key), frame.withColumns(stamp))
             result.rows[key] = spark.table(str(table_name(config, key))).count()
         st.counts.update(result.rows)
     fitted.unpersist()
-    weights.unpersist()
     return result
+
+
+def fitted_from_tables(spark: SparkSession, config: Config) -> Fitted:
+    """The models the last `recsys train` published."""
+    for key in ("user_factors", "item_factors", "item_neighbours"):
+        if not spark.catalog.tableExists(str(table_name(config, key))):
+            raise ValueError(
+                f"{table_name(config, key)} does not exist: run `recsys train` before `recsys score`"
+            )
+    return Fitted(
+        *(
+            spark.table(str(table_name(config, key)))
+            for key in ("user_factors", "item_factors", "item_neighbours")
+        )
+    )
+
+
+def published_model(spark: SparkSession, config: Config) -> tuple[str, str]:
+    """(model, why): the conf's choice, or with ``models.publish: champion`` the latest evaluation's."""
+    if config.models.publish != "champion":
+        return config.models.publish, "models.publish in conf"
+    name = table_name(config, "published_model")
+    latest = None
+    if spark.catalog.tableExists(str(name)):
+        latest = spark.table(str(name)).orderBy(F.desc("decided_at")).first()
+    if latest is None:
+        return "popularity", "no evaluation has chosen a champion yet (run `recsys evaluate`)"
+    if latest.model not in config.models.enabled:
+        return "popularity", f"the champion {latest.model} is no longer in models.enabled"
+    return latest.model, latest.reason
 
 
 def run_score(
@@ -191,28 +254,28 @@ def run_score(
     (``item_audience`` also writes ``lookalikes``)."""
     conf = config.models
     seconds: dict[str, float] = {}
-    for key in ("user_factors", "item_factors", "item_neighbours"):
-        if not spark.catalog.tableExists(str(table_name(config, key))):
-            raise ValueError(
-                f"{table_name(config, key)} does not exist: run `recsys train` before `recsys score`"
-            )
+    fitted = fitted_from_tables(spark, config)
+    publish, why = published_model(spark, config)
+    log.info("score: publishing %s (%s)", publish, why)
     threads = 1  # scoring tasks run side by side, one per core
-    factors_table = spark.table(str(table_name(config, "item_factors")))
     with stage("score", "load item candidates", seconds) as st:
         blocked = _blocked_items(spark, config)
-        items = factors_table.select("segment", "item_id", "model", "factors").toPandas()
-        neighbours = spark.table(str(table_name(config, "item_neighbours")))
+        items = fitted.item_factors.select("segment", "item_id", "model", "factors").toPandas()
         st.counts.update(item_rows=len(items), blocked_items=len(blocked))
 
+    interactions = spark.table(str(table_name(config, "interactions")))
     with stage("score", "customer histories", seconds) as st:
-        histories = _histories(spark, config).persist()
-        result = ScoreResult(histories.count(), seconds=seconds)
+        histories = customer_histories(config, interactions, publish).persist()
+        result = ScoreResult(histories.count(), seconds=seconds, model=publish, why=why)
         st.counts.update(customers=result.customers)
 
     stamp = {"run_id": F.lit(run_id), "generated_at": F.lit(utc_now()).cast("timestamp")}
-    with stage("score", f"recommendations ({conf.publish})", seconds) as st:
-        recommendations, trained = _recommendations(
-            spark, config, items, neighbours, histories, blocked, threads
+    with stage("score", f"recommendations ({publish})", seconds) as st:
+        segment_users = (
+            dict(histories.groupBy("segment").count().collect()) if publish == "popularity" else None
+        )
+        recommendations, trained = recommend(
+            config, publish, fitted, items, histories, blocked, conf.top_n, segment_users
         )
         _publish(spark, config, "recommendations", recommendations.withColumns(stamp), result)
         published = spark.table(str(table_name(config, "recommendations")))
@@ -233,18 +296,20 @@ def run_score(
 
     if "similar_items" in outputs:
         with stage("score", "similar items", seconds) as st:
-            similar = _similar_items(config, items, neighbours, blocked, threads)
+            similar = _similar_items(config, items, fitted.item_neighbours, blocked, threads)
             if similar is not None:
                 _publish(spark, config, "similar_items", similar.withColumns(stamp), result)
             st.counts.update(rows=result.rows.get("similar_items", 0))
 
-    factor_models = [m for m in [conf.publish, *conf.enabled] if m in FACTOR_MODELS]
+    factor_models = [m for m in [publish, *conf.enabled] if m in FACTOR_MODELS]
     if "item_audience" in outputs and not factor_models:
         log.info("score: no factor model (als or bpr) enabled: item_audience and lookalikes not written")
     elif "item_audience" in outputs:
         embedding = factor_models[0]
         with stage("score", f"item audience and lookalikes ({embedding})", seconds) as st:
-            audience, lookalikes = _audience_and_lookalikes(spark, config, embedding, items, threads)
+            audience, lookalikes = _audience_and_lookalikes(
+                spark, config, embedding, items, fitted.user_factors, interactions, threads
+            )
             _publish(spark, config, "item_audience", audience.withColumns(stamp), result)
             _publish(spark, config, "lookalikes", lookalikes.withColumns(stamp), result)
             st.counts.update(audience=result.rows["item_audience"], lookalikes=result.rows["lookalikes"])
@@ -259,15 +324,15 @@ def _publish(spark: SparkSession, config: Config, key: str, frame: DataFrame, re
     result.rows[key] = spark.table(str(name)).count()
 
 
-def _histories(spark: SparkSession, config: Config) -> DataFrame:
+def customer_histories(config: Config, interactions: DataFrame, publish: str) -> DataFrame:
     """Per segment × customer: the items bought (``history``), with their weights for ItemKNN."""
-    if config.models.publish != "itemknn":
-        interactions = spark.table(str(table_name(config, "interactions")))
+    if publish != "itemknn":
         bought = F.array_sort(F.collect_set("item_id")).alias("history")
         return interactions.groupBy("segment", "customer_id").agg(bought)
+    conf = config.models.confidence
     entries = F.array_sort(F.collect_list(F.struct("item_id", "weight")))
     return (
-        user_item_weights(spark, config)
+        training.user_item_weights(interactions, conf.weight, conf.log_scale)
         .groupBy("segment", "customer_id")
         .agg(entries.alias("entries"))
         .select(
@@ -333,31 +398,39 @@ def _knn_catalogs(neighbours: DataFrame, blocked: set[str]) -> dict[str, Catalog
     }
 
 
-def _recommendations(
-    spark: SparkSession,
+def recommend(
     config: Config,
+    publish: str,
+    fitted: Fitted,
     items: pd.DataFrame,
-    neighbours: DataFrame,
     histories: DataFrame,
     blocked: set[str],
-    threads: int,
+    n: int,
+    segment_users: dict[str, int] | None = None,
 ) -> tuple[DataFrame, set[str]]:
-    """The published model's top-N for customers of trained segments, overall popularity for the rest."""
+    """Top ``n`` of model ``publish`` for the customers in ``histories`` of trained segments,
+    overall popularity for the rest; and the trained segments.
+
+    ``items``: ``fitted.item_factors`` as pandas. ``publish`` may also be ``popularity_global``
+    (everyone gets overall popularity: the baseline). For ``popularity``, ``segment_users``
+    (customers per segment) decides which segments are big enough for their own popularity.
+    """
     conf = config.models
-    publish = conf.publish
-    n, rows = conf.top_n, conf.score_block_rows
+    rows, threads = conf.score_block_rows, 1  # scoring tasks run side by side, one per core
     popular = _catalogs(_of_model(items, "popularity"), "item_id", blocked)
     if publish == "itemknn":
-        catalogs = _knn_catalogs(neighbours.where(F.col("model") == "itemknn"), blocked)
+        catalogs = _knn_catalogs(fitted.item_neighbours.where(F.col("model") == "itemknn"), blocked)
     elif publish == "popularity":
         # Popularity exists for every segment; one below the training thresholds still gets
         # overall popularity, as it would with any other published model.
-        users = dict(histories.groupBy("segment").count().collect())
+        users = segment_users or {}
         catalogs = {
             s: c
             for s, c in popular.items()
             if users.get(s, 0) >= conf.min_segment_users and len(c.ids) >= conf.min_segment_items
         }
+    elif publish == "popularity_global":
+        catalogs = {}
     else:
         catalogs = _catalogs(_of_model(items, publish), "item_id", blocked)
     trained = set(catalogs)
@@ -365,7 +438,7 @@ def _recommendations(
     ones = F.array(F.lit(1.0).cast("float"))
     if publish in FACTOR_MODELS:
         # Left join: a customer who arrived after training has no factors and gets popularity.
-        factors = spark.table(str(table_name(config, "user_factors"))).where(F.col("model") == publish)
+        factors = fitted.user_factors.where(F.col("model") == publish)
         vectors = factors.select("segment", "customer_id", F.col("factors").alias("vector"))
         candidates = histories.join(vectors, ["segment", "customer_id"], "left")
         has_model = in_trained & F.col("vector").isNotNull()
@@ -379,7 +452,8 @@ def _recommendations(
     else:
         queries = _as_queries(ours, "customer_id", F.col("history"))
         matches = scoring.top_matches_by_segment(queries, catalogs, n, rows, threads)
-    published = matches.withColumns({"model": F.lit(publish), "reason": F.lit(REASONS[publish])})
+    reason = REASONS.get(publish, POPULAR_OVERALL)
+    published = matches.withColumns({"model": F.lit(publish), "reason": F.lit(reason)})
 
     rest = candidates.where(~has_model).withColumns({"catalog": F.lit(GLOBAL_SEGMENT), "vector": ones})
     overall = {GLOBAL_SEGMENT: popular[GLOBAL_SEGMENT]} if GLOBAL_SEGMENT in popular else {}
@@ -463,19 +537,15 @@ def _audience_and_lookalikes(
     config: Config,
     model: str,
     items: pd.DataFrame,
+    user_factors: DataFrame,
+    interactions: DataFrame,
     threads: int,
 ) -> tuple[DataFrame, DataFrame]:
     """Customers most likely to buy each item (among those who have not), and each customer's
     most similar customers (cosine of user factors)."""
     conf = config.models
-    users = (
-        spark.table(str(table_name(config, "user_factors")))
-        .where(F.col("model") == model)
-        .select("segment", "customer_id", "factors")
-        .toPandas()
-    )
+    users = user_factors.where(F.col("model") == model).select("segment", "customer_id", "factors").toPandas()
     user_catalogs = _catalogs(users, "customer_id", set())
-    interactions = spark.table(str(table_name(config, "interactions")))
     buyers = interactions.groupBy("segment", F.col("item_id").alias("query_id")).agg(
         F.collect_set("customer_id").alias("buyers")
     )

@@ -38,6 +38,7 @@ TABLE_LAYERS: dict[str, str] = {
     "baskets_quarantine": "silver",
     "item_neighbours": "silver",
     "lookalikes": "gold",
+    "published_model": "gold",
     "model_metrics": "gold",
 }
 

@@ -22,6 +22,7 @@ from recsys_spark.tables import INTERACTIONS_SCHEMA, TableName, overwrite_table,
 
 SMALL_MODELS = {
     "enabled": ["als", "bpr", "itemknn", "popularity"],
+    "publish": "als",
     "min_segment_users": 10,
     "min_segment_items": 10,
     "top_n": 5,
