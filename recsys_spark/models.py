@@ -242,7 +242,7 @@ def published_model(spark: SparkSession, config: Config) -> tuple[str, str]:
         latest = spark.table(str(name)).orderBy(F.desc("decided_at")).first()
     if latest is None:
         return "popularity", "no evaluation has chosen a champion yet (run `recsys evaluate`)"
-    if latest.model not in config.models.enabled:
+    if latest.model not in [*config.models.enabled, "popularity_global"]:
         return "popularity", f"the champion {latest.model} is no longer in models.enabled"
     return latest.model, latest.reason
 

@@ -11,6 +11,7 @@ from pyspark.sql import SparkSession
 
 from recsys_spark.baskets import run_baskets
 from recsys_spark.config import Config
+from recsys_spark.evaluate import run_evaluate
 from recsys_spark.ingest import ingest, load_sample
 from recsys_spark.models import run_score, run_train
 from recsys_spark.session import get_spark
@@ -101,6 +102,36 @@ def step_train(spark: SparkSession, config: Config, run: PipelineRun) -> StepRep
     return StepReport(metrics, lines)
 
 
+def step_evaluate(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
+    result = run_evaluate(spark, config, run.run_id)
+    conf = config.evaluation
+    decision = result.decision
+    overall = result.overall
+    metrics: dict[str, float] = {
+        "train_lines": result.train_lines,
+        "test_customers": result.test_customers,
+        "test_pairs": result.test_pairs,
+        "cold_start_customers": result.cold_start_customers,
+    }
+    table_lines = []
+    for row in overall[overall.k == conf.primary_k].itertuples():
+        for name in ("ndcg", "precision", "recall", "map", "hit_rate", "mrr", "coverage", "novelty"):
+            metrics[f"{row.model}.{name}_at_{row.k}"] = float(getattr(row, name))
+        table_lines.append(
+            f"    {row.model:<18} ndcg {row.ndcg:.4f}  precision {row.precision:.4f}  recall {row.recall:.4f}"
+            f"  hit rate {row.hit_rate:.3f}  coverage {row.coverage:.3f}"
+        )
+    cutoff = f" at {result.cutoff:%Y-%m-%d %H:%M}" if result.cutoff else ""
+    lines = [
+        f"evaluate: {conf.split} split{cutoff}: {result.train_lines:,} train lines; "
+        f"{result.test_customers:,} test customers ({result.cold_start_customers:,} cold start), "
+        f"{result.test_pairs:,} new customer x item pairs to find; at k={conf.primary_k}:",
+        *table_lines,
+        f"  published: {decision.model} ({decision.reason})",
+    ]
+    return StepReport(metrics, lines)
+
+
 def step_score(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
     result = run_score(spark, config, run.run_id)
     metrics = {
@@ -111,7 +142,7 @@ def step_score(spark: SparkSession, config: Config, run: PipelineRun) -> StepRep
     }
     lines = [
         f"score: {result.customers:,} customers (per segment) = {result.published_customers:,} by "
-        f"{config.models.publish} + {result.fallback_customers:,} overall popularity (untrained segments) "
+        f"{result.model} + {result.fallback_customers:,} overall popularity (untrained segments) "
         f"+ {result.customers - result.published_customers - result.fallback_customers:,} with nothing "
         f"left to recommend; top {config.models.top_n} each",
         "  " + ", ".join(f"{k} {v:,}" for k, v in result.rows.items()),
@@ -124,6 +155,7 @@ STEPS: dict[str, Callable[[SparkSession, Config, PipelineRun], StepReport]] = {
     "ingest": step_ingest,
     "baskets": step_baskets,
     "train": step_train,
+    "evaluate": step_evaluate,
     "score": step_score,
 }
 

@@ -1,0 +1,233 @@
+"""The `evaluate` step: train on the past, score the future, and choose what to publish.
+
+Every enabled model and both popularity baselines are trained on the split's train part (in
+memory, the silver tables are untouched) and scored for the test customers; metrics land in
+gold.model_metrics (each beside the named baseline's value), and the guardrail's choice in
+gold.published_model, which `recsys score` reads when ``models.publish`` is ``champion``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass, field
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recsys_spark import evaluation as ev
+from recsys_spark.config import Config, EvaluationConfig
+from recsys_spark.models import (
+    TrainResult,
+    customer_histories,
+    fit_models,
+    recommend,
+)
+from recsys_spark.progress import stage
+from recsys_spark.tables import overwrite_table, table_name, utc_now
+
+log = logging.getLogger(__name__)
+
+BASELINES = ("popularity", "popularity_global")
+LIST_METRICS = ("coverage", "novelty", "popularity_bias", "diversity")
+
+
+@dataclass(frozen=True)
+class Decision:
+    model: str
+    reason: str
+    value: float  # the primary metric of the published model
+    baseline_value: float
+
+
+@dataclass
+class EvaluateResult:
+    split: str
+    cutoff: dt.datetime | None
+    train_lines: int = 0
+    test_customers: int = 0
+    test_pairs: int = 0
+    cold_start_customers: int = 0
+    overall: pd.DataFrame = field(default_factory=pd.DataFrame)  # model × k: every metric
+    decision: Decision | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def make_split(interactions: DataFrame, conf: EvaluationConfig) -> ev.Split:
+    if conf.split == "last_basket":
+        return ev.leave_last_basket_out(interactions)
+    if conf.split == "date":
+        if conf.cutoff_date is None:
+            raise ValueError("evaluation.split is date but evaluation.cutoff_date is not set (YYYY-MM-DD)")
+        return ev.time_split(interactions, cutoff_date=dt.datetime.fromisoformat(conf.cutoff_date))
+    if conf.split == "last_days":
+        if conf.last_days is None:
+            raise ValueError("evaluation.split is last_days but evaluation.last_days is not set")
+        return ev.time_split(interactions, last_days=conf.last_days)
+    return ev.time_split(interactions, cutoff_quantile=conf.cutoff_quantile)
+
+
+def choose(overall: pd.DataFrame, conf: EvaluationConfig) -> Decision:
+    """The guardrail: the best model on the primary metric at primary_k among those that beat the
+    baseline and reach ``min_coverage``; the baseline itself when none does."""
+    at_k = overall[overall.k == conf.primary_k].set_index("model")
+    metric, k, baseline = conf.primary_metric, conf.primary_k, conf.baseline
+    if baseline not in at_k.index:
+        raise ValueError(f"the baseline {baseline} was not evaluated at k={k}")
+    base = float(at_k.loc[baseline, metric])
+    passing, failing = [], []
+    for model in [m for m in at_k.index if m not in BASELINES]:
+        value, coverage = float(at_k.loc[model, metric]), float(at_k.loc[model, "coverage"])
+        if value <= base:
+            failing.append(f"{model}: {metric}@{k} {value:.4f} does not beat {baseline} {base:.4f}")
+        elif coverage < conf.min_coverage:
+            failing.append(
+                f"{model}: coverage {coverage:.3f} below evaluation.min_coverage {conf.min_coverage}"
+            )
+        else:
+            passing.append((value, model, coverage))
+    if not passing:
+        reason = "; ".join(failing) or "no model besides the baselines is enabled"
+        return Decision(baseline, f"baseline published: {reason}", base, base)
+    value, model, coverage = max(passing)
+    others = [f"{m} {v:.4f}" for v, m, _ in sorted(passing, reverse=True)[1:]]
+    reason = (
+        f"{model}: {metric}@{k} {value:.4f} beats {baseline} {base:.4f}, coverage {coverage:.3f} "
+        f">= {conf.min_coverage}" + (f"; also passing: {', '.join(others)}" if others else "")
+    )
+    return Decision(model, reason, value, base)
+
+
+def run_evaluate(spark: SparkSession, config: Config, run_id: str) -> EvaluateResult:
+    conf = config.evaluation
+    if not re.fullmatch(r"[0-9A-Za-z_-]+", run_id):
+        raise ValueError(f"unexpected run id {run_id!r}")
+    interactions = spark.table(str(table_name(config, "interactions")))
+    with stage("evaluate", f"split ({conf.split})") as st:
+        split = make_split(interactions, conf)
+        train = split.train.persist()
+        test = split.test.persist()
+        result = EvaluateResult(conf.split, split.cutoff)
+        result.train_lines, result.test_pairs = train.count(), test.count()
+        test_customers = test.select(*ev.KEYS).distinct()
+        result.test_customers = test_customers.count()
+        known = train.select(*ev.KEYS).distinct()
+        result.cold_start_customers = test_customers.join(known, ev.KEYS, "left_anti").count()
+        if result.test_pairs == 0:
+            raise ValueError(
+                f"the {conf.split} split left no new purchases to test on: move the cutoff "
+                "(evaluation.cutoff_quantile, cutoff_date or last_days) earlier"
+            )
+        st.counts.update(
+            cutoff=split.cutoff,
+            train_lines=result.train_lines,
+            test_pairs=result.test_pairs,
+            test_customers=result.test_customers,
+            cold_start=result.cold_start_customers,
+        )
+
+    fitted = fit_models(spark, config, train, "evaluate", TrainResult(seconds=result.seconds))
+
+    with stage("evaluate", "score test customers", result.seconds) as st:
+        items = fitted.item_factors.select("segment", "item_id", "model", "factors").toPandas()
+        histories = (
+            customer_histories(config, train, "itemknn").join(test_customers, ev.KEYS, "left_semi").persist()
+        )
+        segment_users = dict(known.groupBy("segment").count().collect())
+        candidates = [m for m in config.models.enabled if m != "popularity"] + list(BASELINES)
+        n = max(conf.k)
+        frames = []
+        for model in candidates:
+            recs, _ = recommend(config, model, fitted, items, histories, set(), n, segment_users)
+            frames.append(recs.select(F.lit(model).alias("model"), *ev.KEYS, "rank", "item_id"))
+        recs = frames[0]
+        for frame in frames[1:]:
+            recs = recs.unionByName(frame)
+        recs = recs.persist()
+        st.counts.update(models=candidates, rows=recs.count())
+
+    with stage("evaluate", "metrics", result.seconds) as st:
+        per_user = ev.user_metrics(recs, test, conf.k).persist()
+        slices = ev.history_slices(train, test)
+        summaries = [
+            ev.summarize(per_user, ["model"]).withColumns({"segment": F.lit("all"), "slice": F.lit("all")}),
+            ev.summarize(per_user, ["model", "segment"]).withColumn("slice", F.lit("all")),
+            ev.summarize(per_user.join(slices, ev.KEYS), ["model", "history"])
+            .withColumnRenamed("history", "slice")
+            .withColumn("segment", F.lit("all")),
+        ]
+        lists = ev.list_metrics(recs, train, conf.k, ev.item_categories(interactions))
+        overall = summaries[0].join(lists, ["model", "k"], "left").toPandas()
+        result.overall = overall.drop(columns=["segment", "slice"]).sort_values(["model", "k"])
+        result.decision = choose(result.overall, conf)
+        metrics = _long(summaries, lists, conf.baseline, run_id)
+        overwrite_table(spark, config, table_name(config, "model_metrics"), metrics, f"run_id = '{run_id}'")
+        st.counts.update(
+            rows=spark.table(str(table_name(config, "model_metrics"))).where(f"run_id = '{run_id}'").count()
+        )
+
+    decision = result.decision
+    choice = spark.createDataFrame(
+        [
+            (
+                run_id,
+                decision.model,
+                decision.reason,
+                conf.primary_metric,
+                conf.primary_k,
+                decision.value,
+                decision.baseline_value,
+            )
+        ],
+        "run_id string, model string, reason string, metric string, k int, value double, "
+        "baseline_value double",
+    ).withColumn("decided_at", F.lit(utc_now()).cast("timestamp"))
+    overwrite_table(spark, config, table_name(config, "published_model"), choice, f"run_id = '{run_id}'")
+    log.info("evaluate: publish %s: %s", decision.model, decision.reason)
+    for frame in (train, test, histories, recs, per_user):
+        frame.unpersist()
+    fitted.unpersist()
+    return result
+
+
+def _long(summaries: list[DataFrame], lists: DataFrame, baseline: str, run_id: str) -> DataFrame:
+    """gold.model_metrics rows: one per model × segment × slice × metric × k, with the baseline's value."""
+    metric_names = [*ev.METRICS, "customers"]
+    stacked = []
+    for summary in summaries:
+        stacked.append(_melt(summary, ["model", "segment", "slice", "k"], metric_names))
+    stacked.append(
+        _melt(
+            lists.withColumns({"segment": F.lit("all"), "slice": F.lit("all")}),
+            ["model", "segment", "slice", "k"],
+            list(LIST_METRICS),
+        )
+    )
+    rows = stacked[0]
+    for frame in stacked[1:]:
+        rows = rows.unionByName(frame)
+    base = rows.where(F.col("model") == baseline).select(
+        "segment", "slice", "metric", "k", F.col("value").alias("baseline_value")
+    )
+    return rows.join(base, ["segment", "slice", "metric", "k"], "left").select(
+        F.lit(run_id).alias("run_id"),
+        "model",
+        "segment",
+        "slice",
+        "metric",
+        F.col("k").cast("int").alias("k"),
+        "value",
+        "baseline_value",
+        F.lit(utc_now()).cast("timestamp").alias("evaluated_at"),
+    )
+
+
+def _melt(frame: DataFrame, ids: list[str], metrics: list[str]) -> DataFrame:
+    pairs = F.explode(
+        F.array(
+            *(F.struct(F.lit(m).alias("metric"), F.col(m).cast("double").alias("value")) for m in metrics)
+        )
+    )
+    return frame.select(*ids, pairs.alias("pair")).select(*ids, "pair.metric", "pair.value")
