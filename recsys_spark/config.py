@@ -84,6 +84,8 @@ class SparkConfig:
 @dataclass(frozen=True)
 class MlflowConfig:
     experiment: str
+    # The registry name of the published model (alias "champion" on the version that passed).
+    registered_model: str
     # None: a sqlite store under work_dir locally, the workspace on Databricks.
     tracking_uri: str | None = None
 

@@ -232,6 +232,20 @@ def fitted_from_tables(spark: SparkSession, config: Config) -> Fitted:
     )
 
 
+def model_tables(spark: SparkSession, config: Config, model: str) -> dict[str, pd.DataFrame]:
+    """What serving ``model`` needs from the last training, as pandas: its item factors (plus
+    popularity for fallbacks) and its user factors or neighbours."""
+    fitted = fitted_from_tables(spark, config)
+    wanted = F.col("model").isin(model, "popularity")
+    tables = {"item_factors": fitted.item_factors.where(wanted).drop("run_id", "trained_at").toPandas()}
+    if model in FACTOR_MODELS:
+        users = fitted.user_factors.where(F.col("model") == model)
+        tables["user_factors"] = users.drop("run_id", "trained_at").toPandas()
+    if model == "itemknn":
+        tables["item_neighbours"] = fitted.item_neighbours.drop("run_id", "trained_at").toPandas()
+    return tables
+
+
 def published_model(spark: SparkSession, config: Config) -> tuple[str, str]:
     """(model, why): the conf's choice, or with ``models.publish: champion`` the latest evaluation's."""
     if config.models.publish != "champion":

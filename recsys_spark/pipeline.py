@@ -11,12 +11,13 @@ from pyspark.sql import SparkSession
 
 from recsys_spark.baskets import run_baskets
 from recsys_spark.config import Config
-from recsys_spark.evaluate import run_evaluate
+from recsys_spark.evaluate import BASELINES, run_evaluate
 from recsys_spark.ingest import ingest, load_sample
-from recsys_spark.models import run_score, run_train
-from recsys_spark.session import get_spark
+from recsys_spark.models import model_tables, run_score, run_train
+from recsys_spark.report import build_report, write_report
+from recsys_spark.session import get_spark, on_databricks
 from recsys_spark.tables import TABLE_LAYERS, local_location, table_name
-from recsys_spark.tracking import PipelineRun, pipeline_run, step_run
+from recsys_spark.tracking import PipelineRun, log_champion, log_evaluation, pipeline_run, step_run
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,15 @@ def step_evaluate(spark: SparkSession, config: Config, run: PipelineRun) -> Step
     result = run_evaluate(spark, config, run.run_id)
     conf = config.evaluation
     decision = result.decision
+    report = build_report(spark, config, run.run_id)
+    path = write_report(report, config.work_path / "reports") if not on_databricks() else None
+    log_evaluation(report.figures, report.html, decision.model, decision.reason)
+    version = None
+    if decision.model not in BASELINES:
+        version = log_champion(
+            config, decision.model, model_tables(spark, config, decision.model), config.models.top_n
+        )
+    report.close()
     overall = result.overall
     metrics: dict[str, float] = {
         "train_lines": result.train_lines,
@@ -128,6 +138,10 @@ def step_evaluate(spark: SparkSession, config: Config, run: PipelineRun) -> Step
         f"{result.test_pairs:,} new customer x item pairs to find; at k={conf.primary_k}:",
         *table_lines,
         f"  published: {decision.model} ({decision.reason})",
+        f"  registered: {config.mlflow.registered_model} version {version} (alias champion)"
+        if version
+        else "  registered: nothing (a baseline is published)",
+        f"  report: {path}" if path else "  report: in the MLflow run (report/evaluation.html)",
     ]
     return StepReport(metrics, lines)
 

@@ -36,6 +36,11 @@ class Report:
     figures: dict[str, Figure]
     path: Path | None = None
 
+    def close(self) -> None:
+        """Free the figures (matplotlib keeps them until closed)."""
+        for figure in self.figures.values():
+            plt.close(figure)
+
 
 def build_report(spark: SparkSession, config: Config, run_id: str | None = None) -> Report:
     """The report of ``run_id``'s evaluation, or of the latest one."""

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import mlflow
+
+# Batch jobs: no progress bars in the logs.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from recsys_spark.config import Config
 from recsys_spark.session import on_databricks
@@ -68,3 +72,64 @@ def step_run(step: str) -> Iterator[dict[str, float]]:
 def _param_value(value: Any) -> str:
     text = json.dumps(value) if isinstance(value, list | tuple | dict) else str(value)
     return text[:MAX_PARAM_CHARS]
+
+
+def _signature() -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, DataType, Schema
+
+    text = DataType.string
+    inputs = Schema([ColSpec(text, "segment"), ColSpec(text, "customer_id"), ColSpec(Array(text), "history")])
+    outputs = Schema(
+        [
+            ColSpec(text, "segment"),
+            ColSpec(text, "customer_id"),
+            ColSpec(DataType.long, "rank"),
+            ColSpec(text, "item_id"),
+            ColSpec(DataType.float, "score"),
+        ]
+    )
+    return ModelSignature(inputs, outputs)
+
+
+SIGNATURE = _signature()
+
+
+def log_evaluation(figures: dict[str, Any], report_html: str, published: str, reason: str) -> None:
+    """On the active (evaluate step) run: the plots, the HTML report and the publishing decision."""
+    for name, figure in figures.items():
+        mlflow.log_figure(figure, f"plots/{name}")
+    mlflow.log_text(report_html, "report/evaluation.html")
+    mlflow.set_tags({"recsys.published_model": published, "recsys.guardrail": reason[:MAX_PARAM_CHARS]})
+
+
+def log_champion(config: Config, model: str, tables: dict[str, Any], top_n: int) -> str | None:
+    """Log the published model as a pyfunc (its tables as parquet artifacts), register it and
+    point the registered model's ``champion`` alias at the new version; returns the version."""
+    import tempfile
+    from pathlib import Path
+
+    from recsys_spark.serving import PublishedRecommender
+
+    name = config.mlflow.registered_model
+    with tempfile.TemporaryDirectory() as folder:
+        artifacts = {}
+        for key, frame in tables.items():
+            path = Path(folder, f"{key}.parquet")
+            frame.to_parquet(path)
+            artifacts[key] = str(path)
+        info = mlflow.pyfunc.log_model(
+            name="champion",
+            python_model=PublishedRecommender(),
+            artifacts=artifacts,
+            model_config={"model": model, "top_n": top_n},
+            signature=SIGNATURE,
+            code_paths=[str(Path(__file__).parent)],
+            pip_requirements=["implicit==0.7.2", "numpy", "pandas", "pyarrow", "scipy", "threadpoolctl"],
+            registered_model_name=name,
+        )
+    version = info.registered_model_version
+    if version is not None:
+        mlflow.MlflowClient().set_registered_model_alias(name, "champion", str(version))
+        log.info("registered %s version %s as %s@champion", model, version, name)
+    return str(version) if version is not None else None

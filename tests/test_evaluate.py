@@ -1,0 +1,115 @@
+"""The evaluate step end to end: guardrail, metrics table, publishing, MLflow, report, serving."""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from recsys_spark.config import Config, load_config
+from recsys_spark.evaluate import choose
+from recsys_spark.pipeline import run_steps
+from recsys_spark.tables import table_name
+from recsys_spark.tracking import tracking_uri
+from tests.test_models import write_interactions
+
+MOVIELENS = Path(__file__).parent / "data" / "movielens" / "ratings.csv.gz"
+
+
+def _overall(rows: list[tuple[str, float, float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"model": m, "k": 10, "ndcg": v, "coverage": c} for m, v, c in rows])
+
+
+def test_guardrail_publishes_the_best_model_that_beats_the_baseline_with_enough_coverage() -> None:
+    conf = load_config("local").evaluation
+    best = choose(_overall([("als", 0.05, 0.3), ("itemknn", 0.07, 0.2), ("popularity", 0.02, 0.03)]), conf)
+    assert best.model == "itemknn" and "also passing: als" in best.reason
+    narrow = choose(_overall([("als", 0.05, 0.01), ("popularity", 0.02, 0.03)]), conf)
+    assert narrow.model == "popularity" and "coverage 0.010 below evaluation.min_coverage" in narrow.reason
+    worse = choose(_overall([("als", 0.02, 0.5), ("popularity", 0.02, 0.03)]), conf)
+    assert worse.model == "popularity" and "does not beat popularity" in worse.reason
+
+
+def movielens(spark: SparkSession) -> pd.DataFrame:
+    with gzip.open(MOVIELENS, "rt") as handle:
+        ratings = pd.read_csv(handle)
+    liked = ratings[ratings.rating >= 4]
+    return pd.DataFrame(
+        {
+            "segment": "all",
+            "customer_id": liked.userId.astype(str),
+            "item_id": liked.movieId.astype(str),
+            "order_id": liked.userId.astype(str) + "-" + liked.timestamp.astype(str),
+            "event_ts": pd.to_datetime(liked.timestamp, unit="s"),
+            "quantity": 1.0,
+            "unit_price": 1.0,
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def evaluated(spark: SparkSession, make_config: Callable[..., Config]) -> Config:
+    config = make_config(
+        mlflow={"experiment": "evaluate_test", "registered_model": "evaluate_test_model"},
+        # Few MovieLens users stay active after the cutoff: their lists reach little of the catalogue.
+        evaluation={"min_coverage": 0.01},
+        models={
+            "enabled": ["als", "itemknn", "popularity"],
+            "min_segment_users": 10,
+            "als": {"factors": 32, "iterations": 10},
+            "confidence": {"alpha": 10.0},
+        },
+    )
+    write_interactions(spark, config, movielens(spark))
+    run_steps(config, ["train", "evaluate", "score"], spark)
+    return config
+
+
+def test_movielens_is_evaluated_as_implicit_feedback_and_the_champion_is_published(
+    spark: SparkSession, evaluated: Config
+) -> None:
+    metrics = spark.table(str(table_name(evaluated, "model_metrics")))
+    overall = metrics.where("segment = 'all' AND slice = 'all'")
+    models = {r.model for r in overall.select("model").distinct().collect()}
+    assert models == {"als", "itemknn", "popularity", "popularity_global"}
+    grid = overall.groupBy("model").agg(F.countDistinct("metric", "k").alias("cells")).collect()
+    assert {r.cells for r in grid} == {11 * 3}  # 6 ranking + customers + 4 list metrics, at k 5, 10, 20
+    ndcg = {r.model: r.value for r in overall.where("metric = 'ndcg' AND k = 10").collect()}
+    assert all(0 < v < 1 for v in ndcg.values())
+    assert metrics.where("model = 'als' AND baseline_value IS NULL").count() == 0
+    slices = {r.slice for r in metrics.select("slice").distinct().collect()}
+    assert {"all", "cold_start"} <= slices
+
+    choice = spark.table(str(table_name(evaluated, "published_model"))).first()
+    models_only = {m: v for m, v in ndcg.items() if not m.startswith("popularity")}
+    assert choice.model == max(models_only, key=models_only.get)  # ALS and ItemKNN beat popularity here
+    assert ndcg[choice.model] > ndcg["popularity"]
+    published = spark.table(str(table_name(evaluated, "recommendations")))
+    assert {r.model for r in published.select("model").distinct().collect()} == {choice.model}
+
+    client = mlflow.MlflowClient(tracking_uri(evaluated))
+    experiment = client.get_experiment_by_name("evaluate_test")
+    runs = client.search_runs([experiment.experiment_id], "tags.`recsys.step` = 'evaluate'")
+    assert runs[0].data.tags["recsys.published_model"] == choice.model
+    artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id, "plots")}
+    assert artifacts == {
+        f"plots/{n}" for n in ("metric_vs_k.png", "coverage_vs_popularity_bias.png", "metric_by_history.png")
+    }
+    assert Path(evaluated.work_path, "reports", f"evaluation_{choice.run_id}.html").is_file()
+
+
+def test_the_registered_champion_serves_top_n_without_spark(evaluated: Config) -> None:
+    mlflow.set_tracking_uri(tracking_uri(evaluated))
+    model = mlflow.pyfunc.load_model("models:/evaluate_test_model@champion")
+    request = pd.DataFrame(
+        {"segment": ["all", "all"], "customer_id": ["1", "nobody"], "history": [["1", "3"], []]}
+    )
+    answer = model.predict(request)
+    assert answer.groupby("customer_id").size().to_dict() == {"1": 10, "nobody": 10}
+    assert not set(answer[answer.customer_id == "1"].item_id) & {"1", "3"}
