@@ -149,7 +149,7 @@ def run_evaluate(spark: SparkSession, config: Config, run_id: str) -> EvaluateRe
         st.counts.update(models=candidates, rows=recs.count())
 
     with stage("evaluate", "metrics", result.seconds) as st:
-        per_user = ev.user_metrics(recs, test, conf.k).persist()
+        per_user = ev.user_metrics(recs, test, conf.k, candidates).persist()
         slices = ev.history_slices(train, test)
         summaries = [
             ev.summarize(per_user, ["model"]).withColumns({"segment": F.lit("all"), "slice": F.lit("all")}),
@@ -160,7 +160,13 @@ def run_evaluate(spark: SparkSession, config: Config, run_id: str) -> EvaluateRe
         ]
         lists = ev.list_metrics(recs, train, conf.k, ev.item_categories(interactions))
         overall = summaries[0].join(lists, ["model", "k"], "left").toPandas()
-        result.overall = overall.drop(columns=["segment", "slice"]).sort_values(["model", "k"])
+        result.overall = (
+            overall.drop(columns=["segment", "slice"])
+            .sort_values(["model", "k"])
+            .fillna(
+                {"coverage": 0.0}  # a model with no list at all covers nothing
+            )
+        )
         result.decision = choose(result.overall, conf)
         metrics = _long(summaries, lists, conf.baseline, run_id)
         overwrite_table(spark, config, table_name(config, "model_metrics"), metrics, f"run_id = '{run_id}'")

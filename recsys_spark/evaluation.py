@@ -81,19 +81,24 @@ def _new_items(train: DataFrame, test_lines: DataFrame) -> DataFrame:
     return test_lines.select(*pairs).distinct().join(train.select(*pairs).distinct(), pairs, "left_anti")
 
 
-def user_metrics(recommendations: DataFrame, relevant: DataFrame, ks: Sequence[int]) -> DataFrame:
+def user_metrics(
+    recommendations: DataFrame, relevant: DataFrame, ks: Sequence[int], models: Sequence[str] | None = None
+) -> DataFrame:
     """Per model × segment × test customer × K: precision, recall, NDCG, MAP, hit rate, MRR.
 
     ``recommendations``: model, segment, customer_id, rank (1..N), item_id.
-    ``relevant``: segment, customer_id, item_id. Every test customer is scored for every model;
-    one with no recommendations scores 0. Binary relevance; the ideal DCG puts min(|relevant|, K)
-    hits first.
+    ``relevant``: segment, customer_id, item_id. Every test customer is scored for every model
+    (``models``, default: those with recommendations); one with no recommendations scores 0.
+    Binary relevance; the ideal DCG puts min(|relevant|, K) hits first.
     """
-    models = recommendations.select("model").distinct()
+    if models is None:
+        model_names = recommendations.select("model").distinct()
+    else:
+        model_names = recommendations.sparkSession.createDataFrame([(m,) for m in models], "model string")
     sizes = relevant.groupBy(*KEYS).agg(F.count(F.lit(1)).alias("n_relevant"))
     hits = recommendations.join(relevant, [*KEYS, "item_id"]).select("model", *KEYS, "rank")
     k_values = F.explode(F.array(*(F.lit(k) for k in ks))).alias("k")
-    per_k = models.crossJoin(sizes).select("model", *KEYS, "n_relevant", k_values)
+    per_k = model_names.crossJoin(sizes).select("model", *KEYS, "n_relevant", k_values)
     in_k = F.col("rank") <= F.col("k")
     gathered = (
         per_k.join(hits, ["model", *KEYS], "left")

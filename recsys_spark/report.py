@@ -71,7 +71,12 @@ def write_report(report: Report, folder: Path) -> Path:
 
 def make_figures(rows: pd.DataFrame, metric: str, k: int) -> dict[str, Figure]:
     overall = rows[(rows.segment == "all") & (rows.slice == "all")]
-    table = overall.pivot_table(index=["model", "k"], columns="metric", values="value").reset_index()
+    wanted = [metric, "coverage", "popularity_bias"]
+    table = (
+        overall.pivot(index=["model", "k"], columns="metric", values="value")
+        .reindex(columns=wanted)
+        .reset_index()
+    )
     figures: dict[str, Figure] = {}
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -94,7 +99,7 @@ def make_figures(rows: pd.DataFrame, metric: str, k: int) -> dict[str, Figure]:
     figures["coverage_vs_popularity_bias.png"] = fig
 
     sliced = rows[(rows.slice != "all") & (rows.metric == metric) & (rows.k == k)]
-    by_slice = sliced.pivot_table(index="slice", columns="model", values="value")
+    by_slice = sliced.pivot(index="slice", columns="model", values="value").astype(float)
     by_slice = by_slice.reindex([s for s in SLICE_ORDER if s in by_slice.index])
     fig, ax = plt.subplots(figsize=(7, 4))
     by_slice.plot.bar(ax=ax, rot=0)
@@ -113,7 +118,7 @@ def render(
         metric, ascending=False
     )
     segments = rows[(rows.segment != "all") & (rows.metric == metric) & (rows.k == k)]
-    by_segment = segments.pivot_table(index="segment", columns="model", values="value")
+    by_segment = segments.pivot(index="segment", columns="model", values="value")
     decision = "<p>No publishing decision recorded for this run.</p>"
     if len(choice):
         model, reason = html.escape(str(choice.model.iat[0])), html.escape(str(choice.reason.iat[0]))
