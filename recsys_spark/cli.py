@@ -10,12 +10,14 @@ from pathlib import Path
 from recsys_spark.config import DEFAULT_CONF_DIR, TARGETS, ConfigError, load_config
 from recsys_spark.pipeline import STEPS, run_order, run_steps
 from recsys_spark.progress import setup_logging
-from recsys_spark.session import fetch_delta_jars
+from recsys_spark.report import build_report, write_report
+from recsys_spark.session import fetch_delta_jars, get_spark
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__)
-    parser.add_argument("command", choices=["run", "fetch-jars", *STEPS], help="what to run")
+    parser.add_argument("command", choices=["run", "fetch-jars", "report", *STEPS], help="what to run")
+    parser.add_argument("--run-id", help="report: the evaluation run to report on (default: the latest)")
     parser.add_argument("--target", default="local", choices=TARGETS, help="conf overlay (default: local)")
     parser.add_argument(
         "--conf", action="append", default=[], metavar="FILE", help="extra YAML overlay, applied last"
@@ -37,6 +39,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "fetch-jars":
         for path in fetch_delta_jars(config):
             print(path)
+        return 0
+    if args.command == "report":
+        report = build_report(get_spark(config), config, args.run_id)
+        print(write_report(report, config.work_path / "reports"))
         return 0
     steps = run_order(config) if args.command == "run" else [args.command]
     for line in run_steps(config, steps):
