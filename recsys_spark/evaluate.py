@@ -153,7 +153,10 @@ def run_evaluate(spark: SparkSession, config: Config, run_id: str) -> EvaluateRe
         slices = ev.history_slices(train, test)
         summaries = [
             ev.summarize(per_user, ["model"]).withColumns({"segment": F.lit("all"), "slice": F.lit("all")}),
-            ev.summarize(per_user, ["model", "segment"]).withColumn("slice", F.lit("all")),
+            # Segment "all" is every customer; data without segments has only that one.
+            ev.summarize(per_user, ["model", "segment"])
+            .where(F.col("segment") != "all")
+            .withColumn("slice", F.lit("all")),
             ev.summarize(per_user.join(slices, ev.KEYS), ["model", "history"])
             .withColumnRenamed("history", "slice")
             .withColumn("segment", F.lit("all")),
