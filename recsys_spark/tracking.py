@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -20,6 +23,7 @@ import mlflow
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from recsys_spark.config import Config
+from recsys_spark.serving import PublishedRecommender
 from recsys_spark.session import on_databricks
 
 log = logging.getLogger(__name__)
@@ -95,6 +99,19 @@ def _signature() -> Any:
 SIGNATURE = _signature()
 
 
+def _log_pyfunc(name: str, model: str, top_n: int, artifacts: dict[str, str]) -> Any:
+    return mlflow.pyfunc.log_model(
+        name="champion",
+        python_model=PublishedRecommender(),
+        artifacts=artifacts,
+        model_config={"model": model, "top_n": top_n},
+        signature=SIGNATURE,
+        code_paths=[str(Path(__file__).parent)],
+        pip_requirements=["implicit==0.7.2", "numpy", "pandas", "pyarrow", "scipy", "threadpoolctl"],
+        registered_model_name=name,
+    )
+
+
 def log_evaluation(figures: dict[str, Any], report_html: str, published: str, reason: str) -> None:
     """On the active (evaluate step) run: the plots, the HTML report and the publishing decision."""
     for name, figure in figures.items():
@@ -106,11 +123,6 @@ def log_evaluation(figures: dict[str, Any], report_html: str, published: str, re
 def log_champion(config: Config, model: str, tables: dict[str, Any], top_n: int) -> str | None:
     """Log the published model as a pyfunc (its tables as parquet artifacts), register it and
     point the registered model's ``champion`` alias at the new version; returns the version."""
-    import tempfile
-    from pathlib import Path
-
-    from recsys_spark.serving import PublishedRecommender
-
     name = config.mlflow.registered_model
     with tempfile.TemporaryDirectory() as folder:
         artifacts = {}
@@ -118,16 +130,10 @@ def log_champion(config: Config, model: str, tables: dict[str, Any], top_n: int)
             path = Path(folder, f"{key}.parquet")
             frame.to_parquet(path)
             artifacts[key] = str(path)
-        info = mlflow.pyfunc.log_model(
-            name="champion",
-            python_model=PublishedRecommender(),
-            artifacts=artifacts,
-            model_config={"model": model, "top_n": top_n},
-            signature=SIGNATURE,
-            code_paths=[str(Path(__file__).parent)],
-            pip_requirements=["implicit==0.7.2", "numpy", "pandas", "pyarrow", "scipy", "threadpoolctl"],
-            registered_model_name=name,
-        )
+        with warnings.catch_warnings():
+            # The signature is given; an input example would only repeat it.
+            warnings.filterwarnings("ignore", message=".*input example was not provided.*")
+            info = _log_pyfunc(name, model, top_n, artifacts)
     version = info.registered_model_version
     if version is not None:
         mlflow.MlflowClient().set_registered_model_alias(name, "champion", str(version))
