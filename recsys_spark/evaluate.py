@@ -50,6 +50,7 @@ class EvaluateResult:
     test_customers: int = 0
     test_pairs: int = 0
     cold_start_customers: int = 0
+    cold_start_pairs: int = 0  # test pairs whose item nobody bought before the cutoff
     overall: pd.DataFrame = field(default_factory=pd.DataFrame)  # model × k: every metric
     decision: Decision | None = None
     seconds: dict[str, float] = field(default_factory=dict)
@@ -115,6 +116,8 @@ def run_evaluate(spark: SparkSession, config: Config, run_id: str) -> EvaluateRe
         result.test_customers = test_customers.count()
         known = train.select(*ev.KEYS).distinct()
         result.cold_start_customers = test_customers.join(known, ev.KEYS, "left_anti").count()
+        known_items = train.select("segment", "item_id").distinct()
+        result.cold_start_pairs = test.join(known_items, ["segment", "item_id"], "left_anti").count()
         if result.test_pairs == 0:
             raise ValueError(
                 f"the {conf.split} split left no new purchases to test on: move the cutoff "
@@ -126,6 +129,7 @@ def run_evaluate(spark: SparkSession, config: Config, run_id: str) -> EvaluateRe
             test_pairs=result.test_pairs,
             test_customers=result.test_customers,
             cold_start=result.cold_start_customers,
+            new_item_pairs=result.cold_start_pairs,
         )
 
     fitted = fit_models(spark, config, train, "evaluate", TrainResult(seconds=result.seconds))

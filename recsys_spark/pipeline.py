@@ -122,6 +122,7 @@ def step_evaluate(spark: SparkSession, config: Config, run: PipelineRun) -> Step
         "test_customers": result.test_customers,
         "test_pairs": result.test_pairs,
         "cold_start_customers": result.cold_start_customers,
+        "cold_start_item_pairs": result.cold_start_pairs,
     }
     table_lines = []
     for row in overall[overall.k == conf.primary_k].itertuples():
@@ -135,7 +136,8 @@ def step_evaluate(spark: SparkSession, config: Config, run: PipelineRun) -> Step
     lines = [
         f"evaluate: {conf.split} split{cutoff}: {result.train_lines:,} train lines; "
         f"{result.test_customers:,} test customers ({result.cold_start_customers:,} cold start), "
-        f"{result.test_pairs:,} new customer x item pairs to find; at k={conf.primary_k}:",
+        f"{result.test_pairs:,} new customer x item pairs to find ({result.cold_start_pairs:,} of items "
+        f"new to their segment, which no model can recommend); at k={conf.primary_k}:",
         *table_lines,
         f"  published: {decision.model} ({decision.reason})",
         f"  registered: {config.mlflow.registered_model} version {version} (alias champion)"

@@ -97,6 +97,7 @@ def test_movielens_is_evaluated_as_implicit_feedback_and_the_champion_is_publish
     experiment = client.get_experiment_by_name("evaluate_test")
     runs = client.search_runs([experiment.experiment_id], "tags.`recsys.step` = 'evaluate'")
     assert runs[0].data.tags["recsys.published_model"] == choice.model
+    assert runs[0].data.metrics["test_pairs"] > runs[0].data.metrics["cold_start_item_pairs"] > 0
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id, "plots")}
     assert artifacts == {
         f"plots/{n}" for n in ("metric_vs_k.png", "coverage_vs_popularity_bias.png", "metric_by_history.png")
