@@ -36,6 +36,7 @@ REASONS = {
     "popularity": "popular_in_segment",
 }
 POPULAR_OVERALL = "popular_overall"  # the customer's segment was too small to train
+SCORING_THREADS = 1  # scoring tasks run side by side, one per core
 
 
 @dataclass
@@ -271,7 +272,7 @@ def run_score(
     fitted = fitted_from_tables(spark, config)
     publish, why = published_model(spark, config)
     log.info("score: publishing %s (%s)", publish, why)
-    threads = 1  # scoring tasks run side by side, one per core
+    threads = SCORING_THREADS
     with stage("score", "load item candidates", seconds) as st:
         blocked = _blocked_items(spark, config)
         items = fitted.item_factors.select("segment", "item_id", "model", "factors").toPandas()
@@ -430,7 +431,7 @@ def recommend(
     (customers per segment) decides which segments are big enough for their own popularity.
     """
     conf = config.models
-    rows, threads = conf.score_block_rows, 1  # scoring tasks run side by side, one per core
+    rows, threads = conf.score_block_rows, SCORING_THREADS
     popular = _catalogs(_of_model(items, "popularity"), "item_id", blocked)
     if publish == "itemknn":
         catalogs = _knn_catalogs(fitted.item_neighbours.where(F.col("model") == "itemknn"), blocked)
