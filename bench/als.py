@@ -258,6 +258,14 @@ def write_results(rows: list[Row], path: Path, command: str) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def _short(n: int) -> str:
+    """100000 -> 100k, 3000000 -> 3M, 500 -> 500."""
+    for size, suffix in ((1_000_000, "M"), (1_000, "k")):
+        if n >= size:
+            return f"{n / size:g}{suffix}"
+    return str(n)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=int, default=100_000)
@@ -270,7 +278,7 @@ def main() -> None:
     synthetic_config = bench_config("synthetic")
     spark = get_spark(synthetic_config)
     rows = []
-    label = f"synthetic {args.users // 1000}k × {args.items // 1000}k × {args.events / 1e6:g}M"
+    label = f"synthetic {_short(args.users)} × {_short(args.items)} × {_short(args.events)}"
     prepare_synthetic(spark, synthetic_config, args.users, args.items, args.events)
     rows.append(run_case(spark, synthetic_config, label))
     if not args.skip_retail:
