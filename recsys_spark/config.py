@@ -294,6 +294,11 @@ def load_config(
             f"{_where('models.publish', origin, files)}: models.publish is {config.models.publish!r} "
             f"but models.enabled is {config.models.enabled}: add it to models.enabled or publish another"
         )
+    if config.evaluation.primary_k not in config.evaluation.k:
+        raise ConfigError(
+            f"{_where('evaluation.primary_k', origin, files)}: evaluation.primary_k is "
+            f"{config.evaluation.primary_k} but evaluation.k is {config.evaluation.k}: add it to evaluation.k"
+        )
     return config
 
 

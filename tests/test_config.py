@@ -123,3 +123,8 @@ def test_table_names_are_two_level_locally_three_level_on_databricks(monkeypatch
 def test_table_name_parts_are_validated() -> None:
     with pytest.raises(ConfigError):
         TableName("silver", "a`b")
+
+
+def test_guardrail_k_must_be_one_of_the_evaluated_ks() -> None:
+    with pytest.raises(ConfigError, match=r"evaluation.primary_k is 7 but evaluation.k is \[5, 10, 20\]"):
+        load_config("local", overrides={"evaluation": {"primary_k": 7}})
