@@ -20,8 +20,9 @@ from recsys_spark.config import Config
 from recsys_spark.distributed import scoring, training
 from recsys_spark.distributed.errors import udf_errors
 from recsys_spark.distributed.scoring import Catalog
-from recsys_spark.distributed.training import FACTOR_MODELS, GLOBAL_SEGMENT
+from recsys_spark.distributed.training import GLOBAL_SEGMENT
 from recsys_spark.kernels import als, bpr, itemknn, popularity
+from recsys_spark.kernels.factors import FACTOR_MODELS
 from recsys_spark.progress import stage
 from recsys_spark.session import executor_cores
 from recsys_spark.tables import overwrite_table, table_name, utc_now
@@ -344,10 +345,9 @@ def customer_histories(config: Config, interactions: DataFrame, publish: str) ->
     if publish != "itemknn":
         bought = F.array_sort(F.collect_set("item_id")).alias("history")
         return interactions.groupBy("segment", "customer_id").agg(bought)
-    conf = config.models.confidence
     entries = F.array_sort(F.collect_list(F.struct("item_id", "weight")))
     return (
-        training.user_item_weights(interactions, conf.weight, conf.log_scale)
+        user_item_weights(config, interactions)
         .groupBy("segment", "customer_id")
         .agg(entries.alias("entries"))
         .select(

@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys_spark.kernels.factors import FACTOR_MODELS
 from recsys_spark.kernels.itemknn import ItemKnnModel
-from recsys_spark.kernels.matrix import index_ids, rows_of
+from recsys_spark.kernels.matrix import index_ids, index_lists, rows_of
 from recsys_spark.kernels.topn import TopN, top_matches
 
-FACTOR_MODELS = ("als", "bpr")
 OVERALL = "all"
 
 
@@ -76,7 +76,7 @@ class PublishedRecommender(mlflow.pyfunc.PythonModel):
         if not len(part) or not len(items):
             return pd.DataFrame()
         ids = items.item_id.to_numpy()
-        exclude = rows_of(_codes(ids, part.history), len(ids))
+        exclude = rows_of(index_lists(ids, part.history), len(ids))
         top = top_matches(vectors, np.stack(items.factors.to_numpy()), self.top_n, exclude)
         return _rows(part, ids, top, None if keep_segment else segment)
 
@@ -86,14 +86,9 @@ class PublishedRecommender(mlflow.pyfunc.PythonModel):
         rows, cols = index.get_indexer(entries.item_id), index.get_indexer(entries.neighbour_item_id)
         weights = entries.similarity.to_numpy(np.float32)
         similarity = sp.csr_matrix((weights, (rows, cols)), shape=(len(ids), len(ids)))
-        history = rows_of(_codes(ids, part.history), len(ids))
+        history = rows_of(index_lists(ids, part.history), len(ids))
         top = ItemKnnModel(similarity).recommend(np.arange(len(part)), history, self.top_n)
         return _rows(part, ids, top, segment)
-
-
-def _codes(ids: np.ndarray, histories: pd.Series) -> list[np.ndarray]:
-    index = pd.Index(ids)
-    return [index.get_indexer(np.asarray(h if h is not None else [], dtype=object)) for h in histories]
 
 
 def _rows(part: pd.DataFrame, ids: np.ndarray, top: TopN, segment: str | None) -> pd.DataFrame:

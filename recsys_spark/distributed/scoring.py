@@ -20,7 +20,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from recsys_spark.kernels.itemknn import ItemKnnModel
-from recsys_spark.kernels.matrix import rows_of
+from recsys_spark.kernels.matrix import index_lists, rows_of
 from recsys_spark.kernels.topn import TopN, limit_threads, normalize_rows, top_matches
 
 # queries: one row per user (or item) to score; ``catalog`` names the candidate set to use.
@@ -73,12 +73,8 @@ class Catalog:
         return Catalog(ids, _blocked(ids, blocked_ids), similarity=similarity)
 
     def index_lists(self, lists: pd.Series) -> list[np.ndarray]:
-        """Each list of ids as candidate indexes (-1 for ids not in the catalogue), in one lookup."""
-        arrays = [np.asarray(x, dtype=object) if x is not None else np.empty(0, object) for x in lists]
-        if not arrays:
-            return []
-        codes = pd.Index(self.ids).get_indexer(np.concatenate(arrays))
-        return np.split(codes, np.cumsum([len(a) for a in arrays])[:-1])
+        """Each list of ids as candidate indexes (-1 for ids not in the catalogue)."""
+        return index_lists(self.ids, lists)
 
 
 def _blocked(ids: np.ndarray, blocked_ids: set[str]) -> np.ndarray:

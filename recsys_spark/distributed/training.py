@@ -26,7 +26,6 @@ from recsys_spark.kernels.matrix import Interactions, build_interactions
 from recsys_spark.kernels.topn import limit_threads
 
 GLOBAL_SEGMENT = "all"
-FACTOR_MODELS = ("als", "bpr")
 TRAINED_SCHEMA = (
     "kind string, segment string, model string, engine string, id string, other_id string, "
     "factors array<float>, weight float"

@@ -9,6 +9,9 @@ import scipy.sparse as sp
 
 from recsys_spark.kernels.topn import DEFAULT_BLOCK_ROWS, TopN, normalize_rows, self_mask, top_matches
 
+# The models whose fit returns a FactorModel.
+FACTOR_MODELS = ("als", "bpr")
+
 
 @dataclass(frozen=True)
 class FactorModel:

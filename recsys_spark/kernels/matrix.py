@@ -59,6 +59,16 @@ def _csr(values: np.ndarray, rows: np.ndarray, cols: np.ndarray, shape: tuple[in
     return matrix
 
 
+def index_lists(ids: np.ndarray, lists: Sequence[Sequence[str] | None]) -> list[np.ndarray]:
+    """Each list of ids as indexes into ``ids`` (-1 for ids not there; None is an empty list),
+    in one lookup."""
+    arrays = [np.asarray(x, dtype=object) if x is not None else np.empty(0, object) for x in lists]
+    if not arrays:
+        return []
+    codes = pd.Index(ids).get_indexer(np.concatenate(arrays))
+    return np.split(codes, np.cumsum([len(a) for a in arrays])[:-1])
+
+
 def rows_of(
     lists: Sequence[np.ndarray], n_cols: int, values: Sequence[np.ndarray] | None = None
 ) -> sp.csr_matrix:
