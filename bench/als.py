@@ -116,7 +116,7 @@ def run_case(spark: SparkSession, config: Config, data: str) -> Row:
         .toPandas()
     )
     pairs = len(local)
-    implicit_fit, implicit_recommend, kernel_recommend, agreement = run_implicit(local)
+    implicit_fit, implicit_recommend, kernel_recommend, agreement = run_implicit(local, config)
     matrix_users, matrix_items = local.customer_id.nunique(), local.item_id.nunique()
     return Row(
         data,
@@ -170,10 +170,10 @@ def run_mllib(spark: SparkSession, config: Config) -> tuple[float, float]:
     return fit_seconds, time.perf_counter() - start
 
 
-def run_implicit(local: pd.DataFrame) -> tuple[float, float, float, float]:
+def run_implicit(local: pd.DataFrame, config: Config) -> tuple[float, float, float, float]:
     """`implicit` on one machine, every core: fit, its batch recommend for every user, and our
     kernel's recommend on the same factors with the same cores."""
-    conf = load_config("local").models
+    conf = config.models
     data = build_interactions(local.customer_id, local.item_id, local.weight)
     with threadpool_limits(1, "blas"):
         model = AlternatingLeastSquares(
