@@ -1,6 +1,6 @@
 """Scheduled task: silver.interactions -> frequent itemsets, rules, add-ons, substitutes.
 
-Usage: python jobs/baskets.py [--target local|dev|prod] [--conf extra.yml]
+Usage: python jobs/baskets.py [--target local|dev|prod] [--conf extra.yml] [--set key=value]
 """
 
 from recsys_spark.cli import run_job

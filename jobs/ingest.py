@@ -1,6 +1,6 @@
 """Scheduled task: bronze purchases -> silver.interactions (+ quarantine).
 
-Usage: python jobs/ingest.py [--target local|dev|prod] [--conf extra.yml]
+Usage: python jobs/ingest.py [--target local|dev|prod] [--conf extra.yml] [--set key=value]
 """
 
 from recsys_spark.cli import run_job

@@ -1,6 +1,6 @@
 """Scheduled task: factors -> recommendations, similar items, item audience, lookalikes.
 
-Usage: python jobs/score.py [--target local|dev|prod] [--conf extra.yml]
+Usage: python jobs/score.py [--target local|dev|prod] [--conf extra.yml] [--set key=value]
 """
 
 from recsys_spark.cli import run_job

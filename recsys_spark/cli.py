@@ -6,6 +6,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from recsys_spark.config import DEFAULT_CONF_DIR, TARGETS, ConfigError, load_config
 from recsys_spark.pipeline import STEPS, run_order, run_steps
@@ -23,16 +26,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--conf", action="append", default=[], metavar="FILE", help="extra YAML overlay, applied last"
     )
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        dest="settings",
+        help="override one dotted key, applied after the files (e.g. --set catalog=main); value is YAML",
+    )
+    parser.add_argument(
         "--conf-dir", default=str(DEFAULT_CONF_DIR), metavar="DIR", help="folder of base.yml + overlays"
     )
     return parser
+
+
+def parse_settings(settings: Sequence[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=x"]`` -> ``{"a": {"b": 1}, "c": "x"}`` (values parsed as YAML scalars)."""
+    overrides: dict[str, Any] = {}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {setting!r}: write KEY=VALUE, e.g. --set catalog=main")
+        *parents, leaf = key.split(".")
+        node = overrides
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value) if value else None
+    return overrides
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
     try:
-        config = load_config(args.target, conf_dir=args.conf_dir, extra_files=args.conf)
+        settings = parse_settings(args.settings)
+        config = load_config(args.target, conf_dir=args.conf_dir, extra_files=args.conf, overrides=settings)
     except ConfigError as exc:
         print(f"recsys: config error: {exc}", file=sys.stderr)
         return 2

@@ -70,6 +70,12 @@ class TablesConfig:
     lookalikes: Identifier
     model_metrics: Identifier
     published_model: Identifier
+    items: Identifier
+    customers: Identifier
+    category_saturation: Identifier
+    cross_sell_potential: Identifier
+    rules_graph_nodes: Identifier
+    rules_graph_edges: Identifier
 
 
 @dataclass(frozen=True)
@@ -227,6 +233,35 @@ class EvaluationConfig:
 
 
 @dataclass(frozen=True)
+class AnalyticsConfig:
+    # Items for gold.cross_sell_potential; empty: the `cross_sell_top_sellers` most bought items.
+    cross_sell_items: list[str]
+    cross_sell_top_sellers: int
+    cross_sell_customers: int  # customers kept per target item, by predicted affinity
+    active_days: int  # customers.lifecycle: active = ordered within this many days of the newest event
+    lapsed_days: int  # lapsed = no order for this many days; in between: lapsing
+    rules_graph_segment: str  # whose association rules make the item graph (`all` = every basket)
+    pagerank_damping: float
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    # Local folder (relative to the project) or a Unity Catalog volume path on Databricks.
+    path: str | None  # None: <work_dir>/exports
+    formats: list[Literal["csv", "parquet"]]
+    # Only customers with an order in the last D days before the newest event in silver.
+    active_days: int | None
+    hash_customer_ids: bool
+    # The salt for hashed ids comes from this environment variable, or on Databricks from the
+    # secret scope/key below; never from conf, so it never reaches logs or MLflow params.
+    salt_env: str
+    salt_secret_scope: str | None
+    salt_secret_key: str | None
+    holdout_share: float  # customers whose list is segment popularity instead of the model (A/B)
+    experiment: str  # hashed with the customer id: a new name reshuffles who is in the holdout
+
+
+@dataclass(frozen=True)
 class Config:
     project: str
     target: Literal["local", "dev", "prod"]
@@ -241,6 +276,8 @@ class Config:
     baskets: BasketsConfig
     models: ModelsConfig
     evaluation: EvaluationConfig
+    analytics: AnalyticsConfig
+    export: ExportConfig
     load_sample: bool = False
     # Set by the loader: the files read, and the folder relative paths are resolved against
     # (the conf folder's parent, i.e. the project root).
@@ -298,6 +335,11 @@ def load_config(
         raise ConfigError(
             f"{_where('evaluation.primary_k', origin, files)}: evaluation.primary_k is "
             f"{config.evaluation.primary_k} but evaluation.k is {config.evaluation.k}: add it to evaluation.k"
+        )
+    if not 0.0 <= config.export.holdout_share < 1.0:
+        raise ConfigError(
+            f"{_where('export.holdout_share', origin, files)}: export.holdout_share is "
+            f"{config.export.holdout_share}: use a share from 0 (no holdout) up to, not including, 1"
         )
     return config
 

@@ -17,6 +17,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
+from recsys_spark.distributed.analytics import category_of, item_descriptions
+
 KEYS = ["segment", "customer_id"]
 METRICS = ("precision", "recall", "ndcg", "map", "hit_rate", "mrr")
 
@@ -162,20 +164,10 @@ def history_slices(train: DataFrame, test: DataFrame) -> DataFrame:
 
 
 def item_categories(interactions: DataFrame) -> DataFrame:
-    """Per item, a category for diversity where the data has none: the last word of its most
-    frequent description (retail descriptions end in the product noun: "... T-LIGHT HOLDER")."""
-    words = F.split(F.upper(F.trim(F.regexp_replace("description", "[^A-Za-z ]", " "))), " +")
-    counted = (
-        interactions.where(F.col("description").isNotNull())
-        .groupBy("item_id", "description")
-        .agg(F.count(F.lit(1)).alias("lines"))
-    )
-    best = Window.partitionBy("item_id").orderBy(F.desc("lines"), "description")
-    return (
-        counted.withColumn("position", F.row_number().over(best))
-        .where("position = 1")
-        .select("item_id", F.element_at(words, -1).alias("category"))
-        .where(F.col("category") != "")
+    """Per item, a category for diversity where the data has none (see ``analytics.category_of``)."""
+    described = item_descriptions(interactions)
+    return described.select("item_id", category_of(F.col("description")).alias("category")).where(
+        F.col("category").isNotNull()
     )
 
 

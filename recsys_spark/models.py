@@ -275,7 +275,7 @@ def run_score(
     log.info("score: publishing %s (%s)", publish, why)
     threads = SCORING_THREADS
     with stage("score", "load item candidates", seconds) as st:
-        blocked = _blocked_items(spark, config)
+        blocked = blocked_items(spark, config)
         items = fitted.item_factors.select("segment", "item_id", "model", "factors").toPandas()
         st.counts.update(item_rows=len(items), blocked_items=len(blocked))
 
@@ -323,11 +323,12 @@ def run_score(
     elif "item_audience" in outputs:
         embedding = factor_models[0]
         with stage("score", f"item audience and lookalikes ({embedding})", seconds) as st:
-            audience, lookalikes = _audience_and_lookalikes(
-                spark, config, embedding, items, fitted.user_factors, interactions, threads
+            audience = item_audience(
+                spark, config, embedding, items, fitted.user_factors, interactions, conf.audience_top_k
             )
             _publish(spark, config, "item_audience", audience.withColumns(stamp), result)
-            _publish(spark, config, "lookalikes", lookalikes.withColumns(stamp), result)
+            similar_customers = lookalikes(spark, config, embedding, fitted.user_factors)
+            _publish(spark, config, "lookalikes", similar_customers.withColumns(stamp), result)
             st.counts.update(audience=result.rows["item_audience"], lookalikes=result.rows["lookalikes"])
     histories.unpersist()
     return result
@@ -359,7 +360,8 @@ def customer_histories(config: Config, interactions: DataFrame, publish: str) ->
     )
 
 
-def _blocked_items(spark: SparkSession, config: Config) -> set[str]:
+def blocked_items(spark: SparkSession, config: Config) -> set[str]:
+    """Items never recommended: ``models.exclude_items`` plus ``models.exclude_table``'s item ids."""
     blocked = set(config.models.exclude_items)
     if config.models.exclude_table:
         table = config.models.exclude_table
@@ -547,50 +549,62 @@ def _similar_items(
     )
 
 
-def _audience_and_lookalikes(
+def item_audience(
     spark: SparkSession,
     config: Config,
     model: str,
     items: pd.DataFrame,
     user_factors: DataFrame,
     interactions: DataFrame,
-    threads: int,
-) -> tuple[DataFrame, DataFrame]:
-    """Customers most likely to buy each item (among those who have not), and each customer's
-    most similar customers (cosine of user factors)."""
+    top_k: int,
+    item_ids: list[str] | None = None,
+) -> DataFrame:
+    """Per item (of ``item_ids``, or all), the ``top_k`` customers most likely to buy it among
+    those who have not: segment, item_id, rank, customer_id, score, model."""
     conf = config.models
     users = user_factors.where(F.col("model") == model).select("segment", "customer_id", "factors").toPandas()
-    user_catalogs = _catalogs(users, "customer_id", set())
+    candidates = _of_model(items, model)
+    if item_ids is not None:
+        candidates = candidates[candidates.item_id.isin(item_ids)]
     buyers = interactions.groupBy("segment", F.col("item_id").alias("query_id")).agg(
         F.collect_set("customer_id").alias("buyers")
     )
     item_queries = (
-        _self_queries(spark, _of_model(items, model), "item_id")
+        _self_queries(spark, candidates, "item_id")
         .join(buyers, ["segment", "query_id"], "left")
         .withColumn("exclude", F.coalesce("buyers", F.array().cast("array<string>")))
     )
     audience = scoring.top_matches_by_segment(
-        item_queries, user_catalogs, conf.audience_top_k, conf.score_block_rows, threads
+        item_queries, _catalogs(users, "customer_id", set()), top_k, conf.score_block_rows, SCORING_THREADS
     )
-    user_queries = _self_queries(spark, users, "customer_id")
-    cosine_catalogs = _catalogs(users, "customer_id", set(), cosine=True)
-    lookalikes = scoring.top_matches_by_segment(
-        user_queries, cosine_catalogs, conf.lookalike_top_k, conf.score_block_rows, threads, cosine=True
+    return audience.select(
+        "segment",
+        F.col("query_id").alias("item_id"),
+        "rank",
+        F.col("match_id").alias("customer_id"),
+        "score",
+        F.lit(model).alias("model"),
     )
-    model_column = {"model": F.lit(model)}
-    return (
-        audience.select(
-            "segment",
-            F.col("query_id").alias("item_id"),
-            "rank",
-            F.col("match_id").alias("customer_id"),
-            "score",
-        ).withColumns(model_column),
-        lookalikes.select(
-            "segment",
-            F.col("query_id").alias("customer_id"),
-            "rank",
-            F.col("match_id").alias("similar_customer_id"),
-            "score",
-        ).withColumns(model_column),
+
+
+def lookalikes(spark: SparkSession, config: Config, model: str, user_factors: DataFrame) -> DataFrame:
+    """Each customer's most similar customers (cosine of user factors): segment, customer_id, rank,
+    similar_customer_id, score, model."""
+    conf = config.models
+    users = user_factors.where(F.col("model") == model).select("segment", "customer_id", "factors").toPandas()
+    matches = scoring.top_matches_by_segment(
+        _self_queries(spark, users, "customer_id"),
+        _catalogs(users, "customer_id", set(), cosine=True),
+        conf.lookalike_top_k,
+        conf.score_block_rows,
+        SCORING_THREADS,
+        cosine=True,
+    )
+    return matches.select(
+        "segment",
+        F.col("query_id").alias("customer_id"),
+        "rank",
+        F.col("match_id").alias("similar_customer_id"),
+        "score",
+        F.lit(model).alias("model"),
     )

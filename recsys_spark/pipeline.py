@@ -9,9 +9,11 @@ from dataclasses import dataclass, field
 
 from pyspark.sql import SparkSession
 
+from recsys_spark.analytics import run_analytics
 from recsys_spark.baskets import run_baskets
 from recsys_spark.config import Config
 from recsys_spark.evaluate import BASELINES, run_evaluate
+from recsys_spark.export import run_export
 from recsys_spark.ingest import ingest, load_sample
 from recsys_spark.models import model_tables, run_score, run_train
 from recsys_spark.report import build_report, write_report
@@ -166,6 +168,38 @@ def step_score(spark: SparkSession, config: Config, run: PipelineRun) -> StepRep
     return StepReport(metrics, lines)
 
 
+def step_analytics(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
+    result = run_analytics(spark, config, run.run_id)
+    metrics: dict[str, float] = {f"rows.{k}": v for k, v in result.rows.items()}
+    metrics["views"] = len(result.views)
+    lines = [
+        "analytics: " + ", ".join(f"{k} {v:,}" for k, v in result.rows.items()),
+        f"  cross-sell: {len(result.cross_sell_items)} target items scored with {result.cross_sell_model}"
+        if result.cross_sell_model
+        else "  cross-sell: not written",
+        *(f"  {output} not written: {why}" for output, why in result.skipped.items()),
+        f"  views: {', '.join(result.views) or 'none'}",
+    ]
+    return StepReport(metrics, lines)
+
+
+def step_export(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
+    result = run_export(spark, config)
+    metrics = {
+        "rows": result.rows,
+        "customers_published": result.customers_published,
+        "inactive_dropped": result.inactive_dropped,
+        **{f"variant.{k}": v for k, v in result.variants.items()},
+    }
+    variants = ", ".join(f"{k} {v:,}" for k, v in sorted(result.variants.items()))
+    lines = [
+        f"export: {result.rows:,} customers ({variants}) of {result.customers_published:,} with a list; "
+        f"{result.inactive_dropped:,} inactive dropped; recommendations run {result.run_id}",
+        *(f"  {path}" for path in result.files),
+    ]
+    return StepReport(metrics, lines)
+
+
 STEPS: dict[str, Callable[[SparkSession, Config, PipelineRun], StepReport]] = {
     "load-sample": step_load_sample,
     "ingest": step_ingest,
@@ -173,6 +207,8 @@ STEPS: dict[str, Callable[[SparkSession, Config, PipelineRun], StepReport]] = {
     "train": step_train,
     "evaluate": step_evaluate,
     "score": step_score,
+    "analytics": step_analytics,
+    "export": step_export,
 }
 
 

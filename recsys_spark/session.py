@@ -123,9 +123,12 @@ def get_spark(config: Config) -> SparkSession:
         )
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(config.spark.log_level)
-    from recsys_spark.tables import register_local_tables  # avoid an import cycle at module load
+    # Imported here: both modules import this one.
+    from recsys_spark.tables import register_local_tables
+    from recsys_spark.views import create_views
 
     register_local_tables(spark, config)
+    create_views(spark, config)
     return spark
 
 

@@ -40,6 +40,12 @@ TABLE_LAYERS: dict[str, str] = {
     "lookalikes": "gold",
     "published_model": "gold",
     "model_metrics": "gold",
+    "items": "gold",
+    "customers": "gold",
+    "category_saturation": "gold",
+    "cross_sell_potential": "gold",
+    "rules_graph_nodes": "gold",
+    "rules_graph_edges": "gold",
 }
 
 INTERACTIONS_SCHEMA = T.StructType(

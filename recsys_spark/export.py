@@ -1,0 +1,265 @@
+"""The `export` step: the latest published top-N per customer as CSV and Parquet files for CRM.
+
+One row per customer (in the segment of their latest order), ranked item ids and descriptions
+in flat columns (item_1, description_1, ...), the model, an A/B ``variant`` and the run that
+produced the list. Files go to ``<export.path>/run_id=<run>/``; re-exporting a run rewrites
+identical files (rows sorted, no export time inside).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from recsys_spark.config import Config
+from recsys_spark.models import blocked_items, customer_histories, fitted_from_tables, recommend
+from recsys_spark.progress import stage
+from recsys_spark.session import on_databricks
+from recsys_spark.tables import table_name
+
+log = logging.getLogger(__name__)
+
+HOLDOUT, MODEL = "holdout", "model"
+VARIANT_BUCKETS = 10_000
+MIN_SALT_CHARS = 16
+
+
+class ExportError(RuntimeError):
+    """The export cannot run as configured; the message says what to set."""
+
+
+@dataclass
+class ExportResult:
+    run_id: str
+    folder: Path
+    files: list[Path] = field(default_factory=list)
+    rows: int = 0
+    customers_published: int = 0
+    inactive_dropped: int = 0
+    variants: dict[str, int] = field(default_factory=dict)
+
+
+def export_salt(config: Config, spark: SparkSession | None = None) -> str:
+    """The salt for hashed customer ids: a Databricks secret if configured there, else the
+    environment variable ``export.salt_env``. Never logged, never part of the config."""
+    conf = config.export
+    salt = None
+    if conf.salt_secret_scope and conf.salt_secret_key and on_databricks():
+        from pyspark.dbutils import DBUtils  # only on Databricks
+
+        salt = DBUtils(spark).secrets.get(conf.salt_secret_scope, conf.salt_secret_key)
+    else:
+        salt = os.environ.get(conf.salt_env)
+    if not salt or len(salt) < MIN_SALT_CHARS:
+        raise ExportError(
+            f"export.hash_customer_ids is true but no usable salt: set the environment variable "
+            f"{conf.salt_env} (or export.salt_secret_scope and salt_secret_key on Databricks) to a "
+            f"secret of at least {MIN_SALT_CHARS} characters"
+        )
+    return salt
+
+
+def variant_of(customer_id: Column, experiment: str, holdout_share: float) -> Column:
+    """``holdout`` or ``model``, by a stable hash of the experiment name and the customer id: the
+    same customer stays in the same arm across runs until the experiment is renamed."""
+    digest = F.sha2(F.concat(F.lit(f"{experiment}:"), customer_id), 256)
+    bucket = F.conv(F.substring(digest, 1, 8), 16, 10).cast("long") % VARIANT_BUCKETS
+    return F.when(bucket < int(round(holdout_share * VARIANT_BUCKETS)), HOLDOUT).otherwise(MODEL)
+
+
+def hash_ids(frame: DataFrame, column: str, salt: str, hashed: str) -> DataFrame:
+    """Replace ``column`` by ``hashed`` = hex SHA-256 of salt + id. Done in Python so that the
+    salt travels in the task closure only, never in a query plan, log or error message."""
+    schema = frame.drop(column).schema.add(hashed, "string", False)
+
+    def run(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            digests = [hashlib.sha256((salt + value).encode()).hexdigest() for value in batch[column]]
+            yield batch.drop(columns=[column]).assign(**{hashed: digests})
+
+    return frame.mapInPandas(run, schema)
+
+
+def run_export(spark: SparkSession, config: Config) -> ExportResult:
+    """Write the export files for the latest published recommendations run."""
+    conf = config.export
+    salt = export_salt(config, spark) if conf.hash_customer_ids else None
+    recommendations = spark.table(str(table_name(config, "recommendations")))
+    latest = recommendations.select(F.max_by("run_id", "generated_at").alias("run_id")).first()
+    if latest is None or latest.run_id is None:
+        raise ExportError(f"{table_name(config, 'recommendations')} is empty: run `recsys score` first")
+    run_id = latest.run_id
+    folder = _export_root(config) / f"run_id={run_id}"
+    result = ExportResult(run_id, folder)
+    customers_name = table_name(config, "customers")
+    if not spark.catalog.tableExists(str(customers_name)):
+        raise ExportError(f"{customers_name} does not exist: run `recsys analytics` before `recsys export`")
+
+    with stage("export", "choose customers") as st:
+        published = recommendations.where(F.col("run_id") == run_id)
+        chosen = _one_segment_per_customer(published, spark.table(str(customers_name)))
+        result.customers_published = chosen.count()
+        if conf.active_days is not None:
+            active = F.col("days_since_last_order") <= conf.active_days
+            kept = chosen.where(active)
+        else:
+            kept = chosen
+        variant = variant_of(F.col("customer_id"), conf.experiment, conf.holdout_share)
+        kept = kept.withColumn("variant", variant).persist()
+        kept_count = kept.count()
+        result.inactive_dropped = result.customers_published - kept_count
+        result.variants = dict(kept.groupBy("variant").count().collect())
+        st.counts.update(
+            customers=result.customers_published,
+            inactive_dropped=result.inactive_dropped,
+            kept=kept_count,
+            **result.variants,
+        )
+
+    with stage("export", "lists") as st:
+        lists = _model_lists(published, kept).unionByName(_holdout_lists(spark, config, kept))
+        rows = _flat_rows(spark, config, lists, kept, run_id, published)
+        if salt is not None:
+            rows = hash_ids(rows, "customer_id", salt, "customer_hash")
+        key = "customer_hash" if salt is not None else "customer_id"
+        rows = rows.select(key, *[c for c in rows.columns if c != key]).orderBy(key)
+        st.counts.update(rows=kept_count)
+
+    with stage("export", "write files") as st:
+        folder.mkdir(parents=True, exist_ok=True)
+        for fmt in conf.formats:
+            result.files.append(_write_single_file(rows, folder, fmt))
+        result.rows = kept_count
+        _write_manifest(config, result, rows.columns)
+        st.counts.update(files=len(result.files), rows=result.rows)
+    kept.unpersist()
+    return result
+
+
+def _export_root(config: Config) -> Path:
+    if config.export.path is None:
+        return config.work_path / "exports"
+    path = Path(config.export.path)
+    return path if path.is_absolute() else Path(config.root, path)
+
+
+def _one_segment_per_customer(published: DataFrame, customers: DataFrame) -> DataFrame:
+    """segment, customer_id and the customer's activity: their home segment (latest order)
+    where they have a list there, else their alphabetically first segment with a list."""
+    listed = published.select("segment", "customer_id").distinct()
+    activity = customers.select("customer_id", F.col("segment").alias("home"), "days_since_last_order")
+    preference = Window.partitionBy("customer_id").orderBy(
+        (F.col("segment") != F.col("home")).cast("int"), "segment"
+    )
+    return (
+        listed.join(activity, "customer_id", "left")
+        .withColumn("position", F.row_number().over(preference))
+        .where("position = 1")
+        .select("segment", "customer_id", "days_since_last_order")
+    )
+
+
+def _model_lists(published: DataFrame, kept: DataFrame) -> DataFrame:
+    model_arm = kept.where(F.col("variant") == MODEL).select("segment", "customer_id")
+    return published.join(model_arm, ["segment", "customer_id"]).select(
+        "segment", "customer_id", "rank", "item_id", "model"
+    )
+
+
+def _holdout_lists(spark: SparkSession, config: Config, kept: DataFrame) -> DataFrame:
+    """Segment popularity (overall where the segment was not trained) for the holdout arm, from
+    the same trained popularity model that the evaluation's baseline uses."""
+    holdout = kept.where(F.col("variant") == HOLDOUT).select("segment", "customer_id")
+    interactions = spark.table(str(table_name(config, "interactions")))
+    histories = customer_histories(config, interactions, "popularity").persist()
+    segment_users = dict(histories.groupBy("segment").count().collect())
+    fitted = fitted_from_tables(spark, config)
+    items = fitted.item_factors.select("segment", "item_id", "model", "factors").toPandas()
+    lists, _ = recommend(
+        config,
+        "popularity",
+        fitted,
+        items,
+        histories.join(holdout, ["segment", "customer_id"]),
+        blocked_items(spark, config),
+        config.models.top_n,
+        segment_users,
+    )
+    return lists.select("segment", "customer_id", "rank", "item_id", "model")
+
+
+def _flat_rows(
+    spark: SparkSession, config: Config, lists: DataFrame, kept: DataFrame, run_id: str, published: DataFrame
+) -> DataFrame:
+    """One row per customer: segment, variant, model, item_1, description_1, ..., run_id,
+    generated_at (of the published run)."""
+    descriptions = spark.table(str(table_name(config, "items"))).select("item_id", "description")
+    ranked = F.array_sort(F.collect_list(F.struct("rank", "item_id", "description", "model")))
+    per_customer = (
+        lists.join(descriptions, "item_id", "left")
+        .groupBy("segment", "customer_id")
+        .agg(ranked.alias("list"))
+    )
+    generated_at = published.select(F.max("generated_at")).first()[0]
+    columns = []
+    for position in range(config.models.top_n):
+        entry = F.get(F.col("list"), position)
+        columns += [
+            entry["item_id"].alias(f"item_{position + 1}"),
+            entry["description"].alias(f"description_{position + 1}"),
+        ]
+    # A customer with nothing left to recommend keeps a row with empty items.
+    return kept.join(per_customer, ["segment", "customer_id"], "left").select(
+        "customer_id",
+        "segment",
+        "variant",
+        F.get(F.col("list"), 0)["model"].alias("model"),
+        *columns,
+        F.lit(run_id).alias("run_id"),
+        F.lit(generated_at).cast("timestamp").alias("generated_at"),
+    )
+
+
+def _write_single_file(rows: DataFrame, folder: Path, fmt: str) -> Path:
+    """Write ``rows`` (already sorted) as one file ``recommendations.<fmt>`` in ``folder``; the
+    file is moved into place whole, so a reader never sees a half-written export."""
+    staging = folder / f"_staging_{fmt}"
+    shutil.rmtree(staging, ignore_errors=True)
+    writer = rows.coalesce(1).write.mode("overwrite")
+    if fmt == "csv":
+        # RFC 4180 quoting (descriptions hold commas and quotes), timestamps without zone noise.
+        writer.options(header=True, escape='"', timestampFormat="yyyy-MM-dd HH:mm:ss").csv(str(staging))
+    else:
+        writer.parquet(str(staging))
+    (part,) = [p for p in staging.iterdir() if p.name.startswith("part-")]
+    target = folder / f"recommendations.{fmt}"
+    os.replace(part, target)
+    shutil.rmtree(staging)
+    return target
+
+
+def _write_manifest(config: Config, result: ExportResult, columns: list[str]) -> None:
+    """manifest.json: what the files hold and their SHA-256, for the CRM side to check."""
+    conf = config.export
+    manifest = {
+        "run_id": result.run_id,
+        "rows": result.rows,
+        "columns": columns,
+        "customer_ids": "sha256(salt + customer_id)" if conf.hash_customer_ids else "raw",
+        "active_days": conf.active_days,
+        "experiment": conf.experiment,
+        "holdout_share": conf.holdout_share,
+        "variants": dict(sorted(result.variants.items())),
+        "files": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in result.files},
+    }
+    (result.folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
