@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
@@ -242,9 +243,23 @@ def _write_single_file(rows: DataFrame, folder: Path, fmt: str) -> Path:
     else:
         writer.parquet(str(staging))
     (part,) = [p for p in staging.iterdir() if p.name.startswith("part-")]
+    if fmt == "parquet":
+        part = _rewritten_parquet(part)
     target = folder / f"recommendations.{fmt}"
     os.replace(part, target)
     shutil.rmtree(staging)
+    return target
+
+
+def _rewritten_parquet(path: Path) -> Path:
+    """The same rows rewritten by pyarrow, batch by batch. Spark's Parquet writer lists each
+    column's encodings in a hash-set order that changes from one JVM to the next, so its bytes
+    differ between identical exports; pyarrow's are stable."""
+    source = pq.ParquetFile(path)
+    target = path.with_name(path.name + ".stable")
+    with pq.ParquetWriter(target, source.schema_arrow, compression="snappy") as writer:
+        for batch in source.iter_batches():
+            writer.write_batch(batch)
     return target
 
 
