@@ -30,6 +30,9 @@ QualifiedName = Annotated[str, "qualified"]
 QUALIFIED_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){1,2}$")
 
 
+PRINCIPAL_RE = re.compile(r"^[A-Za-z0-9_.@ -]+$")  # a workspace group or user, quoted in GRANT
+
+
 class ConfigError(ValueError):
     """A configuration file is invalid; the message names the key and the file."""
 
@@ -242,6 +245,8 @@ class AnalyticsConfig:
     lapsed_days: int  # lapsed = no order for this many days; in between: lapsing
     rules_graph_segment: str  # whose association rules make the item graph (`all` = every basket)
     pagerank_damping: float
+    # On Databricks: the group granted USE SCHEMA and SELECT on the gold schema (tables and views).
+    readers_group: Annotated[str, "principal"] | None = None
 
 
 @dataclass(frozen=True)
@@ -421,6 +426,11 @@ def _coerce(hint: Any, value: Any, key: str, origin: dict[str, str], files: list
             raise ConfigError(
                 f"{where}: key '{key}' = {value!r} is not a valid table identifier: "
                 "use letters, digits and underscore only"
+            )
+        if "principal" in marks and checked is not None and not PRINCIPAL_RE.match(checked):
+            raise ConfigError(
+                f"{where}: key '{key}' = {value!r} is not a valid group name: use letters, digits, "
+                "spaces and . _ @ - only"
             )
         if "qualified" in marks and checked is not None and not QUALIFIED_RE.match(checked):
             raise ConfigError(

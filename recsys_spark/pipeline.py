@@ -20,6 +20,7 @@ from recsys_spark.report import build_report, write_report
 from recsys_spark.session import get_spark, on_databricks
 from recsys_spark.tables import TABLE_LAYERS, local_location, table_name
 from recsys_spark.tracking import PipelineRun, log_champion, log_evaluation, pipeline_run, step_run
+from recsys_spark.views import VIEWS, view_name
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class StepReport:
 
     metrics: dict[str, float] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
+    closing: list[str] = field(default_factory=list)  # printed after every step has run
 
 
 def step_load_sample(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
@@ -197,7 +199,8 @@ def step_export(spark: SparkSession, config: Config, run: PipelineRun) -> StepRe
         f"{result.inactive_dropped:,} inactive dropped; recommendations run {result.run_id}",
         *(f"  {path}" for path in result.files),
     ]
-    return StepReport(metrics, lines)
+    closing = [f"CRM export: {result.rows:,} rows in {result.folder}"]
+    return StepReport(metrics, lines, closing)
 
 
 STEPS: dict[str, Callable[[SparkSession, Config, PipelineRun], StepReport]] = {
@@ -224,6 +227,7 @@ def run_steps(config: Config, steps: Sequence[str], spark: SparkSession | None =
         raise ValueError(f"unknown step(s) {', '.join(unknown)}; known: {', '.join(STEPS)}")
     spark = spark or get_spark(config)
     lines: list[str] = []
+    closing: list[str] = []
     with pipeline_run(config, steps) as run:
         for step in steps:
             start = time.perf_counter()
@@ -233,8 +237,9 @@ def run_steps(config: Config, steps: Sequence[str], spark: SparkSession | None =
             seconds = time.perf_counter() - start
             log.info("step %s done in %.1fs", step, seconds)
             lines += [f"{report.lines[0]}  [{seconds:.1f}s]", *report.lines[1:]] if report.lines else []
+            closing += report.closing
         lines += _where_things_are(spark, config, run)
-    return lines
+    return lines + closing
 
 
 def _where_things_are(spark: SparkSession, config: Config, run: PipelineRun) -> list[str]:
@@ -244,4 +249,6 @@ def _where_things_are(spark: SparkSession, config: Config, run: PipelineRun) -> 
         if spark.catalog.tableExists(str(name)):
             where = "" if name.catalog else f" at {local_location(config, name)}"
             lines.append(f"table {name}{where}")
+    views = [view_name(config, view) for view in VIEWS]
+    lines += [f"view {name}" for name in views if spark.catalog.tableExists(str(name))]
     return lines

@@ -26,7 +26,16 @@ def test_run_twice_adds_nothing_and_tracks_both_runs(
         mlflow={"experiment": "pipeline_test"},
         models={"min_segment_users": 10, "als": {"factors": 8, "iterations": 3}},
     )
-    assert run_order(config) == ["load-sample", "ingest", "baskets", "train", "evaluate", "score"]
+    assert run_order(config) == [
+        "load-sample",
+        "ingest",
+        "baskets",
+        "train",
+        "evaluate",
+        "score",
+        "analytics",
+        "export",
+    ]
 
     lines = run_steps(config, run_order(config), spark)
     recommendations = spark.table(str(table_name(config, "recommendations")))
@@ -58,7 +67,7 @@ def test_run_twice_adds_nothing_and_tracks_both_runs(
     runs = client.search_runs([experiment.experiment_id], order_by=["start_time ASC"])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     steps = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 2 and len(steps) == 12
+    assert len(parents) == 2 and len(steps) == 16
     first, second = parents
     # Every silver row carries the MLflow run id of the run that inserted it.
     assert {r.run_id for r in interactions.select("run_id").distinct().collect()} == {first.info.run_id}
