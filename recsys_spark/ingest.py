@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.errors import AnalysisException
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -50,6 +51,7 @@ REASONS = (
     "unparseable_price",
     "non_positive_price",
     "missing_segment",
+    "near_duplicate",  # the same purchase as another line once trimmed and parsed
 )
 LANDING_FILE_RE = re.compile(r"^[A-Za-z0-9._-]+\.(csv|csv\.gz|parquet)$")
 
@@ -116,13 +118,21 @@ def read_landing(spark: SparkSession, files: list[Path], file_format: str) -> Da
     """
     paths = [str(p) for p in files]
     if file_format == "parquet":
-        df = spark.read.option("mergeSchema", True).parquet(*paths)
-        df = df.select(*(F.col(f"`{c}`").cast("string").alias(c) for c in df.columns))
-        return df.withColumn(SOURCE_FILE, F.col("_metadata.file_name"))
+        # Files may type a column differently (Quantity int one month, text the next): each
+        # schema group is read on its own and every column becomes a string, as in CSV.
+        by_schema: dict[str, list[str]] = {}
+        for path in paths:
+            by_schema.setdefault(_parquet_schema(spark, path).json(), []).append(path)
+        parts = []
+        for group in by_schema.values():
+            df = spark.read.parquet(*group)
+            df = df.select(*(F.col(f"`{c}`").cast("string").alias(c) for c in df.columns))
+            parts.append(df.withColumn(SOURCE_FILE, F.col("_metadata.file_name")))
+        return functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), parts)
     # Files may differ in header (a column added one month): read each header group on its own.
     by_header: dict[tuple[str, ...], list[str]] = {}
     for path in paths:
-        header = tuple(spark.read.option("header", True).csv(path).columns)
+        header = tuple(spark.read.options(header=True, multiLine=True, escape='"').csv(path).columns)
         by_header.setdefault(header, []).append(path)
     parts = []
     for header, group in by_header.items():
@@ -130,12 +140,28 @@ def read_landing(spark: SparkSession, files: list[Path], file_format: str) -> Da
         part = (
             spark.read.schema(schema.add(MALFORMED, T.StringType()))
             .option("header", True)
+            # RFC 4180: quoted fields may hold line breaks and doubled quotes ("" for ").
+            .option("multiLine", True)
+            .option("escape", '"')
             .option("mode", "PERMISSIVE")
             .option("columnNameOfCorruptRecord", MALFORMED)
             .csv(group)
         )
         parts.append(part.withColumn(SOURCE_FILE, F.col("_metadata.file_name")))
     return functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), parts)
+
+
+def _parquet_schema(spark: SparkSession, path: str) -> T.StructType:
+    try:
+        return spark.read.parquet(path).schema
+    except AnalysisException as exc:
+        if "PARQUET_TYPE_ILLEGAL" not in str(exc):
+            raise
+        raise IngestError(
+            f"{Path(path).name} has a column type Spark cannot read ({str(exc).splitlines()[0]}); "
+            "nanosecond timestamps are the usual cause: write them in microseconds "
+            "(pandas: to_parquet(..., coerce_timestamps='us'))"
+        ) from None
 
 
 def load_sample(spark: SparkSession, config: Config) -> LandResult:
@@ -210,6 +236,10 @@ def ingest(spark: SparkSession, config: Config, run_id: str) -> IngestResult:
     quarantine = table_name(config, "interactions_quarantine")
     with stage("ingest", f"merge {quarantine}") as st:
         bad_rows = classified.where(F.col("reason").isNotNull()).withColumns(stamp)
+        # A line never sits in both tables: one that an earlier run put in silver stays there
+        # even if a newer rule (e.g. near_duplicate) would reject it now.
+        in_silver = spark.table(str(interactions)).select("line_id")
+        bad_rows = bad_rows.join(in_silver, "line_id", "left_anti")
         result.quarantine_inserted = merge_new_rows(
             spark, config, quarantine, bad_rows, QUARANTINE_SCHEMA, ("line_id",)
         )
@@ -276,12 +306,12 @@ def _classify(df: DataFrame, config: Config, raw_columns: list[str]) -> DataFram
         ("non_positive_price", price <= 0),
         ("missing_segment", segment.isNull()),
     ]
-    assert tuple(name for name, _ in checks) == REASONS
+    assert tuple(name for name, _ in checks) + ("near_duplicate",) == REASONS
     reason = F.lit(None).cast("string")
     for name, failed in reversed(checks):
         reason = F.when(F.coalesce(failed, F.lit(False)), F.lit(name)).otherwise(reason)
     raw = F.create_map(*(x for c in raw_columns for x in (F.lit(c), F.col(f"`{c}`"))))
-    return df.select(
+    typed = df.select(
         raw.alias("raw"),
         F.col("line_id"),
         F.col(SOURCE_FILE),
@@ -296,3 +326,9 @@ def _classify(df: DataFrame, config: Config, raw_columns: list[str]) -> DataFram
         _clean(cols.description).alias("description"),
         reason.alias("reason"),
     )
+    # Usable lines that differ only in spacing, case or number format (" 71053 " vs "71053",
+    # "6" vs "6.0") are one purchase: the first by source file, then line id, is kept.
+    purchase = ["segment", "customer_id", "item_id", "order_id", "event_ts", "quantity", "unit_price"]
+    first = Window.partitionBy(*purchase, F.col("reason").isNull()).orderBy(SOURCE_FILE, "line_id")
+    twin = F.col("reason").isNull() & (F.row_number().over(first) > 1)
+    return typed.withColumn("reason", F.when(twin, "near_duplicate").otherwise(F.col("reason")))

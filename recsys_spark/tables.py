@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from delta.exceptions import DeltaConcurrentModificationException
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import types as T
@@ -163,7 +166,8 @@ def merge_new_rows(
     table = ensure_table(spark, config, name, schema)
     rows = rows.select(*(rows[f.name].cast(f.dataType) for f in schema.fields))
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
-    result = table.alias("t").merge(rows.alias("s"), condition).whenNotMatchedInsertAll().execute()
+    with conflicts_explained(name):
+        result = table.alias("t").merge(rows.alias("s"), condition).whenNotMatchedInsertAll().execute()
     return int(result.first()["num_inserted_rows"])
 
 
@@ -185,4 +189,26 @@ def overwrite_table(
         spark.sql(f"CREATE SCHEMA IF NOT EXISTS {name.schema_name}")
         if not on_databricks():
             writer = writer.option("path", str(local_location(config, name)))
-    writer.saveAsTable(str(name))
+    with conflicts_explained(name):
+        writer.saveAsTable(str(name))
+
+
+class ConcurrentRunError(RuntimeError):
+    """Another run changed a table while this run was writing it; nothing of this write landed."""
+
+
+@contextmanager
+def conflicts_explained(name: TableName) -> Iterator[None]:
+    """Turn Delta's optimistic-concurrency conflicts into an error that says what happened."""
+    try:
+        yield
+    except Exception as exc:
+        text = f"{type(exc).__name__}: {exc}"
+        if not isinstance(exc, DeltaConcurrentModificationException) and "DELTA_CONCURRENT" not in text:
+            raise
+        raise ConcurrentRunError(
+            f"{name} was changed by another run while this one was writing it, so this write was "
+            f"not committed ({type(exc).__name__}); the table holds the other run's complete "
+            "result. Run this step again once the other run has finished (the bundle's job allows "
+            "one run at a time: max_concurrent_runs 1)."
+        ) from exc

@@ -1,0 +1,350 @@
+"""Bad input: every case ends in a clear error or in quarantine rows with a reason, never in a
+silent drop. docs/reliability.md lists each case id below with its outcome."""
+
+from __future__ import annotations
+
+import random
+import re
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from recsys_spark.baskets import run_baskets
+from recsys_spark.cli import parse_settings
+from recsys_spark.config import ConfigError, load_config
+from recsys_spark.ingest import REASONS, IngestError, ingest, load_sample
+from recsys_spark.models import POPULAR_OVERALL, run_score, run_train
+from recsys_spark.tables import table_name
+
+HEADER = "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country"
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLE = ROOT / "tests" / "data" / "online_retail_sample"
+
+
+def line(case: str, order: str = "", item: str = "85123A", quantity: str = "6",
+         ts: str = "2011-03-01 08:26:00", price: str = "2.55", customer: str = "17850",
+         country: str = "United Kingdom") -> str:  # fmt: skip
+    """One CSV line whose Description is the case id (how the tests find it again)."""
+    order = order or f"9{zlib.crc32(case.encode()) % 10**6:06d}"
+    return ",".join([order, item, case, quantity, ts, price, customer, country])
+
+
+# case id -> (CSV lines, the reason each line is quarantined under, or None for silver)
+ROW_CASES: dict[str, tuple[list[str], list[str | None]]] = {
+    "null_customer_id": ([line("null_customer_id", customer="")], ["missing_customer"]),
+    "blank_customer_id": ([line("blank_customer_id", customer='"   "')], ["missing_customer"]),
+    "null_item_id": ([line("null_item_id", item="")], ["missing_item"]),
+    "blank_item_id": ([line("blank_item_id", item='" "')], ["missing_item"]),
+    "null_order_id": ([line("null_order_id", order='""')], ["missing_order"]),
+    "nan_quantity": ([line("nan_quantity", quantity="NaN")], ["unparseable_quantity"]),
+    "inf_quantity": ([line("inf_quantity", quantity="Infinity")], ["unparseable_quantity"]),
+    "text_quantity": ([line("text_quantity", quantity="six")], ["unparseable_quantity"]),
+    "negative_quantity": ([line("negative_quantity", quantity="-3")], ["non_positive_quantity"]),
+    "zero_quantity": ([line("zero_quantity", quantity="0")], ["non_positive_quantity"]),
+    "nan_price": ([line("nan_price", price="NaN")], ["unparseable_price"]),
+    "negative_inf_price": ([line("negative_inf_price", price="-Infinity")], ["unparseable_price"]),
+    "negative_price": ([line("negative_price", price="-2.55")], ["non_positive_price"]),
+    "zero_price": ([line("zero_price", price="0")], ["non_positive_price"]),
+    "future_timestamp": ([line("future_timestamp", ts="2099-01-01 00:00:00")], ["future_timestamp"]),
+    "unparseable_timestamp": ([line("unparseable_timestamp", ts="31/02/2011 25")], ["unparseable_timestamp"]),
+    "missing_timestamp": ([line("missing_timestamp", ts="")], ["unparseable_timestamp"]),
+    "missing_segment": ([line("missing_segment", country="")], ["missing_segment"]),
+    "cancellation": ([line("cancellation", order="C912345", quantity="-1")], ["cancellation"]),
+    "non_product_code": ([line("non_product_code", item="POST")], ["non_product_code"]),
+    "too_many_fields": ([line("too_many_fields") + ",EXTRA"], ["malformed_line"]),
+    "ids_with_commas_and_quotes": (
+        [line("ids_with_commas_and_quotes", item='"X,""Y"""', customer='"C,1 ""q"""')],
+        [None],
+    ),
+    "ids_with_newlines": ([line("ids_with_newlines", customer='"C\nNL"')], [None]),
+    "unicode_ids": ([line("unicode_ids", item="ärtikel-✓", customer="Kundé-東京")], [None]),
+    "spreadsheet_customer_id": ([line("spreadsheet_customer_id", customer="17850.0")], [None]),
+    "exact_duplicates": ([line("exact_duplicates")] * 3, [None]),
+    "near_duplicates": (
+        [
+            line("near_duplicates", order="923456"),
+            line("near_duplicates", order="923456", item=" 85123a ", quantity="6.0"),
+        ],
+        [None, "near_duplicate"],
+    ),
+}
+
+
+def write_landing(folder: Path, lines: list[str], name: str = "purchases_2011-03.csv") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text("\n".join([HEADER, *lines]) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def dirty(spark: SparkSession, make_config: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory):
+    lines = [text for texts, _ in ROW_CASES.values() for text in texts]
+    landing = write_landing(tmp_path_factory.mktemp("dirty"), lines)
+    config = make_config(landing=landing)
+    load_sample(spark, config)
+    result = ingest(spark, config, "run_dirty")
+    silver = spark.table(str(table_name(config, "interactions"))).toPandas()
+    quarantine = spark.table(str(table_name(config, "interactions_quarantine"))).toPandas()
+    quarantine["case"] = quarantine.raw.map(lambda raw: dict(raw).get("Description"))
+    return result, silver, quarantine
+
+
+@pytest.mark.parametrize("case", ROW_CASES)
+def test_bad_row_is_quarantined_with_its_reason_or_kept(dirty: Any, case: str) -> None:
+    _, silver, quarantine = dirty
+    expected = ROW_CASES[case][1]
+    kept = silver[silver.description == case]
+    reasons = sorted(quarantine[quarantine.case == case].reason)
+    assert len(kept) == expected.count(None)
+    assert reasons == sorted(r for r in expected if r is not None)
+
+
+def test_every_row_is_accounted_for(dirty: Any) -> None:
+    result, silver, quarantine = dirty
+    lines = sum(len(texts) for texts, _ in ROW_CASES.values())
+    assert result.rows_read == lines
+    assert result.rows_read == result.valid + result.quarantined_total + result.duplicates_dropped
+    assert (len(silver), len(quarantine)) == (result.valid, result.quarantined_total)
+    assert result.duplicates_dropped == 2
+
+
+def test_odd_ids_round_trip_exactly(dirty: Any) -> None:
+    _, silver, _ = dirty
+    by_case = silver.set_index("description")
+    assert by_case.loc["ids_with_commas_and_quotes", "customer_id"] == 'C,1 "q"'
+    assert by_case.loc["ids_with_commas_and_quotes", "item_id"] == 'X,"Y"'
+    assert by_case.loc["ids_with_newlines", "customer_id"] == "C\nNL"
+    assert by_case.loc["unicode_ids", "customer_id"] == "Kundé-東京"
+    assert by_case.loc["unicode_ids", "item_id"] == "ÄRTIKEL-✓"
+    assert by_case.loc["spreadsheet_customer_id", "customer_id"] == "17850"
+
+
+def ingest_folder(spark: SparkSession, make_config: Callable[..., Any], folder: Path, **overrides: Any):
+    config = make_config(landing=folder, **overrides)
+    load_sample(spark, config)
+    return config, ingest(spark, config, "run_case")
+
+
+def test_no_landing_files(spark: SparkSession, make_config: Callable[..., Any], tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not a purchase file")
+    with pytest.raises(IngestError, match=r"no \.csv, \.csv\.gz or \.parquet files in"):
+        load_sample(spark, make_config(landing=tmp_path))
+
+
+def test_empty_input(spark: SparkSession, make_config: Callable[..., Any], tmp_path: Path) -> None:
+    config, result = ingest_folder(spark, make_config, write_landing(tmp_path, []))
+    assert (result.rows_read, result.valid, result.quarantined_total) == (0, 0, 0)
+    with pytest.raises(ValueError, match="no interactions to train on in .*interactions_quarantine"):
+        run_train(spark, config, "run_case")
+
+
+def test_all_rows_invalid(spark: SparkSession, make_config: Callable[..., Any], tmp_path: Path) -> None:
+    lines = [line(f"all_invalid_{i}", quantity="-1") for i in range(5)]
+    config, result = ingest_folder(spark, make_config, write_landing(tmp_path, lines))
+    assert result.valid == 0 and result.quarantined == {"non_positive_quantity": 5}
+    with pytest.raises(ValueError, match="every row was rejected"):
+        run_train(spark, config, "run_case")
+
+
+@pytest.mark.parametrize(
+    "case, header",
+    [
+        ("missing_required_column", HEADER.replace(",CustomerID", "")),
+        ("renamed_column", HEADER.replace("CustomerID", "Customer_ID")),
+    ],
+)
+def test_missing_or_renamed_column_names_the_column_and_the_fix(
+    spark: SparkSession, make_config: Callable[..., Any], tmp_path: Path, case: str, header: str
+) -> None:
+    columns = header.count(",") + 1
+    (tmp_path / "purchases.csv").write_text(header + "\n" + ",".join(["1"] * columns) + "\n")
+    config = make_config(landing=tmp_path)
+    load_sample(spark, config)
+    expected = r"has no column 'CustomerID' \(for customer_id\).*Fix input.columns"
+    with pytest.raises(IngestError, match=expected):
+        ingest(spark, config, "run_case")
+
+
+def test_extra_column_is_kept_in_raw_and_ignored(
+    spark: SparkSession, make_config: Callable[..., Any], tmp_path: Path
+) -> None:
+    rows = [line("extra_column") + ",web", line("extra_column_bad", quantity="x") + ",app"]
+    text = "\n".join([HEADER + ",Channel", *rows]) + "\n"
+    (tmp_path / "purchases.csv").write_text(text)
+    config, result = ingest_folder(spark, make_config, tmp_path)
+    assert (result.valid, result.quarantined) == (1, {"unparseable_quantity": 1})
+    quarantine = spark.table(str(table_name(config, "interactions_quarantine"))).first()
+    assert dict(quarantine.raw)["Channel"] == "app"
+
+
+def test_typed_parquet_input(spark: SparkSession, make_config: Callable[..., Any], tmp_path: Path) -> None:
+    """Wrong column types: numbers and timestamps typed in Parquet, a float customer id, and a
+    quantity column of text in a second file."""
+    typed = pd.DataFrame(
+        {
+            "InvoiceNo": ["930001", "930001"],
+            "StockCode": ["85123A", "71053"],
+            "Description": ["typed_a", "typed_b"],
+            "Quantity": [6, 2],
+            "InvoiceDate": pd.to_datetime(["2011-03-01 08:26:00", "2011-03-01 08:26:00"]),
+            "UnitPrice": [2.55, 3.39],
+            "CustomerID": [17850.0, 17850.0],
+            "Country": ["United Kingdom", "United Kingdom"],
+        }
+    )
+    typed.to_parquet(tmp_path / "typed.parquet", coerce_timestamps="us")
+    text = typed.assign(Quantity=["six", "7"], Description=["text_a", "text_b"])
+    text.to_parquet(tmp_path / "text.parquet", coerce_timestamps="us")
+    config, result = ingest_folder(spark, make_config, tmp_path, input={"landing_format": "parquet"})
+    assert (result.valid, result.quarantined) == (3, {"unparseable_quantity": 1})
+    silver = spark.table(str(table_name(config, "interactions"))).toPandas()
+    assert set(silver.customer_id) == {"17850"}
+    assert silver.event_ts.min() == pd.Timestamp("2011-03-01 08:26:00")
+
+
+def test_parquet_nanosecond_timestamps(
+    spark: SparkSession, make_config: Callable[..., Any], tmp_path: Path
+) -> None:
+    frame = pd.DataFrame({"InvoiceNo": ["1"], "InvoiceDate": pd.to_datetime(["2011-03-01 08:26:00"])})
+    frame.to_parquet(tmp_path / "nanos.parquet")  # pandas' default: nanoseconds
+    config = make_config(landing=tmp_path, input={"landing_format": "parquet"})
+    with pytest.raises(IngestError, match="nanosecond timestamps .* coerce_timestamps='us'"):
+        load_sample(spark, config)
+
+
+def edge_lines() -> list[str]:
+    """A customer with 50,000 lines, a segment of one customer, and a basket of 1,000 items."""
+    rng = random.Random(7)
+    lines = []
+    for order in range(5000):
+        items = rng.sample(range(300), 10)
+        ts = f"2011-0{1 + order % 2}-{1 + order % 28:02d} 10:{order % 60:02d}:00"
+        order_id = f"94{order:04d}"
+        lines += [line("whale", order=order_id, item=f"W{i:03d}", ts=ts, customer="WHALE") for i in items]
+    lines += [line("solo", order="951000", item=f"S{i}", customer="SOLO", country="Solo") for i in range(3)]
+    lines += [line("big_basket", order="952000", item=f"B{i:04d}", customer="BIG") for i in range(1000)]
+    return lines
+
+
+@pytest.fixture(scope="module")
+def edge(spark: SparkSession, make_config: Callable[..., Any], tmp_path_factory: pytest.TempPathFactory):
+    landing = tmp_path_factory.mktemp("edge")
+    for source in SAMPLE.iterdir():
+        (landing / source.name).write_bytes(source.read_bytes())
+    write_landing(landing, edge_lines(), "edge_2011-02.csv")
+    config = make_config(
+        landing=landing,
+        models={"min_segment_users": 10, "enabled": ["als", "popularity"], "publish": "als",
+                "als": {"factors": 8, "iterations": 3}},
+    )  # fmt: skip
+    load_sample(spark, config)
+    ingested = ingest(spark, config, "run_edge")
+    return config, ingested
+
+
+def test_whale_solo_segment_and_big_basket_flow_through_every_step(spark: SparkSession, edge: Any) -> None:
+    config, ingested = edge
+    silver = spark.table(str(table_name(config, "interactions")))
+    assert ingested.valid == silver.count()
+    assert silver.where("customer_id = 'WHALE'").count() == 50_000
+
+    baskets = run_baskets(spark, config, "run_edge")
+    assert baskets.baskets == baskets.mined_baskets + baskets.oversized + baskets.skipped_baskets
+    oversized = spark.table(str(table_name(config, "baskets_quarantine"))).collect()
+    assert {(r.order_id, r.n_items) for r in oversized} == {("952000", 1000)}
+    assert {r.reason for r in oversized} == {"more than baskets.max_basket_items=500 items"}
+    assert "Solo" in baskets.skipped_segments
+
+    train = run_train(spark, config, "run_edge")
+    pairs = silver.select("segment", "customer_id", "item_id").distinct().count()
+    assert train.pairs == pairs
+    assert "Solo" in train.skipped_segments
+
+    score = run_score(spark, config, "run_edge")
+    customers = silver.select("segment", "customer_id").distinct().count()
+    left = score.customers - score.published_customers - score.fallback_customers
+    assert score.customers == customers and left >= 0
+    recommendations = spark.table(str(table_name(config, "recommendations")))
+    solo = recommendations.where("customer_id = 'SOLO'").collect()
+    assert solo and {r.reason for r in solo} == {POPULAR_OVERALL}
+    whale = recommendations.where("customer_id = 'WHALE'")
+    assert 0 < whale.count() <= config.models.top_n
+    bought = silver.where("customer_id = 'WHALE'").select("segment", "customer_id", "item_id")
+    assert whale.join(bought, ["segment", "customer_id", "item_id"], "left_semi").count() == 0
+    per_customer = recommendations.groupBy("segment", "customer_id").agg(
+        F.max("rank").alias("n"), F.count("*").alias("rows")
+    )
+    assert per_customer.where("n != rows").count() == 0
+
+
+@pytest.mark.parametrize("case", ["one_user", "one_item"])
+def test_degenerate_catalogues_finish_with_counted_fallbacks(
+    spark: SparkSession, make_config: Callable[..., Any], tmp_path: Path, case: str
+) -> None:
+    if case == "one_user":
+        lines = [line(case, order=f"96{i:04d}", item=f"I{i % 25}", customer="ONLY") for i in range(60)]
+    else:
+        lines = [line(case, order=f"97{i:04d}", item="ONLY1", customer=f"C{i}") for i in range(60)]
+    config, result = ingest_folder(spark, make_config, write_landing(tmp_path, lines))
+    assert result.valid == 60
+    train = run_train(spark, config, "run_case")
+    assert train.skipped_segments  # too few users or items for a model of its own: logged, not dropped
+    score = run_score(spark, config, "run_case")
+    nothing_left = score.customers - score.published_customers - score.fallback_customers
+    assert score.customers == (1 if case == "one_user" else 60)
+    assert score.fallback_customers + nothing_left == score.customers
+    if case == "one_item":  # everyone bought the only item: nothing to recommend, counted
+        assert nothing_left == 60
+
+
+CONF_CASES: dict[str, tuple[dict[str, Any], str]] = {
+    "conf_unknown_key": ({"models": {"top_nn": 5}}, "unknown key 'models.top_nn'"),
+    "conf_wrong_type": ({"models": {"top_n": "ten"}}, "key 'models.top_n' must be an integer"),
+    "conf_missing_value": ({"models": {"als": {"factors": None}}}, "'models.als.factors' must be an integer"),
+    "conf_bad_choice": ({"models": {"enabled": ["als", "svd"]}}, "must be one of"),
+    "conf_injection_table": ({"tables": {"items": "x; DROP TABLE y"}}, "not a valid table identifier"),
+    "conf_injection_schema": ({"schemas": {"gold": "gold`; DROP"}}, "not a valid table identifier"),
+    "conf_injection_catalog": ({"catalog": "main.x"}, "not a valid table identifier"),
+    "conf_injection_exclude_table": ({"models": {"exclude_table": "a.b; DROP c"}}, "not a valid table name"),
+    "conf_injection_group": ({"analytics": {"readers_group": "x`; DROP"}}, "not a valid group name"),
+    "conf_holdout_share": ({"export": {"holdout_share": 1.5}}, "export.holdout_share is 1.5"),
+}
+
+
+@pytest.mark.parametrize("case", CONF_CASES)
+def test_bad_conf_fails_at_load_naming_the_key(case: str) -> None:
+    overrides, message = CONF_CASES[case]
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config("local", overrides=overrides)
+
+
+def test_set_flag_is_validated_like_conf() -> None:
+    with pytest.raises(ConfigError, match="not a valid table identifier"):
+        load_config("local", overrides=parse_settings(["schemas.silver=s; DROP TABLE t"]))
+
+
+def test_quarantine_reasons_are_all_exercised(dirty: Any) -> None:
+    _, _, quarantine = dirty
+    assert set(REASONS) == set(quarantine.reason)
+
+
+def all_case_ids() -> list[str]:
+    runs = [
+        *("no_landing_files", "empty_input", "all_rows_invalid", "missing_required_column", "renamed_column"),
+        *("extra_column", "typed_parquet_input", "whale_customer_50000_lines", "single_user_segment"),
+        *("basket_of_1000_items", "one_user", "one_item", "parquet_nanosecond_timestamps"),
+    ]
+    return [*ROW_CASES, *runs, *CONF_CASES]
+
+
+def test_every_case_is_in_the_reliability_doc() -> None:
+    doc = (ROOT / "docs" / "reliability.md").read_text()
+    missing = [case for case in all_case_ids() if f"`{case}`" not in doc]
+    assert not missing, f"docs/reliability.md lacks {missing}"
+    assert len(all_case_ids()) >= 30
