@@ -111,12 +111,9 @@ def run_export(spark: SparkSession, config: Config) -> ExportResult:
         chosen = _one_segment_per_customer(published, spark.table(str(customers_name)))
         result.customers_published = chosen.count()
         if conf.active_days is not None:
-            active = F.col("days_since_last_order") <= conf.active_days
-            kept = chosen.where(active)
-        else:
-            kept = chosen
+            chosen = chosen.where(F.col("days_since_last_order") <= conf.active_days)
         variant = variant_of(F.col("customer_id"), conf.experiment, conf.holdout_share)
-        kept = kept.withColumn("variant", variant).persist()
+        kept = chosen.withColumn("variant", variant).persist()
         kept_count = kept.count()
         result.inactive_dropped = result.customers_published - kept_count
         result.variants = dict(kept.groupBy("variant").count().collect())

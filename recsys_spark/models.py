@@ -562,7 +562,7 @@ def item_audience(
     """Per item (of ``item_ids``, or all), the ``top_k`` customers most likely to buy it among
     those who have not: segment, item_id, rank, customer_id, score, model."""
     conf = config.models
-    users = user_factors.where(F.col("model") == model).select("segment", "customer_id", "factors").toPandas()
+    users = _user_rows(user_factors, model)
     candidates = _of_model(items, model)
     if item_ids is not None:
         candidates = candidates[candidates.item_id.isin(item_ids)]
@@ -587,11 +587,16 @@ def item_audience(
     )
 
 
+def _user_rows(user_factors: DataFrame, model: str) -> pd.DataFrame:
+    """``model``'s customer factors as pandas: segment, customer_id, factors."""
+    return user_factors.where(F.col("model") == model).select("segment", "customer_id", "factors").toPandas()
+
+
 def lookalikes(spark: SparkSession, config: Config, model: str, user_factors: DataFrame) -> DataFrame:
     """Each customer's most similar customers (cosine of user factors): segment, customer_id, rank,
     similar_customer_id, score, model."""
     conf = config.models
-    users = user_factors.where(F.col("model") == model).select("segment", "customer_id", "factors").toPandas()
+    users = _user_rows(user_factors, model)
     matches = scoring.top_matches_by_segment(
         _self_queries(spark, users, "customer_id"),
         _catalogs(users, "customer_id", set(), cosine=True),
