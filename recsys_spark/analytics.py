@@ -51,6 +51,12 @@ def run_analytics(spark: SparkSession, config: Config, run_id: str) -> Analytics
     with stage("analytics", "item and customer dimensions") as st:
         publish("items", A.items(interactions))
         publish("customers", A.customers(interactions, conf.active_days, conf.lapsed_days))
+        for key, column in (("items", "item_id"), ("customers", "customer_id")):
+            in_silver = interactions.select(column).distinct().count()
+            if result.rows[key] != in_silver:
+                raise AssertionError(
+                    f"analytics lost rows: {key} has {result.rows[key]:,} rows, silver {in_silver:,}"
+                )
         st.counts.update(items=result.rows["items"], customers=result.rows["customers"])
 
     with stage("analytics", "category saturation") as st:

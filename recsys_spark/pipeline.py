@@ -176,6 +176,7 @@ def step_analytics(spark: SparkSession, config: Config, run: PipelineRun) -> Ste
     metrics["views"] = len(result.views)
     lines = [
         "analytics: " + ", ".join(f"{k} {v:,}" for k, v in result.rows.items()),
+        "  check: items and customers = the distinct item and customer ids in silver",
         f"  cross-sell: {len(result.cross_sell_items)} target items scored with {result.cross_sell_model}"
         if result.cross_sell_model
         else "  cross-sell: not written",
