@@ -55,7 +55,8 @@ def run_analytics(spark: SparkSession, config: Config, run_id: str) -> Analytics
             in_silver = interactions.select(column).distinct().count()
             if result.rows[key] != in_silver:
                 raise AssertionError(
-                    f"analytics lost rows: {key} has {result.rows[key]:,} rows, silver {in_silver:,}"
+                    f"analytics lost rows: {key} has {result.rows[key]:,} rows, "
+                    f"but silver has {in_silver:,} distinct ids"
                 )
         st.counts.update(items=result.rows["items"], customers=result.rows["customers"])
 
