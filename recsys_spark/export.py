@@ -1,4 +1,5 @@
-"""The `export` step: the latest published top-N per customer as CSV and Parquet files for CRM.
+"""The `export` step: the latest published top-N per customer as CSV and Parquet files for CRM,
+and the rules graph as CSV for graph tools.
 
 One row per customer (in the segment of their latest order), ranked item ids and descriptions
 in flat columns (item_1, description_1, ...), the model, an A/B ``variant`` and the run that
@@ -136,7 +137,8 @@ def run_export(spark: SparkSession, config: Config) -> ExportResult:
     with stage("export", "write files") as st:
         folder.mkdir(parents=True, exist_ok=True)
         for fmt in conf.formats:
-            result.files.append(_write_single_file(rows, folder, fmt))
+            result.files.append(_write_single_file(rows, folder, "recommendations", fmt))
+        result.files += _write_rules_graph(spark, config, folder)
         result.rows = kept_count
         _write_manifest(config, result, rows.columns)
         st.counts.update(files=len(result.files), rows=result.rows)
@@ -228,10 +230,41 @@ def _flat_rows(
     )
 
 
-def _write_single_file(rows: DataFrame, folder: Path, fmt: str) -> Path:
-    """Write ``rows`` (already sorted) as one file ``recommendations.<fmt>`` in ``folder``; the
-    file is moved into place whole, so a reader never sees a half-written export."""
-    staging = folder / f"_staging_{fmt}"
+def _write_rules_graph(spark: SparkSession, config: Config, folder: Path) -> list[Path]:
+    """The rules graph as Gephi-ready CSV: rules_graph_nodes.csv (Id, Label, PageRank, degrees)
+    and rules_graph_edges.csv (Source, Target, Weight = lift, confidence, support)."""
+    names = {key: table_name(config, key) for key in ("rules_graph_nodes", "rules_graph_edges", "items")}
+    if not all(spark.catalog.tableExists(str(n)) for n in names.values()):
+        log.info("export: no rules graph tables yet (run `recsys analytics`): graph files not written")
+        return []
+    labels = spark.table(str(names["items"])).select(
+        F.col("item_id").alias("Id"), F.col("description").alias("Label")
+    )
+    nodes = (
+        spark.table(str(names["rules_graph_nodes"]))
+        .select(F.col("item_id").alias("Id"), "pagerank", "in_degree", "out_degree", "rank")
+        .join(labels, "Id", "left")
+        .select("Id", "Label", "pagerank", "in_degree", "out_degree", "rank")
+        .orderBy("rank")
+    )
+    edges = spark.table(str(names["rules_graph_edges"])).select(
+        F.col("source_item_id").alias("Source"),
+        F.col("target_item_id").alias("Target"),
+        F.lit("Directed").alias("Type"),
+        F.col("lift").alias("Weight"),
+        "confidence",
+        "support",
+    )
+    return [
+        _write_single_file(nodes, folder, "rules_graph_nodes", "csv"),
+        _write_single_file(edges.orderBy("Source", "Target"), folder, "rules_graph_edges", "csv"),
+    ]
+
+
+def _write_single_file(rows: DataFrame, folder: Path, name: str, fmt: str) -> Path:
+    """Write ``rows`` (already sorted) as one file ``<name>.<fmt>`` in ``folder``; the file is
+    moved into place whole, so a reader never sees a half-written export."""
+    staging = folder / f"_staging_{name}_{fmt}"
     shutil.rmtree(staging, ignore_errors=True)
     writer = rows.coalesce(1).write.mode("overwrite")
     if fmt == "csv":
@@ -242,7 +275,7 @@ def _write_single_file(rows: DataFrame, folder: Path, fmt: str) -> Path:
     (part,) = [p for p in staging.iterdir() if p.name.startswith("part-")]
     if fmt == "parquet":
         part = _rewritten_parquet(part)
-    target = folder / f"recommendations.{fmt}"
+    target = folder / f"{name}.{fmt}"
     os.replace(part, target)
     shutil.rmtree(staging)
     return target

@@ -252,7 +252,17 @@ def test_reexport_of_the_same_run_is_byte_identical(spark: SparkSession, config:
     second = run_export(spark, config)
     assert second.folder == first.folder
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in second.folder.iterdir()} == digests
-    assert sorted(digests) == ["manifest.json", "recommendations.csv", "recommendations.parquet"]
+    assert sorted(digests) == [
+        "manifest.json",
+        "recommendations.csv",
+        "recommendations.parquet",
+        "rules_graph_edges.csv",
+        "rules_graph_nodes.csv",
+    ]
+    nodes = pd.read_csv(first.folder / "rules_graph_nodes.csv", dtype={"Id": str})
+    edges = pd.read_csv(first.folder / "rules_graph_edges.csv", dtype={"Source": str, "Target": str})
+    assert nodes["rank"].tolist() == list(range(1, len(nodes) + 1)) and nodes.Label.notna().all()
+    assert set(edges.Source) | set(edges.Target) == set(nodes.Id) and (edges.Weight > 0).all()
 
 
 def test_hashed_export_uses_the_salt_and_never_shows_it(
