@@ -165,6 +165,7 @@ def test_two_runs_at_once_serialise_or_fail_clearly(spark: SparkSession, runs: P
 
     with ThreadPoolExecutor(2) as pool:
         outcomes = list(pool.map(run, range(2)))
+    print("concurrent score runs:", outcomes)  # shown with -s: which of the two cases happened
     assert "ok" in outcomes
     for key in ("recommendations", "similar_items", "item_audience", "lookalikes"):
         assert len(run_ids(spark, config, key)) == 1, f"{key} mixes runs"
