@@ -539,13 +539,19 @@ def _similar_items(
     union = frames[0].select("segment", "query_id", "rank", "match_id", "score", "model")
     for frame in frames[1:]:
         union = union.unionByName(frame.select(*union.columns))
-    return union.select(
+    return _named_matches(union, "item_id", "similar_item_id")
+
+
+def _named_matches(matches: DataFrame, query_as: str, match_as: str, model: str | None = None) -> DataFrame:
+    """Top-matches rows (segment, query_id, rank, match_id, score) with their table's column
+    names, and the model (``model``, or the rows' own model column)."""
+    return matches.select(
         "segment",
-        F.col("query_id").alias("item_id"),
+        F.col("query_id").alias(query_as),
         "rank",
-        F.col("match_id").alias("similar_item_id"),
+        F.col("match_id").alias(match_as),
         "score",
-        "model",
+        F.lit(model).alias("model") if model else F.col("model"),
     )
 
 
@@ -577,14 +583,7 @@ def item_audience(
     audience = scoring.top_matches_by_segment(
         item_queries, _catalogs(users, "customer_id", set()), top_k, conf.score_block_rows, SCORING_THREADS
     )
-    return audience.select(
-        "segment",
-        F.col("query_id").alias("item_id"),
-        "rank",
-        F.col("match_id").alias("customer_id"),
-        "score",
-        F.lit(model).alias("model"),
-    )
+    return _named_matches(audience, "item_id", "customer_id", model)
 
 
 def _user_rows(user_factors: DataFrame, model: str) -> pd.DataFrame:
@@ -605,11 +604,4 @@ def lookalikes(spark: SparkSession, config: Config, model: str, user_factors: Da
         SCORING_THREADS,
         cosine=True,
     )
-    return matches.select(
-        "segment",
-        F.col("query_id").alias("customer_id"),
-        "rank",
-        F.col("match_id").alias("similar_customer_id"),
-        "score",
-        F.lit(model).alias("model"),
-    )
+    return _named_matches(matches, "customer_id", "similar_customer_id", model)
