@@ -160,12 +160,18 @@ class ItemKnnConfig:
 
 
 @dataclass(frozen=True)
+class ContentConfig:
+    dims: int  # item vectors: TF-IDF of the description projected to this many dimensions (0: all words)
+    min_df: int  # a word counts when at least this many items use it
+
+
+@dataclass(frozen=True)
 class PopularityConfig:
     # None: every buyer counts 1; else a purchase counts 0.5 ** (age in days / half_life_days).
     half_life_days: float | None = None
 
 
-ModelName = Literal["als", "bpr", "itemknn", "popularity"]
+ModelName = Literal["als", "bpr", "itemknn", "popularity", "content"]
 BaselineName = Literal["popularity", "popularity_global"]
 
 
@@ -174,7 +180,7 @@ class ModelsConfig:
     enabled: list[ModelName]
     # Whose top-N goes to gold.recommendations: "champion" (the evaluate step's guardrail choice)
     # or a model name. Customers of untrained segments get overall popularity either way.
-    publish: Literal["champion", "als", "bpr", "itemknn", "popularity"]
+    publish: Literal["champion", "als", "bpr", "itemknn", "popularity", "content"]
     top_n: int
     similar_top_k: int
     audience_top_k: int
@@ -192,6 +198,7 @@ class ModelsConfig:
     bpr: BprConfig
     itemknn: ItemKnnConfig
     popularity: PopularityConfig
+    content: ContentConfig
 
 
 @dataclass(frozen=True)

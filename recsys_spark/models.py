@@ -18,10 +18,11 @@ from pyspark.sql.window import Window
 
 from recsys_spark.config import Config
 from recsys_spark.distributed import scoring, training
+from recsys_spark.distributed.analytics import item_descriptions
 from recsys_spark.distributed.errors import udf_errors
 from recsys_spark.distributed.scoring import Catalog
 from recsys_spark.distributed.training import GLOBAL_SEGMENT
-from recsys_spark.kernels import als, bpr, itemknn, popularity
+from recsys_spark.kernels import als, bpr, content, itemknn, popularity
 from recsys_spark.kernels.factors import FACTOR_MODELS
 from recsys_spark.progress import stage
 from recsys_spark.session import executor_cores
@@ -35,6 +36,7 @@ REASONS = {
     "bpr": "factor_score",
     "itemknn": "because_bought",  # reason_item_id: the bought item that contributed most
     "popularity": "popular_in_segment",
+    "content": "similar_description",  # close to the descriptions of what the customer bought
 }
 POPULAR_OVERALL = "popular_overall"  # the customer's segment was too small to train
 SCORING_THREADS = 1  # scoring tasks run side by side, one per core
@@ -87,6 +89,7 @@ def train_settings(config: Config) -> training.TrainSettings:
             conf.itemknn.similarity, conf.itemknn.neighbours, conf.itemknn.bm25_k1, conf.itemknn.bm25_b
         ),
         popularity=popularity.PopularityParams(conf.popularity.half_life_days),
+        content=content.ContentParams(conf.content.dims, conf.content.min_df, conf.als.seed),
         min_segment_users=conf.min_segment_users,
         min_segment_items=conf.min_segment_items,
         mllib_min_pairs=conf.mllib_min_pairs,
@@ -163,7 +166,10 @@ def fit_models(
         )
 
     with stage(step, "fit models per segment", seconds) as st:
-        trained = training.train_segments(weights, plan, settings, threads)
+        texts = None
+        if "content" in settings.models:
+            texts = {r.item_id: r.description for r in item_descriptions(interactions).collect()}
+        trained = training.train_segments(weights, plan, settings, threads, texts)
         if "als" in settings.models and result.mllib_segments:
             trained = trained.unionByName(
                 training.train_mllib_als(weights, result.mllib_segments, settings.als)

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recsys_spark.kernels import als, bpr, itemknn, popularity
+from recsys_spark.kernels import als, bpr, content, itemknn, popularity
 from recsys_spark.kernels.factors import FactorModel
 from recsys_spark.kernels.matrix import Interactions, build_interactions
 from recsys_spark.kernels.topn import limit_threads
@@ -45,6 +46,7 @@ class TrainSettings:
     bpr: bpr.BprParams
     itemknn: itemknn.ItemKnnParams
     popularity: popularity.PopularityParams
+    content: content.ContentParams
     min_segment_users: int
     min_segment_items: int
     mllib_min_pairs: int
@@ -102,11 +104,17 @@ def training_plan(weights: DataFrame, settings: TrainSettings) -> pd.DataFrame:
 
 
 def train_segments(
-    weights: DataFrame, plan: pd.DataFrame, settings: TrainSettings, threads: int
+    weights: DataFrame,
+    plan: pd.DataFrame,
+    settings: TrainSettings,
+    threads: int,
+    item_texts: dict[str, str | None] | None = None,
 ) -> DataFrame:
     """Fit the enabled models of every segment in one pandas UDF call per segment.
 
     Skipped segments get popularity only; on MLlib segments ALS is left to ``train_mllib_als``.
+    ``item_texts`` (item id -> description, every item of the catalogue) feeds the content
+    model, which scores every catalogue item in every segment, bought there or not.
     """
     models_of = {}
     for row in plan.itertuples():
@@ -117,7 +125,7 @@ def train_segments(
     return (
         weights.select(*WEIGHTS_COLUMNS)
         .groupBy("segment")
-        .applyInPandas(_train_segment(models_of, settings, threads), TRAINED_SCHEMA)
+        .applyInPandas(_train_segment(models_of, settings, threads, item_texts or {}), TRAINED_SCHEMA)
     )
 
 
@@ -204,7 +212,7 @@ def _numbered(rows: DataFrame, column: str) -> DataFrame:
 
 
 def _train_segment(
-    models_of: dict[str, list[str]], settings: TrainSettings, threads: int
+    models_of: dict[str, list[str]], settings: TrainSettings, threads: int, item_texts: dict[str, str | None]
 ) -> Callable[[pd.DataFrame], pd.DataFrame]:
     def train(frame: pd.DataFrame) -> pd.DataFrame:
         segment = frame.segment.iat[0]
@@ -215,7 +223,10 @@ def _train_segment(
             with limit_threads(threads):
                 for model in models_of.get(segment, ["popularity"]):
                     step = f"model {model} ({data.shape[0]} users × {data.shape[1]} items)"
-                    outputs.append(_fit(model, data, frame, settings, threads))
+                    if model == "content":
+                        outputs.append(_fit_content(data, settings.content, item_texts))
+                    else:
+                        outputs.append(_fit(model, data, frame, settings, threads))
         except Exception as exc:
             # Raised, never swallowed: the job fails and names the segment and what failed.
             raise TrainingError(f"segment {segment!r}, {step}: {type(exc).__name__}: {exc}") from exc
@@ -227,6 +238,29 @@ def _train_segment(
         return result[TRAINED_COLUMNS]
 
     return train
+
+
+def _fit_content(
+    data: Interactions, params: content.ContentParams, item_texts: dict[str, str | None]
+) -> pd.DataFrame:
+    """The content model over the whole catalogue: the segment's purchases are mapped onto the
+    catalogue's items, so items never bought in the segment get vectors (and scores) too."""
+    catalogue = np.array(sorted(set(item_texts) | set(data.item_ids)), dtype=object)
+    columns = pd.Index(catalogue).get_indexer(data.item_ids)
+    to_catalogue = sp.csr_matrix(
+        (np.ones(len(columns), dtype=np.float32), (np.arange(len(columns)), columns)),
+        shape=(len(columns), len(catalogue)),
+    )
+    fitted = content.fit(
+        sp.csr_matrix(data.weights @ to_catalogue), [item_texts.get(i) for i in catalogue], params
+    )
+    return pd.concat(
+        [
+            _rows("user", "content", data.user_ids, fitted.user_factors),
+            _rows("item", "content", catalogue, fitted.item_factors),
+        ],
+        ignore_index=True,
+    )
 
 
 def _fit(
