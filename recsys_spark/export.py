@@ -9,6 +9,7 @@ identical files (rows sorted, no export time inside).
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -97,7 +98,9 @@ def run_export(spark: SparkSession, config: Config) -> ExportResult:
     conf = config.export
     salt = export_salt(config, spark) if conf.hash_customer_ids else None
     recommendations = spark.table(str(table_name(config, "recommendations")))
-    latest = recommendations.select(F.max_by("run_id", "generated_at").alias("run_id")).first()
+    latest = recommendations.select(
+        F.max_by("run_id", "generated_at").alias("run_id"), F.max("generated_at").alias("generated_at")
+    ).first()
     if latest is None or latest.run_id is None:
         raise ExportError(f"{table_name(config, 'recommendations')} is empty: run `recsys score` first")
     run_id = latest.run_id
@@ -127,7 +130,7 @@ def run_export(spark: SparkSession, config: Config) -> ExportResult:
 
     with stage("export", "lists") as st:
         lists = _model_lists(published, kept).unionByName(_holdout_lists(spark, config, kept))
-        rows = _flat_rows(spark, config, lists, kept, run_id, published)
+        rows = _flat_rows(spark, config, lists, kept, run_id, latest.generated_at)
         if salt is not None:
             rows = hash_ids(rows, "customer_id", salt, "customer_hash")
         key = "customer_hash" if salt is not None else "customer_id"
@@ -184,7 +187,8 @@ def _holdout_lists(spark: SparkSession, config: Config, kept: DataFrame) -> Data
     histories = customer_histories(config, interactions, "popularity").persist()
     segment_users = dict(histories.groupBy("segment").count().collect())
     fitted = fitted_from_tables(spark, config)
-    items = fitted.item_factors.select("segment", "item_id", "model", "factors").toPandas()
+    popular = fitted.item_factors.where(F.col("model") == "popularity")  # all the holdout needs
+    items = popular.select("segment", "item_id", "model", "factors").toPandas()
     lists, _ = recommend(
         config,
         "popularity",
@@ -199,7 +203,12 @@ def _holdout_lists(spark: SparkSession, config: Config, kept: DataFrame) -> Data
 
 
 def _flat_rows(
-    spark: SparkSession, config: Config, lists: DataFrame, kept: DataFrame, run_id: str, published: DataFrame
+    spark: SparkSession,
+    config: Config,
+    lists: DataFrame,
+    kept: DataFrame,
+    run_id: str,
+    generated_at: dt.datetime,
 ) -> DataFrame:
     """One row per customer: segment, variant, model, item_1, description_1, ..., run_id,
     generated_at (of the published run)."""
@@ -210,7 +219,6 @@ def _flat_rows(
         .groupBy("segment", "customer_id")
         .agg(ranked.alias("list"))
     )
-    generated_at = published.select(F.max("generated_at")).first()[0]
     columns = []
     for position in range(config.models.top_n):
         entry = F.get(F.col("list"), position)

@@ -18,6 +18,12 @@ SAMPLE = DATA / "online_retail_sample"
 DIRTY = DATA / "dirty"
 
 _names = itertools.count()
+# Every step on the bundled sample (42 customers): baskets and models sized for it.
+SAMPLE_RUN: dict[str, Any] = {
+    "load_sample": True,
+    "baskets": {"min_support": 3, "min_count_floor": 3, "min_segment_baskets": 10, "max_len": 3},
+    "models": {"min_segment_users": 10, "als": {"factors": 8, "iterations": 3}},
+}
 
 
 @pytest.fixture(scope="session")

@@ -27,15 +27,13 @@ from recsys_spark.kernels.graph import item_pagerank
 from recsys_spark.pipeline import run_order, run_steps
 from recsys_spark.tables import table_name
 from recsys_spark.views import VIEWS, view_name
+from tests.conftest import SAMPLE_RUN
 
 ROOT = Path(__file__).resolve().parent.parent
 SALT = "test-salt-0123456789-abcdef"
-# Settings sized for the sample's 42 customers.
 SETTINGS: dict[str, Any] = {
-    "load_sample": True,
+    **SAMPLE_RUN,
     "mlflow": {"experiment": "analytics_test"},
-    "baskets": {"min_support": 3, "min_count_floor": 3, "min_segment_baskets": 10, "max_len": 3},
-    "models": {"min_segment_users": 10, "als": {"factors": 8, "iterations": 3}},
     "export": {"holdout_share": 0.25},
 }
 

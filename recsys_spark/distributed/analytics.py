@@ -10,6 +10,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from recsys_spark.distributed.baskets import single_item_rules
 from recsys_spark.kernels.graph import item_pagerank
 
 NODES_SCHEMA = "segment string, item_id string, pagerank double, in_degree int, out_degree int, rank int"
@@ -159,14 +160,7 @@ def rules_graph(rules: DataFrame, segment: str, damping: float) -> tuple[DataFra
     "bought source -> buys target"). nodes: segment, item_id, pagerank (lift-weighted), in_degree,
     out_degree, rank.
     """
-    edges = rules.where((F.col("segment") == segment) & (F.size("antecedent") == 1)).select(
-        "segment",
-        F.col("antecedent")[0].alias("source_item_id"),
-        F.col("consequent")[0].alias("target_item_id"),
-        "support",
-        "confidence",
-        "lift",
-    )
+    edges = single_item_rules(rules.where(F.col("segment") == segment), "source_item_id", "target_item_id")
 
     def rank(part: pd.DataFrame) -> pd.DataFrame:
         named = part.rename(columns={"source_item_id": "source", "target_item_id": "target"})

@@ -189,16 +189,22 @@ def materialize(frame: DataFrame) -> int:
         return frame.count()
 
 
-def frequently_bought_together(rules: DataFrame, top_n: int) -> DataFrame:
-    """For each item, its top-N add-ons: single-item rules ranked by confidence, lift, then id."""
-    pairs = rules.where(F.size("antecedent") == 1).select(
+def single_item_rules(rules: DataFrame, antecedent_as: str, consequent_as: str) -> DataFrame:
+    """The rules with one item on each side: segment, the two items under the given names,
+    support, confidence, lift."""
+    return rules.where(F.size("antecedent") == 1).select(
         "segment",
-        F.col("antecedent")[0].alias("item_id"),
-        F.col("consequent")[0].alias("addon_item_id"),
+        F.col("antecedent")[0].alias(antecedent_as),
+        F.col("consequent")[0].alias(consequent_as),
         "support",
         "confidence",
         "lift",
     )
+
+
+def frequently_bought_together(rules: DataFrame, top_n: int) -> DataFrame:
+    """For each item, its top-N add-ons: single-item rules ranked by confidence, lift, then id."""
+    pairs = single_item_rules(rules, "item_id", "addon_item_id")
     order = Window.partitionBy("segment", "item_id").orderBy(
         F.desc("confidence"), F.desc("lift"), F.asc("addon_item_id")
     )

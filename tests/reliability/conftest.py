@@ -11,13 +11,12 @@ from pyspark.sql import SparkSession
 
 from recsys_spark.config import Config
 from recsys_spark.pipeline import run_order, run_steps
+from tests.conftest import SAMPLE_RUN
 
 SALT = "reliability-salt-5f2c9a7e1b"
 SETTINGS: dict[str, Any] = {
-    "load_sample": True,
+    **SAMPLE_RUN,
     "mlflow": {"experiment": "reliability"},
-    "baskets": {"min_support": 3, "min_count_floor": 3, "min_segment_baskets": 10, "max_len": 3},
-    "models": {"min_segment_users": 10, "als": {"factors": 8, "iterations": 3}},
     "export": {"hash_customer_ids": True, "salt_env": "RECSYS_RELIABILITY_SALT"},
 }
 
