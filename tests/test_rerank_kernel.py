@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from recsys_spark.kernels.rerank import blend, cap_per_category, min_max, mmr
+from recsys_spark.kernels.rerank import Rules, apply_rules, blend, cap_per_category, min_max, mmr
 
 
 def test_min_max() -> None:
@@ -20,15 +23,16 @@ def test_blend_by_hand() -> None:
         "rules": (["c", "d"], [0.8, 0.4]),  # -> 1, 0
         "content": (["b"], [0.3]),  # one item -> 1
     }
-    items, scores = blend(lists, {"als": 0.5, "rules": 0.3, "content": 0.2})
+    blended = blend(lists, {"als": 0.5, "rules": 0.3, "content": 0.2})
     # a: 0.5; b: 0.25 + 0.2 = 0.45; c: 0 + 0.3 = 0.3; d: 0
-    assert items == ["a", "b", "c", "d"]
-    assert scores.tolist() == pytest.approx([0.5, 0.45, 0.3, 0.0])
+    assert blended.items == ["a", "b", "c", "d"]
+    assert blended.scores.tolist() == pytest.approx([0.5, 0.45, 0.3, 0.0])
+    # The source behind most of each score (b: als 0.25 > content 0.2; d: rules, its only list).
+    assert blended.sources == ["als", "als", "rules", "rules"]
 
 
 def test_blend_ties_by_item_id_and_checks_inputs() -> None:
-    items, _ = blend({"x": (["z", "y"], [1.0, 1.0])}, {"x": 1.0})
-    assert items == ["y", "z"]
+    assert blend({"x": (["z", "y"], [1.0, 1.0])}, {"x": 1.0}).items == ["y", "z"]
     with pytest.raises(ValueError, match="no weight for candidate source"):
         blend({"x": (["a"], [1.0])}, {})
     with pytest.raises(ValueError, match="2 items but 1 scores"):
@@ -53,3 +57,82 @@ def test_mmr_by_hand() -> None:
     assert mmr(relevance, vectors, 5, lam=0.5) == [0, 2, 1]
     with pytest.raises(ValueError, match="within \\[0, 1\\]"):
         mmr(relevance, vectors, 1, lam=1.5)
+
+
+def test_apply_rules_by_hand() -> None:
+    items = ["a", "b", "c", "d", "e"]
+    scores = np.array([1.0, 0.9, 0.8, 0.7, 0.6])
+    categories = ["BAG", "BAG", "BAG", "TIN", None]
+    # a, b, c point the same way; d and e are orthogonal to them and to each other.
+    vectors = np.array([[1.0, 0, 0], [1.0, 0, 0], [1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0]])
+
+    def chosen(rules: Rules, n: int = 5) -> list[int]:
+        return apply_rules(items, scores, categories, None, n, rules)
+
+    assert chosen(Rules(), 3) == [0, 1, 2]
+    assert chosen(Rules(blocked=frozenset({"b"}))) == [0, 2, 3, 4]
+    assert chosen(Rules(category_exclude=frozenset({"BAG"}))) == [3, 4]
+    # include keeps items without a category: nothing says they are outside the filter.
+    assert chosen(Rules(category_include=frozenset({"TIN"}))) == [3, 4]
+    assert chosen(Rules(max_per_category=1)) == [0, 3, 4]
+    # MMR at 0.5 on relevance [1, .75, .5, .25, 0]: a; then d (0.125 - 0) beats b (0.375 - 0.5);
+    # then e (0 - 0) beats b (-0.125) and c; then b, c.
+    assert apply_rules(items, scores, categories, vectors, 5, Rules(mmr_lambda=0.5)) == [0, 3, 4, 1, 2]
+    # MMR, then the cap on that order, then N.
+    both = Rules(mmr_lambda=0.5, max_per_category=1)
+    assert apply_rules(items, scores, categories, vectors, 2, both) == [0, 3]
+    with pytest.raises(ValueError, match="MMR needs item vectors"):
+        apply_rules(items, scores, categories, None, 5, Rules(mmr_lambda=0.5))
+
+
+CATEGORIES = ["BAG", "TIN", "MUG", None]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(CATEGORIES), min_size=0, max_size=40),
+    st.sets(st.integers(0, 39)),
+    st.sets(st.sampled_from(CATEGORIES[:3])),
+    st.sets(st.sampled_from(CATEGORIES[:3])),
+    st.one_of(st.none(), st.integers(1, 4)),
+    st.one_of(st.none(), st.floats(0.0, 1.0)),
+    st.integers(1, 20),
+    st.integers(0, 2**31 - 1),
+)
+def test_rules_never_leak(
+    categories: list[str | None],
+    blocked: set[int],
+    include: set[str],
+    exclude: set[str],
+    cap: int | None,
+    lam: float | None,
+    n: int,
+    seed: int,
+) -> None:
+    """Whatever the scores, vectors and rules: no blocked item, no filtered category, no full
+    category, no repeats, at most N, and nothing dropped that no rule removes."""
+    rng = np.random.default_rng(seed)
+    items = [f"i{i}" for i in range(len(categories))]
+    scores = np.sort(rng.random(len(items)))[::-1]
+    vectors = rng.normal(size=(len(items), 4))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rules = Rules(frozenset(f"i{b}" for b in blocked), frozenset(include), frozenset(exclude), cap, lam)
+    chosen = apply_rules(items, scores, categories, vectors, n, rules)
+    shown = [items[i] for i in chosen]
+    assert len(shown) == len(set(shown)) <= n
+    assert not set(shown) & rules.blocked
+    for i in chosen:
+        category = categories[i]
+        assert category is None or category not in exclude
+        assert category is None or not include or category in include
+    if cap is not None:
+        counts = pd.Series([categories[i] for i in chosen]).value_counts()
+        assert (counts <= cap).all()
+    allowed = [
+        i
+        for i, c in enumerate(categories)
+        if items[i] not in rules.blocked
+        and (c is None or ((not include or c in include) and c not in exclude))
+    ]
+    if cap is None:
+        assert len(chosen) == min(n, len(allowed))

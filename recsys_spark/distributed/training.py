@@ -21,7 +21,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recsys_spark.kernels import als, bpr, content, itemknn, popularity
+from recsys_spark.kernels import als, bpr, content, fusion, itemknn, popularity
 from recsys_spark.kernels.factors import FactorModel
 from recsys_spark.kernels.matrix import Interactions, build_interactions
 from recsys_spark.kernels.topn import limit_threads
@@ -127,6 +127,55 @@ def train_segments(
         .groupBy("segment")
         .applyInPandas(_train_segment(models_of, settings, threads, item_texts or {}), TRAINED_SCHEMA)
     )
+
+
+@dataclass(frozen=True)
+class FusionParams:
+    strategy: fusion.Strategy
+    alpha: float
+    dims: int
+
+
+FUSED_MODEL = "hybrid_embedding"
+
+
+def fused_embeddings(trained: DataFrame, params: FusionParams) -> DataFrame:
+    """Item rows of model ``hybrid_embedding`` in every segment with ALS and content vectors:
+    ``kernels.fusion.fuse`` of the two. Items with a description but no purchases (no ALS
+    factors) are placed by their content alone."""
+    parts = trained.where((F.col("kind") == "item") & F.col("model").isin("als", "content"))
+    return parts.groupBy("segment").applyInPandas(_fuse_segment(params), TRAINED_SCHEMA)
+
+
+def _fuse_segment(params: FusionParams) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def fuse(frame: pd.DataFrame) -> pd.DataFrame:
+        segment = frame.segment.iat[0]
+        collaborative, text = frame[frame.model == "als"], frame[frame.model == "content"]
+        if collaborative.empty or text.empty:
+            return pd.DataFrame(columns=TRAINED_COLUMNS)
+        try:
+            ids = np.union1d(collaborative.id.to_numpy(str), text.id.to_numpy(str)).astype(object)
+            vectors = fusion.fuse(
+                _aligned(ids, collaborative), _aligned(ids, text), params.strategy, params.alpha, params.dims
+            )
+        except Exception as exc:
+            raise TrainingError(
+                f"segment {segment!r}, model {FUSED_MODEL}: {type(exc).__name__}: {exc}"
+            ) from exc
+        rows = _rows("item", FUSED_MODEL, ids, vectors)
+        rows["segment"] = segment
+        return rows[TRAINED_COLUMNS]
+
+    return fuse
+
+
+def _aligned(ids: np.ndarray, rows: pd.DataFrame) -> np.ndarray:
+    """``rows``' factors in the order of ``ids``; zeros for ids it lacks."""
+    vectors = np.stack(rows.factors.to_numpy()).astype(np.float32)
+    out = np.zeros((len(ids), vectors.shape[1]), np.float32)
+    index = pd.Index(rows.id.to_numpy(str)).get_indexer(ids)
+    out[index >= 0] = vectors[index[index >= 0]]
+    return out
 
 
 def global_popularity(trained: DataFrame) -> DataFrame:
@@ -283,6 +332,8 @@ def _fit(
                 "weight": similarity.data.astype(np.float32),
             }
         )
+    if model not in ("als", "bpr"):
+        raise ValueError(f"no kernel trains model {model!r}")
     fitted: FactorModel = (
         als.fit(data.weights, settings.als, threads)
         if model == "als"
