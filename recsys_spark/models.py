@@ -349,7 +349,7 @@ def run_score(
         context = list_context(
             config, interactions, items, rules, association_rules(spark, config), segment_users
         )
-        st.counts.update(customers=result.customers, business_rules=rules_active(rules))
+        st.counts.update(customers=result.customers, business_rules="on" if rules_active(rules) else "off")
 
     stamp = {"run_id": F.lit(run_id), "generated_at": F.lit(utc_now()).cast("timestamp")}
     with stage("score", f"recommendations ({publish})", seconds) as st:
@@ -675,7 +675,7 @@ def published_lists(
         fallback, _ = recommend(config, "popularity_global", fitted, items, histories, context.blocked, n)
         both = lists.unionByName(fallback.withColumn("fallback", F.lit(True)))
         has_hybrid = F.min("fallback").over(Window.partitionBy(*KEYS))
-        return both.where(F.col("fallback") == has_hybrid).drop("fallback")
+        return both.withColumn("keep", F.col("fallback") == has_hybrid).where("keep").drop("fallback", "keep")
     active = rules_active(context.rules)
     depth = config.business_rules.candidates if active else n
     lists, _ = recommend(

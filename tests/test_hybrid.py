@@ -137,7 +137,7 @@ def test_fused_embedding_mixes_the_cosines_and_reaches_unbought_items(
     spark: SparkSession, hybrid_run: Config
 ) -> None:
     factors = spark.table(str(table_name(hybrid_run, "item_factors"))).toPandas()
-    segment = "all"
+    segment = factors[factors.model == "als"].segment.iat[0]  # a trained segment
     rows = {
         model: factors[(factors.segment == segment) & (factors.model == model)].set_index("item_id").factors
         for model in ("als", "content", "hybrid_embedding")

@@ -8,7 +8,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys_spark.kernels.rerank import Rules, apply_rules, blend, cap_per_category, min_max, mmr
+from recsys_spark.kernels.rerank import (
+    CANDIDATE_COLUMNS,
+    ItemVectors,
+    ListSettings,
+    Rules,
+    apply_rules,
+    blend,
+    cap_per_category,
+    final_lists,
+    min_max,
+    mmr,
+)
 
 
 def test_min_max() -> None:
@@ -136,3 +147,39 @@ def test_rules_never_leak(
     ]
     if cap is None:
         assert len(chosen) == min(n, len(allowed))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 6), st.integers(0, 2**31 - 1), st.booleans())
+def test_final_lists_blend_every_customer_as_blend_and_apply_rules_do(
+    customers: int, seed: int, rules_on: bool
+) -> None:
+    """The vectorised batch path equals ``blend`` + ``apply_rules`` customer by customer."""
+    rng = np.random.default_rng(seed)
+    weights = {"als": 1.0, "rules": 0.5, "content": 0.3}
+    rows = []
+    for customer in range(customers):
+        for source in weights:
+            items = rng.choice(30, size=int(rng.integers(1, 12)), replace=False)
+            scores = rng.integers(0, 4, size=len(items)).astype(float)  # ties on purpose
+            rows += [
+                ("s", f"c{customer}", source, f"i{i:02d}", v, source, None)
+                for i, v in zip(items, scores, strict=True)
+            ]
+    candidates = pd.DataFrame(rows, columns=CANDIDATE_COLUMNS)
+    categories = {f"i{i:02d}": CATEGORIES[i % 4] for i in range(30)}
+    vectors = ItemVectors.of(
+        np.array([f"i{i:02d}" for i in range(30)], dtype=object), rng.normal(size=(30, 3))
+    )
+    rules = Rules(frozenset({"i03"}), max_per_category=2, mmr_lambda=0.7) if rules_on else Rules()
+    lists = final_lists(candidates, ListSettings(5, weights, "hybrid", rules, categories, {"s": vectors}))
+    for customer, rows_of in candidates.groupby("customer_id"):
+        lists_of = {s: (p.item_id.tolist(), p.score.to_numpy()) for s, p in rows_of.groupby("source")}
+        blended = blend(lists_of, weights)
+        chosen = [categories.get(i) for i in blended.items]
+        keep = apply_rules(blended.items, blended.scores, chosen, vectors.rows(blended.items), 5, rules)
+        mine = lists[lists.customer_id == customer].sort_values("rank")
+        assert mine.item_id.tolist() == [blended.items[i] for i in keep]
+        assert mine.reason.tolist() == [blended.sources[i] for i in keep]
+        assert mine.score.to_numpy() == pytest.approx(blended.scores[keep], abs=1e-6)
+        assert mine["rank"].tolist() == list(range(1, len(keep) + 1))

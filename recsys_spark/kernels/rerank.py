@@ -79,27 +79,41 @@ def cap_per_category(items: Sequence[str], categories: Sequence[str | None], cap
     return kept
 
 
-def mmr(relevance: np.ndarray, vectors: np.ndarray, n: int, lam: float) -> list[int]:
+def mmr(
+    relevance: np.ndarray,
+    vectors: np.ndarray,
+    n: int,
+    lam: float,
+    categories: Sequence[str | None] | None = None,
+    cap: int | None = None,
+) -> list[int]:
     """Positions of the ``n`` items chosen by maximal marginal relevance.
 
     ``relevance``: one score per candidate (higher is better); ``vectors``: one L2-normalised row
     per candidate, similarity = dot product. ``lam`` = 1 keeps the relevance order; lower values
-    trade relevance for items unlike those already chosen. Ties go to the earlier position.
+    trade relevance for items unlike those already chosen. With ``cap``, an item whose category
+    already has ``cap`` chosen items is skipped. Ties go to the earlier position.
     """
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"MMR lambda must be within [0, 1], got {lam}")
     relevance = np.asarray(relevance, dtype=np.float64)
-    similarity = np.asarray(vectors, dtype=np.float64) @ np.asarray(vectors, dtype=np.float64).T
+    vectors = np.asarray(vectors, dtype=np.float64)
     chosen: list[int] = []
-    closest = np.full(len(relevance), -np.inf)  # highest similarity to a chosen item
+    closest = np.zeros(len(relevance))  # highest similarity to a chosen item (none yet: 0)
     available = np.ones(len(relevance), dtype=bool)
-    for _ in range(min(n, len(relevance))):
-        penalty = np.where(np.isfinite(closest), closest, 0.0)
-        value = np.where(available, lam * relevance - (1 - lam) * penalty, -np.inf)
+    taken: dict[str, int] = {}
+    while len(chosen) < n and available.any():
+        value = np.where(available, lam * relevance - (1 - lam) * closest, -np.inf)
         best = int(np.argmax(value))
-        chosen.append(best)
         available[best] = False
-        closest = np.maximum(closest, similarity[best])
+        category = categories[best] if categories is not None else None
+        if cap is not None and category is not None:
+            if taken.get(category, 0) >= cap:
+                continue
+            taken[category] = taken.get(category, 0) + 1
+        chosen.append(best)
+        similarity = vectors @ vectors[best]
+        closest = similarity if len(chosen) == 1 else np.maximum(closest, similarity)
     return chosen
 
 
@@ -125,9 +139,10 @@ def apply_rules(
     """Positions of the (at most) ``n`` candidates to publish, in order.
 
     ``items``, ``scores``, ``categories``, ``vectors`` (L2 rows, for MMR): one per candidate,
-    best first. Excluded items and filtered categories go first; MMR reorders what is left by
-    relevance (scores scaled to [0, 1]) and dissimilarity; the cap then skips an item whose
-    category is full. An item without a category passes category filters and the cap.
+    best first. Excluded items and filtered categories go first; then the first ``n`` are
+    picked, in score order or, with MMR, by relevance (scores scaled to [0, 1]) and
+    dissimilarity to the items already picked; the cap skips an item whose category is full.
+    An item without a category passes category filters and the cap.
     """
     keep = [
         i
@@ -136,11 +151,13 @@ def apply_rules(
         and (category is None or not rules.category_include or category in rules.category_include)
         and (category is None or category not in rules.category_exclude)
     ]
-    if rules.mmr_lambda is not None and len(keep) > 1:
+    if rules.mmr_lambda is not None:
         if vectors is None:
             raise ValueError("MMR needs item vectors")
         relevance = min_max(np.asarray(scores, dtype=np.float64)[keep])
-        keep = [keep[i] for i in mmr(relevance, vectors[keep], len(keep), rules.mmr_lambda)]
+        kept_categories = [categories[i] for i in keep]
+        picked = mmr(relevance, vectors[keep], n, rules.mmr_lambda, kept_categories, rules.max_per_category)
+        return [keep[i] for i in picked]
     if rules.max_per_category is not None:
         kept_categories = [categories[i] for i in keep]
         keep = [
@@ -159,17 +176,19 @@ LIST_COLUMNS = ["segment", "customer_id", "rank", "item_id", "score", "model", "
 class ItemVectors:
     """Item vectors for MMR (L2 rows); an item without one counts as unlike every other."""
 
-    ids: np.ndarray
+    index: pd.Index  # item ids, row order
     vectors: np.ndarray
 
     @staticmethod
     def of(ids: np.ndarray, vectors: np.ndarray) -> ItemVectors:
-        return ItemVectors(np.asarray(ids, dtype=object), normalize_rows(np.asarray(vectors, np.float32)))
+        return ItemVectors(
+            pd.Index(np.asarray(ids, dtype=object)), normalize_rows(np.asarray(vectors, np.float32))
+        )
 
     def rows(self, items: Sequence[str]) -> np.ndarray:
-        index = pd.Index(self.ids).get_indexer(list(items))
-        out = np.zeros((len(index), self.vectors.shape[1]), np.float32)
-        out[index >= 0] = self.vectors[index[index >= 0]]
+        positions = self.index.get_indexer(list(items))
+        out = np.zeros((len(positions), self.vectors.shape[1]), np.float32)
+        out[positions >= 0] = self.vectors[positions[positions >= 0]]
         return out
 
 
@@ -187,36 +206,63 @@ class ListSettings:
 
 def final_lists(candidates: pd.DataFrame, settings: ListSettings) -> pd.DataFrame:
     """Per customer (segment × customer_id) of ``candidates`` (CANDIDATE_COLUMNS): blended when
-    ``settings.weights`` is set, then cut to ``settings.n`` by the rules (LIST_COLUMNS)."""
-    frames = []
-    for (segment, customer), rows in candidates.groupby(["segment", "customer_id"], sort=False):
-        vectors = settings.vectors.get(segment)
-        if settings.weights is not None:
-            lists = {s: (part.item_id.tolist(), part.score.to_numpy()) for s, part in rows.groupby("source")}
-            blended = blend(lists, settings.weights)
-            items, scores = blended.items, blended.scores
-            # Each item's reason is the one its main source gave.
-            rows = rows.set_index(["source", "item_id"]).loc[list(zip(blended.sources, items, strict=True))]
-            models = [settings.model] * len(items)
-        else:
-            rows = rows.sort_values(["score", "item_id"], ascending=[False, True])
-            items, scores, models = rows.item_id.tolist(), rows.score.to_numpy(), rows.source.tolist()
-        categories = [settings.categories.get(item) for item in items]
+    ``settings.weights`` is set (``blend``, for every customer at once), then cut to
+    ``settings.n`` by the rules (``apply_rules``) (LIST_COLUMNS)."""
+    if candidates.empty:
+        return pd.DataFrame(columns=LIST_COLUMNS)
+    keys = ["segment", "customer_id"]
+    if settings.weights is not None:
+        ranked = _blended(candidates, settings.weights).assign(model=settings.model)
+    else:
+        ranked = candidates.assign(model=candidates.source)
+    ranked = ranked.sort_values([*keys, "score", "item_id"], ascending=[True, True, False, True])
+    if settings.rules == Rules():
+        picked = ranked.groupby(keys, sort=False).head(settings.n)
+    else:
+        picked = ranked.iloc[_picked_rows(ranked, settings)]
+    rank = picked.groupby(keys, sort=False).cumcount() + 1
+    return picked.assign(rank=rank.astype(np.int32), score=picked.score.astype(np.float32))[LIST_COLUMNS]
+
+
+def _blended(candidates: pd.DataFrame, weights: Mapping[str, float]) -> pd.DataFrame:
+    """``blend`` for every customer at once: one row per customer × item with the blended score
+    and the reason of the source that contributed most (ties: the source first by name)."""
+    unknown = set(candidates.source) - set(weights)
+    if unknown:
+        raise ValueError(f"no weight for candidate source(s) {sorted(unknown)}")
+    by_list = candidates.groupby(["segment", "customer_id", "source"], sort=False).score
+    low, high = by_list.transform("min"), by_list.transform("max")
+    scaled = np.where(high > low, (candidates.score - low) / (high - low).where(high > low, 1.0), 1.0)
+    parts = candidates.assign(part=scaled * candidates.source.map(weights).to_numpy(np.float64))
+    items = ["segment", "customer_id", "item_id"]
+    totals = parts.groupby(items, sort=False).part.sum().rename("total")
+    main = parts.sort_values(["part", "source"], ascending=[False, True]).drop_duplicates(items)
+    blended = main.join(totals, on=items)
+    return blended.assign(score=blended.total).drop(columns=["part", "total"])
+
+
+def _picked_rows(ranked: pd.DataFrame, settings: ListSettings) -> list[int]:
+    """Row positions in ``ranked`` (sorted by customer, best first) that the rules keep."""
+    items = ranked.item_id.to_numpy()
+    scores = ranked.score.to_numpy(np.float64)
+    categories = np.array([settings.categories.get(item) for item in items], dtype=object)
+    segments = ranked.segment.to_numpy()
+    starts = np.flatnonzero(
+        np.r_[
+            True,
+            (ranked.customer_id.to_numpy()[1:] != ranked.customer_id.to_numpy()[:-1])
+            | (segments[1:] != segments[:-1]),
+        ]
+    )
+    ends = np.r_[starts[1:], len(ranked)]
+    picked: list[int] = []
+    for start, end in zip(starts, ends, strict=True):
+        vectors = settings.vectors.get(segments[start])
         # A segment without trained vectors (too small to train): MMR keeps the relevance order.
-        item_vectors = vectors.rows(items) if vectors is not None else np.zeros((len(items), 1))
-        keep = apply_rules(items, scores, categories, item_vectors, settings.n, settings.rules)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "segment": segment,
-                    "customer_id": customer,
-                    "rank": np.arange(1, len(keep) + 1, dtype=np.int32),
-                    "item_id": [items[i] for i in keep],
-                    "score": np.asarray(scores, np.float32)[keep],
-                    "model": [models[i] for i in keep],
-                    "reason": rows.reason.to_numpy()[keep],
-                    "reason_item_id": rows.reason_item_id.to_numpy()[keep],
-                }
-            )
+        own = items[start:end]
+        item_vectors = vectors.rows(own) if vectors is not None else np.zeros((end - start, 1))
+        kept = apply_rules(
+            own, scores[start:end], categories[start:end], item_vectors, settings.n, settings.rules
         )
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=LIST_COLUMNS)
+        picked.extend(start + i for i in kept)
+    return picked
