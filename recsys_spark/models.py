@@ -777,13 +777,13 @@ def routed_lists(
 ) -> DataFrame:
     """``published_lists`` for each cold-start route: the champion ``publish``, the hybrid with
     short-history weights, or segment popularity (``histories`` needs ``orders``)."""
+    conf = config.models
     routes = histories.withColumn("route", route(config, F.col("orders")))
+    lists_of = [(routing.CHAMPION, publish, None), (routing.POPULARITY, "popularity", None)]
+    if "hybrid" in conf.enabled and conf.hybrid.short_history_orders > 0:
+        lists_of.append((routing.SHORT_HISTORY, "hybrid", conf.hybrid.short_history_weights))
     frames = []
-    for name, model, weights in (
-        (routing.CHAMPION, publish, None),
-        (routing.SHORT_HISTORY, "hybrid", config.models.hybrid.short_history_weights),
-        (routing.POPULARITY, "popularity", None),
-    ):
+    for name, model, weights in lists_of:
         part = routes.where(F.col("route") == name).drop("route")
         frames.append(published_lists(config, model, fitted, items, part, context, n, weights))
     union = frames[0]

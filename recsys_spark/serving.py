@@ -2,8 +2,9 @@
 artifacts, and top-N for any customer from the kernels (no Spark needed to serve).
 
 Input: a DataFrame with segment, customer_id and history (the item ids the customer bought);
-optionally orders (their number of orders, for cold-start routing) and last_basket (the items of
-their latest order, for the hybrid's rules). Output: segment, customer_id, rank, item_id, score.
+optionally history_weights (their confidence weights, as ItemKNN scores them in the batch),
+orders (their number of orders, for cold-start routing) and last_basket (the items of their
+latest order, for the hybrid's rules). Output: segment, customer_id, rank, item_id, score.
 The same kernels as the batch scoring decide the route (``kernels.routing``), blend the hybrid's
 sources and apply the business rules (``kernels.rerank``). A customer the model does not know
 (or a segment it was not trained on) gets overall popularity.
@@ -95,7 +96,8 @@ class PublishedRecommender(mlflow.pyfunc.PythonModel):
             )
             lists = rerank.final_lists(candidates, settings) if len(candidates) else _empty()
             rest = part[~part.customer_id.isin(lists.customer_id)]
-            return pd.concat([lists, self._lists(rest, "popularity_global")], ignore_index=True)
+            frames = [f for f in (lists, self._lists(rest, "popularity_global")) if len(f)]
+            return pd.concat(frames, ignore_index=True) if frames else _empty()
         active = self.rules != rerank.Rules(blocked=self.rules.blocked)
         candidates = self._source(part, model, depth=self.depth if active else self.top_n)
         if not len(candidates):
@@ -176,7 +178,9 @@ class PublishedRecommender(mlflow.pyfunc.PythonModel):
         rows, cols = index.get_indexer(entries.item_id), index.get_indexer(entries.neighbour_item_id)
         weights = entries.similarity.to_numpy(np.float32)
         similarity = sp.csr_matrix((weights, (rows, cols)), shape=(len(ids), len(ids)))
-        history = rows_of(index_lists(ids, part.history), len(ids))
+        # The batch weighs the history by confidence; without history_weights every item counts 1.
+        weights = list(part.history_weights) if "history_weights" in part else None
+        history = rows_of(index_lists(ids, part.history), len(ids), weights)
         blocked = np.flatnonzero(np.isin(ids, list(self.rules.blocked)))
         top = ItemKnnModel(similarity).recommend(np.arange(len(part)), history, n, blocked)
         return _rows(part, ids, top, segment, "itemknn")

@@ -88,7 +88,9 @@ def _signature() -> Any:
             ColSpec(text, "segment"),
             ColSpec(text, "customer_id"),
             ColSpec(Array(text), "history"),
-            # Optional: cold-start routing by order count, and the hybrid's rules from the last basket.
+            # Optional: ItemKNN's history weights, cold-start routing by order count, and the
+            # hybrid's rules from the last basket.
+            ColSpec(Array(DataType.double), "history_weights", required=False),
             ColSpec(DataType.long, "orders", required=False),
             ColSpec(Array(text), "last_basket", required=False),
         ]
