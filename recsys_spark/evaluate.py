@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import re
 from dataclasses import dataclass, field
+from functools import reduce
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
@@ -159,7 +160,9 @@ def run_evaluate(spark: SparkSession, config: Config, run_id: str) -> EvaluateRe
         pool = None  # the hybrid's candidates, made once for it and its variants
         if "hybrid" in candidates:
             weights = config.models.hybrid.weights
-            pool = hybrid_candidates(config, fitted, items, histories, context, weights).persist()
+            # Checkpointed, not only cached: the hybrid and its variants each read it, and their
+            # union's plan would otherwise repeat the candidates' whole plan in every branch.
+            pool = hybrid_candidates(config, fitted, items, histories, context, weights).localCheckpoint()
         frames = []
         for model in candidates:
             recs = published_lists(config, model, fitted, items, histories, context, n, candidates=pool)
@@ -170,14 +173,11 @@ def run_evaluate(spark: SparkSession, config: Config, run_id: str) -> EvaluateRe
             recs = published_lists(config, base, fitted, items, histories, with_rules, n, candidates=pool)
             frames.append(recs.select(F.lit(f"{base}+{name}").alias("model"), *ev.KEYS, "rank", "item_id"))
         candidates += [f"{base}+{name}" for name in variants]
-        recs = frames[0]
-        for frame in frames[1:]:
-            recs = recs.unionByName(frame)
-        recs = recs.persist()
+        # The metrics below read it many times: checkpointed for a short plan.
+        recs = reduce(DataFrame.unionByName, frames).localCheckpoint()
         st.counts.update(models=candidates, rows=recs.count())
-        for cached in (pool, mined):
-            if cached is not None:
-                cached.unpersist()
+        if mined is not None:
+            mined.unpersist()
 
     with stage("evaluate", "metrics", result.seconds) as st:
         per_user = ev.user_metrics(recs, test, conf.k, candidates).persist()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
+from functools import reduce
 from typing import Any
 
 import numpy as np
@@ -713,10 +714,7 @@ def hybrid_candidates(
             .withColumnRenamed("model", "source")
             .select(*CANDIDATE_COLUMNS)
         )
-    union = frames[0]
-    for frame in frames[1:]:
-        union = union.unionByName(frame)
-    return union
+    return reduce(DataFrame.unionByName, frames)
 
 
 def rules_candidates(rules: DataFrame, histories: DataFrame, blocked: set[str], m: int) -> DataFrame:
@@ -786,10 +784,7 @@ def routed_lists(
     for name, model, weights in lists_of:
         part = routes.where(F.col("route") == name).drop("route")
         frames.append(published_lists(config, model, fitted, items, part, context, n, weights))
-    union = frames[0]
-    for frame in frames[1:]:
-        union = union.unionByName(frame)
-    return union
+    return reduce(DataFrame.unionByName, frames)
 
 
 def _as_queries(frame: DataFrame, id_column: str, exclude: Column) -> DataFrame:

@@ -147,7 +147,8 @@ class PublishedRecommender(mlflow.pyfunc.PythonModel):
                 rest = part.iloc[:0]
         if known_only or not len(rest):
             return lists
-        return pd.concat([lists, self._popular(rest, n)], ignore_index=True)
+        frames = [f for f in (lists, self._popular(rest, n)) if len(f)]
+        return pd.concat(frames, ignore_index=True) if frames else _empty()
 
     def _popular(self, part: pd.DataFrame, n: int) -> pd.DataFrame:
         overall = self.items[(self.items.segment == OVERALL) & (self.items.model == "popularity")]
