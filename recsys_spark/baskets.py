@@ -9,7 +9,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys_spark.config import Config
@@ -135,6 +135,17 @@ def run_baskets(spark: SparkSession, config: Config, run_id: str) -> BasketsResu
         frame.unpersist()
     mined.unpersist()
     return result
+
+
+def mine_rules(spark: SparkSession, config: Config, interactions: DataFrame) -> mining.Mined:
+    """Itemsets and rules of ``interactions`` (e.g. an evaluation's train part) mined as the
+    baskets step mines silver, without writing anything; call ``unpersist`` when done."""
+    conf = config.baskets
+    settings = settings_from(config)
+    baskets = mining.build_baskets(interactions, conf.per_segment, conf.include_global)
+    kept = baskets.where(F.col("n_items") <= conf.max_basket_items)
+    plan = mining.segment_plan(kept, settings)
+    return mining.mine(spark, kept, plan, settings, mining.RuleSettings(conf.min_confidence, conf.min_lift))
 
 
 @dataclass(frozen=True)

@@ -160,12 +160,41 @@ class ItemKnnConfig:
 
 
 @dataclass(frozen=True)
+class ContentConfig:
+    dims: int  # item vectors: TF-IDF of the description projected to this many dimensions (0: all words)
+    min_df: int  # a word counts when at least this many items use it
+
+
+@dataclass(frozen=True)
 class PopularityConfig:
     # None: every buyer counts 1; else a purchase counts 0.5 ** (age in days / half_life_days).
     half_life_days: float | None = None
 
 
-ModelName = Literal["als", "bpr", "itemknn", "popularity"]
+ModelName = Literal["als", "bpr", "itemknn", "popularity", "content", "hybrid"]
+# Candidate sources the hybrid blends: trained models, and association rules from the last basket.
+HybridSource = Literal["als", "bpr", "itemknn", "content", "rules"]
+
+
+@dataclass(frozen=True)
+class HybridConfig:
+    candidates: int  # top-M items taken from each source before blending
+    # Per source, its weight after each list is scaled to [0, 1]; 0 or absent: not used.
+    weights: dict[HybridSource, float]
+    # Cold-start routing: customers with fewer orders than this get the hybrid with the weights
+    # below (more content) instead of the champion; 0: off.
+    short_history_orders: int
+    short_history_weights: dict[HybridSource, float]
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    # silver.item_factors model `hybrid_embedding`: ALS factors and content vectors in one vector.
+    strategy: Literal["concat", "weighted_concat", "projection"]
+    alpha: float  # the collaborative part's share of the cosine
+    dims: int  # projection: principal components kept
+
+
 BaselineName = Literal["popularity", "popularity_global"]
 
 
@@ -174,7 +203,7 @@ class ModelsConfig:
     enabled: list[ModelName]
     # Whose top-N goes to gold.recommendations: "champion" (the evaluate step's guardrail choice)
     # or a model name. Customers of untrained segments get overall popularity either way.
-    publish: Literal["champion", "als", "bpr", "itemknn", "popularity"]
+    publish: Literal["champion", "als", "bpr", "itemknn", "popularity", "content", "hybrid"]
     top_n: int
     similar_top_k: int
     audience_top_k: int
@@ -192,6 +221,21 @@ class ModelsConfig:
     bpr: BprConfig
     itemknn: ItemKnnConfig
     popularity: PopularityConfig
+    content: ContentConfig
+    hybrid: HybridConfig
+    fusion: FusionConfig
+
+
+@dataclass(frozen=True)
+class BusinessRulesConfig:
+    """Applied to every published list, after the model and before gold.recommendations; each
+    rule is off when empty or null. The evaluate step measures each one on the hybrid."""
+
+    candidates: int  # items per customer the rules choose from (top-M of the model)
+    category_include: list[str]  # only these categories (empty: every category)
+    category_exclude: list[str]  # never these categories
+    max_per_category: int | None  # at most this many items of one category in a list
+    mmr_lambda: float | None  # maximal marginal relevance: 1 = relevance only, lower = more diverse
 
 
 @dataclass(frozen=True)
@@ -280,6 +324,7 @@ class Config:
     input: InputConfig
     baskets: BasketsConfig
     models: ModelsConfig
+    business_rules: BusinessRulesConfig
     evaluation: EvaluationConfig
     analytics: AnalyticsConfig
     export: ExportConfig
@@ -341,12 +386,44 @@ def load_config(
             f"{_where('evaluation.primary_k', origin, files)}: evaluation.primary_k is "
             f"{config.evaluation.primary_k} but evaluation.k is {config.evaluation.k}: add it to evaluation.k"
         )
+    _check_hybrid(config, origin, files)
     if not 0.0 <= config.export.holdout_share < 1.0:
         raise ConfigError(
             f"{_where('export.holdout_share', origin, files)}: export.holdout_share is "
             f"{config.export.holdout_share}: use a share from 0 (no holdout) up to, not including, 1"
         )
     return config
+
+
+def _check_hybrid(config: Config, origin: dict[str, str], files: list[Path]) -> None:
+    """Cross-key rules of the hybrid, the fusion and the business rules."""
+    conf = config.models
+    for key in ("weights", "short_history_weights"):
+        weights: dict[str, float] = getattr(conf.hybrid, key)
+        missing = [s for s, w in weights.items() if w > 0 and s != "rules" and s not in conf.enabled]
+        if "hybrid" in conf.enabled and missing:
+            raise ConfigError(
+                f"{_where(f'models.hybrid.{key}', origin, files)}: models.hybrid.{key} weighs "
+                f"{missing} but models.enabled is {conf.enabled}: enable them or set their weight to 0"
+            )
+        if any(w < 0 for w in weights.values()) or not any(w > 0 for w in weights.values()):
+            raise ConfigError(
+                f"{_where(f'models.hybrid.{key}', origin, files)}: models.hybrid.{key} is {weights}: "
+                "weights must be >= 0, at least one above 0"
+            )
+    ranged = {
+        "models.fusion.alpha": conf.fusion.alpha,
+        "business_rules.mmr_lambda": config.business_rules.mmr_lambda,
+    }
+    for key, value in ranged.items():
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{_where(key, origin, files)}: {key} is {value}: use a value from 0 to 1")
+    cap = config.business_rules.max_per_category
+    if cap is not None and cap < 1:
+        raise ConfigError(
+            f"{_where('business_rules.max_per_category', origin, files)}: business_rules.max_per_category "
+            f"is {cap}: use 1 or more, or null for no cap"
+        )
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -454,6 +531,16 @@ def _coerce(hint: Any, value: Any, key: str, origin: dict[str, str], files: list
         if not isinstance(value, list):
             raise wrong("a list")
         return [_coerce(inner, item, f"{key}[{i}]", origin, files) for i, item in enumerate(value)]
+    if kind is dict:
+        key_hint, value_hint = get_args(hint)
+        if not isinstance(value, dict):
+            raise wrong("a mapping")
+        return {
+            _coerce(key_hint, k, f"{key}.{k}", origin, files): _coerce(
+                value_hint, v, f"{key}.{k}", origin, files
+            )
+            for k, v in value.items()
+        }
     if kind is tuple:
         return tuple(value)
     if dataclasses.is_dataclass(hint):

@@ -12,18 +12,26 @@ import datetime as dt
 import logging
 import re
 from dataclasses import dataclass, field
+from functools import reduce
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys_spark import evaluation as ev
+from recsys_spark.baskets import mine_rules
 from recsys_spark.config import Config, EvaluationConfig
+from recsys_spark.kernels.rerank import Rules
 from recsys_spark.models import (
     TrainResult,
+    blocked_items,
+    business_rules,
     customer_histories,
     fit_models,
-    recommend,
+    hybrid_candidates,
+    hybrid_uses_rules,
+    list_context,
+    published_lists,
 )
 from recsys_spark.progress import stage
 from recsys_spark.tables import overwrite_table, table_name, utc_now
@@ -31,6 +39,9 @@ from recsys_spark.tables import overwrite_table, table_name, utc_now
 log = logging.getLogger(__name__)
 
 BASELINES = ("popularity", "popularity_global")
+# Business-rule variants are evaluated as "<model>+<rule>": reported, never chosen by the guardrail
+# (the rules apply to whatever is published).
+VARIANT_MARK = "+"
 LIST_METRICS = ("coverage", "novelty", "popularity_bias", "diversity")
 
 
@@ -79,7 +90,7 @@ def choose(overall: pd.DataFrame, conf: EvaluationConfig) -> Decision:
         raise ValueError(f"the baseline {baseline} was not evaluated at k={k}")
     base = float(at_k.loc[baseline, metric])
     passing, failing = [], []
-    for model in [m for m in at_k.index if m not in BASELINES]:
+    for model in [m for m in at_k.index if m not in BASELINES and VARIANT_MARK not in m]:
         value, coverage = float(at_k.loc[model, metric]), float(at_k.loc[model, "coverage"])
         if value <= base:
             failing.append(f"{model}: {metric}@{k} {value:.4f} does not beat {baseline} {base:.4f}")
@@ -137,20 +148,36 @@ def run_evaluate(spark: SparkSession, config: Config, run_id: str) -> EvaluateRe
     with stage("evaluate", "score test customers", result.seconds) as st:
         items = fitted.item_factors.select("segment", "item_id", "model", "factors").toPandas()
         histories = (
-            customer_histories(config, train, "itemknn").join(test_customers, ev.KEYS, "left_semi").persist()
+            customer_histories(config, train, "hybrid").join(test_customers, ev.KEYS, "left_semi").persist()
         )
         segment_users = dict(known.groupBy("segment").count().collect())
+        mined = mine_rules(spark, config, train) if hybrid_uses_rules(config) else None
+        raw = Rules()  # the models as they are; business rules are measured as variants
+        context = list_context(config, train, items, raw, mined.rules if mined else None, segment_users)
         candidates = [m for m in config.models.enabled if m != "popularity"] + list(BASELINES)
+        variants = rule_variants(config, blocked_items(spark, config))
         n = max(conf.k)
+        pool = None  # the hybrid's candidates, made once for it and its variants
+        if "hybrid" in candidates:
+            weights = config.models.hybrid.weights
+            # Checkpointed, not only cached: the hybrid and its variants each read it, and their
+            # union's plan would otherwise repeat the candidates' whole plan in every branch.
+            pool = hybrid_candidates(config, fitted, items, histories, context, weights).localCheckpoint()
         frames = []
         for model in candidates:
-            recs, _ = recommend(config, model, fitted, items, histories, set(), n, segment_users)
+            recs = published_lists(config, model, fitted, items, histories, context, n, candidates=pool)
             frames.append(recs.select(F.lit(model).alias("model"), *ev.KEYS, "rank", "item_id"))
-        recs = frames[0]
-        for frame in frames[1:]:
-            recs = recs.unionByName(frame)
-        recs = recs.persist()
+        base = "hybrid" if "hybrid" in candidates else candidates[0]
+        for name, rules in variants.items():
+            with_rules = context.with_rules(rules)
+            recs = published_lists(config, base, fitted, items, histories, with_rules, n, candidates=pool)
+            frames.append(recs.select(F.lit(f"{base}+{name}").alias("model"), *ev.KEYS, "rank", "item_id"))
+        candidates += [f"{base}+{name}" for name in variants]
+        # The metrics below read it many times: checkpointed for a short plan.
+        recs = reduce(DataFrame.unionByName, frames).localCheckpoint()
         st.counts.update(models=candidates, rows=recs.count())
+        if mined is not None:
+            mined.unpersist()
 
     with stage("evaluate", "metrics", result.seconds) as st:
         per_user = ev.user_metrics(recs, test, conf.k, candidates).persist()
@@ -203,6 +230,26 @@ def run_evaluate(spark: SparkSession, config: Config, run_id: str) -> EvaluateRe
         frame.unpersist()
     fitted.unpersist()
     return result
+
+
+def rule_variants(config: Config, blocked: set[str]) -> dict[str, Rules]:
+    """Each business rule that conf turns on, alone, and all of them together (``rules``)."""
+    conf = config.business_rules
+    alone = {
+        "exclude": Rules(blocked=frozenset(blocked)) if blocked else None,
+        "filter": Rules(
+            category_include=frozenset(conf.category_include),
+            category_exclude=frozenset(conf.category_exclude),
+        )
+        if conf.category_include or conf.category_exclude
+        else None,
+        "cap": Rules(max_per_category=conf.max_per_category) if conf.max_per_category else None,
+        "mmr": Rules(mmr_lambda=conf.mmr_lambda) if conf.mmr_lambda is not None else None,
+    }
+    variants = {name: rules for name, rules in alone.items() if rules is not None}
+    if len(variants) > 1:
+        variants["rules"] = business_rules(config, blocked)
+    return variants
 
 
 def _long(summaries: list[DataFrame], lists: DataFrame, baseline: str, run_id: str) -> DataFrame:

@@ -7,8 +7,11 @@ Each table is replaced in one commit, stamped with the run's id.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
+from functools import reduce
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,11 +21,15 @@ from pyspark.sql.window import Window
 
 from recsys_spark.config import Config
 from recsys_spark.distributed import scoring, training
+from recsys_spark.distributed.analytics import category_of, item_descriptions
+from recsys_spark.distributed.baskets import single_item_rules
 from recsys_spark.distributed.errors import udf_errors
+from recsys_spark.distributed.reranking import final_lists
 from recsys_spark.distributed.scoring import Catalog
 from recsys_spark.distributed.training import GLOBAL_SEGMENT
-from recsys_spark.kernels import als, bpr, itemknn, popularity
+from recsys_spark.kernels import als, bpr, content, itemknn, popularity, routing
 from recsys_spark.kernels.factors import FACTOR_MODELS
+from recsys_spark.kernels.rerank import CANDIDATE_COLUMNS, ItemVectors, ListSettings, Rules
 from recsys_spark.progress import stage
 from recsys_spark.session import executor_cores
 from recsys_spark.tables import overwrite_table, table_name, utc_now
@@ -35,7 +42,10 @@ REASONS = {
     "bpr": "factor_score",
     "itemknn": "because_bought",  # reason_item_id: the bought item that contributed most
     "popularity": "popular_in_segment",
+    "content": "similar_description",  # close to the descriptions of what the customer bought
+    "rules": "bought_with_last_basket",  # hybrid: reason_item_id is the item in the last basket
 }
+DERIVED_MODELS = ("hybrid",)  # built at scoring from trained models: nothing of their own to train
 POPULAR_OVERALL = "popular_overall"  # the customer's segment was too small to train
 SCORING_THREADS = 1  # scoring tasks run side by side, one per core
 
@@ -68,7 +78,7 @@ SCORE_OUTPUTS = ("recommendations", "similar_items", "item_audience")
 def train_settings(config: Config) -> training.TrainSettings:
     conf = config.models
     return training.TrainSettings(
-        models=tuple(conf.enabled),
+        models=tuple(m for m in conf.enabled if m not in DERIVED_MODELS),
         als=als.AlsParams(
             conf.als.factors,
             conf.als.regularization,
@@ -87,6 +97,7 @@ def train_settings(config: Config) -> training.TrainSettings:
             conf.itemknn.similarity, conf.itemknn.neighbours, conf.itemknn.bm25_k1, conf.itemknn.bm25_b
         ),
         popularity=popularity.PopularityParams(conf.popularity.half_life_days),
+        content=content.ContentParams(conf.content.dims, conf.content.min_df, conf.als.seed),
         min_segment_users=conf.min_segment_users,
         min_segment_items=conf.min_segment_items,
         mllib_min_pairs=conf.mllib_min_pairs,
@@ -163,7 +174,10 @@ def fit_models(
         )
 
     with stage(step, "fit models per segment", seconds) as st:
-        trained = training.train_segments(weights, plan, settings, threads)
+        texts = None
+        if "content" in settings.models:
+            texts = {r.item_id: r.description for r in item_descriptions(interactions).collect()}
+        trained = training.train_segments(weights, plan, settings, threads, texts)
         if "als" in settings.models and result.mllib_segments:
             trained = trained.unionByName(
                 training.train_mllib_als(weights, result.mllib_segments, settings.als)
@@ -171,11 +185,15 @@ def fit_models(
         fitted = trained.persist()
         with udf_errors(training.TrainingError):
             fitted.count()
+        trained = fitted
+        if {"als", "content"} <= set(settings.models):
+            fusion = conf.fusion
+            params = training.FusionParams(fusion.strategy, fusion.alpha, fusion.dims)
+            trained = trained.unionByName(training.fused_embeddings(fitted, params))
         if len(plan) > 1 or plan.segment.iat[0] != GLOBAL_SEGMENT:
-            trained = fitted.unionByName(training.global_popularity(fitted))
-        else:
-            trained = fitted
-        counts = trained.groupBy("kind", "model").count().collect()
+            trained = trained.unionByName(training.global_popularity(fitted))
+        with udf_errors(training.TrainingError):
+            counts = trained.groupBy("kind", "model").count().collect()
         st.counts.update(
             models=list(settings.models), rows={f"{r.kind}/{r.model}": r["count"] for r in counts}
         )
@@ -234,18 +252,62 @@ def fitted_from_tables(spark: SparkSession, config: Config) -> Fitted:
     )
 
 
+def serving_sources(config: Config, model: str) -> set[str]:
+    """The models and sources serving ``model`` reads: itself, popularity for fallbacks, and the
+    hybrid's sources when it is the model or takes short histories (cold-start routing)."""
+    conf = config.models
+    needed = {model, "popularity"}
+    if model == "hybrid" or ("hybrid" in conf.enabled and conf.hybrid.short_history_orders > 0):
+        for weights in (conf.hybrid.weights, conf.hybrid.short_history_weights):
+            needed |= {source for source, weight in weights.items() if weight > 0}
+    return needed
+
+
 def model_tables(spark: SparkSession, config: Config, model: str) -> dict[str, pd.DataFrame]:
-    """What serving ``model`` needs from the last training, as pandas: its item factors (plus
-    popularity for fallbacks) and its user factors or neighbours."""
+    """What serving ``model`` needs from the last training, as pandas: item factors (with the
+    vectors MMR compares), user factors, ItemKNN neighbours, single-item rules and item
+    categories, as far as ``serving_sources`` asks for them."""
     fitted = fitted_from_tables(spark, config)
-    wanted = F.col("model").isin(model, "popularity")
-    tables = {"item_factors": fitted.item_factors.where(wanted).drop("run_id", "trained_at").toPandas()}
-    if model in FACTOR_MODELS:
-        users = fitted.user_factors.where(F.col("model") == model)
-        tables["user_factors"] = users.drop("run_id", "trained_at").toPandas()
-    if model == "itemknn":
-        tables["item_neighbours"] = fitted.item_neighbours.drop("run_id", "trained_at").toPandas()
+    needed = serving_sources(config, model)
+    vector_models = {training.FUSED_MODEL, "content", "als", "bpr"}
+    wanted = F.col("model").isin(sorted(needed | vector_models))
+    stamps = ["run_id", "trained_at"]
+    tables = {"item_factors": fitted.item_factors.where(wanted).drop(*stamps).toPandas()}
+    users = fitted.user_factors.where(F.col("model").isin(sorted(needed & set(FACTOR_MODELS))))
+    tables["user_factors"] = users.drop(*stamps).toPandas()
+    if "itemknn" in needed:
+        tables["item_neighbours"] = fitted.item_neighbours.drop(*stamps).toPandas()
+    rules = association_rules(spark, config) if "rules" in needed else None
+    if rules is not None:
+        pairs = single_item_rules(rules, "antecedent_id", "item_id")
+        tables["rules"] = pairs.select("segment", "antecedent_id", "item_id", "confidence").toPandas()
+    interactions = spark.table(str(table_name(config, "interactions")))
+    described = item_descriptions(interactions).select(
+        "item_id", category_of(F.col("description")).alias("category")
+    )
+    tables["categories"] = described.where(F.col("category").isNotNull()).toPandas()
     return tables
+
+
+def serving_settings(config: Config, model: str) -> dict[str, Any]:
+    """The served model's config: its name and N, the hybrid and the business rules (the
+    exclude lists as they stand in conf; ``models.exclude_table`` is read at batch scoring)."""
+    conf, rules = config.models, config.business_rules
+    settings: dict[str, Any] = {
+        "model": model,
+        "top_n": conf.top_n,
+        "rules": {
+            "blocked": sorted(conf.exclude_items),
+            "category_include": rules.category_include,
+            "category_exclude": rules.category_exclude,
+            "max_per_category": rules.max_per_category,
+            "mmr_lambda": rules.mmr_lambda,
+            "candidates": rules.candidates,
+        },
+    }
+    if "hybrid" in conf.enabled:
+        settings["hybrid"] = dataclasses.asdict(conf.hybrid)
+    return settings
 
 
 def published_model(spark: SparkSession, config: Config) -> tuple[str, str]:
@@ -281,18 +343,18 @@ def run_score(
 
     interactions = spark.table(str(table_name(config, "interactions")))
     with stage("score", "customer histories", seconds) as st:
-        histories = customer_histories(config, interactions, publish).persist()
+        histories = customer_histories(config, interactions, "hybrid").persist()
         result = ScoreResult(histories.count(), seconds=seconds, model=publish, why=why)
-        st.counts.update(customers=result.customers)
+        segment_users = dict(histories.groupBy("segment").count().collect())
+        rules = business_rules(config, blocked)
+        context = list_context(
+            config, interactions, items, rules, association_rules(spark, config), segment_users
+        )
+        st.counts.update(customers=result.customers, business_rules="on" if rules_active(rules) else "off")
 
     stamp = {"run_id": F.lit(run_id), "generated_at": F.lit(utc_now()).cast("timestamp")}
     with stage("score", f"recommendations ({publish})", seconds) as st:
-        segment_users = (
-            dict(histories.groupBy("segment").count().collect()) if publish == "popularity" else None
-        )
-        recommendations, trained = recommend(
-            config, publish, fitted, items, histories, blocked, conf.top_n, segment_users
-        )
+        recommendations = routed_lists(config, publish, fitted, items, histories, context, conf.top_n)
         _publish(spark, config, "recommendations", recommendations.withColumns(stamp), result)
         published = spark.table(str(table_name(config, "recommendations")))
         per_source = dict(
@@ -302,11 +364,12 @@ def run_score(
         )
         result.published_customers = per_source.get(False, 0)
         result.fallback_customers = per_source.get(True, 0)
+        by_model = published.groupBy("model").agg(F.countDistinct("segment", "customer_id")).collect()
         st.counts.update(
             customers=result.customers,
-            trained_segments=len(trained),
             published=result.published_customers,
             popularity_fallback=result.fallback_customers,
+            customers_by_model=dict(sorted(by_model)),
             rows=result.rows["recommendations"],
         )
 
@@ -334,6 +397,26 @@ def run_score(
     return result
 
 
+def hybrid_uses_rules(config: Config) -> bool:
+    """Whether the hybrid is enabled and weighs association rules (also under cold-start routing)."""
+    hybrid = config.models.hybrid
+    weights = (hybrid.weights.get("rules", 0.0), hybrid.short_history_weights.get("rules", 0.0))
+    return "hybrid" in config.models.enabled and max(weights) > 0
+
+
+def association_rules(spark: SparkSession, config: Config) -> DataFrame | None:
+    """gold.association_rules when the hybrid weighs rules, else None."""
+    if not hybrid_uses_rules(config):
+        return None
+    name = table_name(config, "association_rules")
+    if not spark.catalog.tableExists(str(name)):
+        raise ValueError(
+            f"{name} does not exist and models.hybrid weighs rules: run `recsys baskets` before "
+            "`recsys score`, or set the rules weight to 0"
+        )
+    return spark.table(str(name))
+
+
 def _publish(spark: SparkSession, config: Config, key: str, frame: DataFrame, result: ScoreResult) -> None:
     name = table_name(config, key)
     with udf_errors(scoring.ScoringError):
@@ -342,12 +425,13 @@ def _publish(spark: SparkSession, config: Config, key: str, frame: DataFrame, re
 
 
 def customer_histories(config: Config, interactions: DataFrame, publish: str) -> DataFrame:
-    """Per segment × customer: the items bought (``history``), with their weights for ItemKNN."""
-    if publish != "itemknn":
+    """Per segment × customer: the items bought (``history``); with their weights
+    (``history_weights``) for ItemKNN; for the hybrid also ``last_basket`` and ``orders``."""
+    if publish not in ("itemknn", "hybrid"):
         bought = F.array_sort(F.collect_set("item_id")).alias("history")
         return interactions.groupBy("segment", "customer_id").agg(bought)
     entries = F.array_sort(F.collect_list(F.struct("item_id", "weight")))
-    return (
+    histories = (
         user_item_weights(config, interactions)
         .groupBy("segment", "customer_id")
         .agg(entries.alias("entries"))
@@ -357,6 +441,24 @@ def customer_histories(config: Config, interactions: DataFrame, publish: str) ->
             F.col("entries.item_id").alias("history"),
             F.col("entries.weight").alias("history_weights"),
         )
+    )
+    return histories if publish == "itemknn" else histories.join(last_baskets(interactions), KEYS)
+
+
+KEYS = ["segment", "customer_id"]
+
+
+def last_baskets(interactions: DataFrame) -> DataFrame:
+    """Per segment × customer: the items of their latest order (``last_basket``) and ``orders``."""
+    latest = interactions.groupBy(*KEYS).agg(
+        F.max_by("order_id", F.struct("event_ts", "order_id")).alias("last_order"),
+        F.countDistinct("order_id").alias("orders"),
+    )
+    return (
+        interactions.join(latest, KEYS)
+        .where(F.col("order_id") == F.col("last_order"))
+        .groupBy(*KEYS)
+        .agg(F.array_sort(F.collect_set("item_id")).alias("last_basket"), F.first("orders").alias("orders"))
     )
 
 
@@ -491,6 +593,200 @@ def recommend(
     return frame, trained
 
 
+@dataclass(frozen=True)
+class ListContext:
+    """What turns model scores into published lists besides the models: the business rules,
+    item categories and MMR vectors, and the association rules the hybrid reads."""
+
+    rules: Rules
+    categories: dict[str, str]
+    vectors: dict[str, ItemVectors]  # per segment
+    association_rules: DataFrame | None = None
+    segment_users: dict[str, int] | None = None  # customers per segment (popularity's threshold)
+
+    @property
+    def blocked(self) -> set[str]:
+        return set(self.rules.blocked)
+
+    def with_rules(self, rules: Rules) -> ListContext:
+        return dataclasses.replace(self, rules=rules)
+
+
+def business_rules(config: Config, blocked: set[str]) -> Rules:
+    """conf ``business_rules`` (and the exclude lists) as the kernel's rules."""
+    conf = config.business_rules
+    return Rules(
+        frozenset(blocked),
+        frozenset(conf.category_include),
+        frozenset(conf.category_exclude),
+        conf.max_per_category,
+        conf.mmr_lambda,
+    )
+
+
+def list_context(
+    config: Config,
+    interactions: DataFrame,
+    items: pd.DataFrame,
+    rules: Rules,
+    association_rules: DataFrame | None,
+    segment_users: dict[str, int] | None = None,
+) -> ListContext:
+    """Categories from item descriptions; MMR vectors from the fused embedding where trained,
+    else content, else ALS factors (``items``: silver.item_factors as pandas)."""
+    described = item_descriptions(interactions).select("item_id", category_of(F.col("description")))
+    categories = {item: category for item, category in described.collect() if category is not None}
+    vectors: dict[str, ItemVectors] = {}
+    for model in ("hybrid_embedding", "content", "als", "bpr"):
+        for segment, part in _of_model(items, model).groupby("segment"):
+            if segment not in vectors:
+                vectors[segment] = ItemVectors.of(part.item_id.to_numpy(), np.stack(part.factors.to_numpy()))
+    return ListContext(rules, categories, vectors, association_rules, segment_users)
+
+
+def rules_active(rules: Rules) -> bool:
+    """Whether any rule besides the exclude lists (which every model's scoring applies) is on."""
+    return rules != Rules(blocked=rules.blocked)
+
+
+def published_lists(
+    config: Config,
+    publish: str,
+    fitted: Fitted,
+    items: pd.DataFrame,
+    histories: DataFrame,
+    context: ListContext,
+    n: int,
+    weights: dict[str, float] | None = None,
+    candidates: DataFrame | None = None,
+) -> DataFrame:
+    """The top ``n`` of ``publish`` per customer of ``histories``, after the business rules;
+    customers the model has nothing for get overall popularity. For the hybrid: ``weights``
+    when not conf's ``models.hybrid.weights``, and ``candidates`` when already made
+    (``hybrid_candidates``)."""
+    conf = config.models
+    if publish == "hybrid":
+        weights = weights or conf.hybrid.weights
+        if candidates is None:
+            candidates = hybrid_candidates(config, fitted, items, histories, context, weights)
+        settings = ListSettings(n, weights, "hybrid", context.rules, context.categories, context.vectors)
+        lists = final_lists(candidates, settings).withColumn("fallback", F.lit(False))
+        # Customers no source could score get overall popularity: both lists are made for all
+        # and the fallback kept only where the hybrid has nothing (one pass over the candidates).
+        fallback, _ = recommend(config, "popularity_global", fitted, items, histories, context.blocked, n)
+        both = lists.unionByName(fallback.withColumn("fallback", F.lit(True)))
+        has_hybrid = F.min("fallback").over(Window.partitionBy(*KEYS))
+        return both.withColumn("keep", F.col("fallback") == has_hybrid).where("keep").drop("fallback", "keep")
+    active = rules_active(context.rules)
+    depth = config.business_rules.candidates if active else n
+    lists, _ = recommend(
+        config, publish, fitted, items, histories, context.blocked, depth, context.segment_users
+    )
+    if not active:
+        return lists
+    candidates = lists.withColumnRenamed("model", "source").select(*CANDIDATE_COLUMNS)
+    return final_lists(
+        candidates, ListSettings(n, None, None, context.rules, context.categories, context.vectors)
+    )
+
+
+def hybrid_candidates(
+    config: Config,
+    fitted: Fitted,
+    items: pd.DataFrame,
+    histories: DataFrame,
+    context: ListContext,
+    weights: dict[str, float],
+) -> DataFrame:
+    """Each weighted source's top ``models.hybrid.candidates`` per customer (CANDIDATE_COLUMNS);
+    a customer a source cannot score (untrained segment, no factors) gets no rows from it."""
+    m = config.models.hybrid.candidates
+    frames = []
+    for source in [s for s, w in weights.items() if w > 0]:
+        if source == "rules":
+            if context.association_rules is None:
+                raise ValueError("the hybrid weighs rules but no association rules were given")
+            frames.append(rules_candidates(context.association_rules, histories, context.blocked, m))
+            continue
+        lists, _ = recommend(config, source, fitted, items, histories, context.blocked, m)
+        frames.append(
+            lists.where(F.col("model") == source)
+            .withColumnRenamed("model", "source")
+            .select(*CANDIDATE_COLUMNS)
+        )
+    return reduce(DataFrame.unionByName, frames)
+
+
+def rules_candidates(rules: DataFrame, histories: DataFrame, blocked: set[str], m: int) -> DataFrame:
+    """Single-item rules fired by each customer's last basket: the consequents not bought yet,
+    scored by their best confidence, top ``m``. A segment without rules of its own uses the
+    rules of all baskets (segment ``all``)."""
+    pairs = single_item_rules(rules, "antecedent_id", "item_id")
+    own = {r.segment for r in pairs.select("segment").distinct().collect()}
+    rule_segment = F.when(F.col("segment").isin(sorted(own)), F.col("segment")).otherwise(
+        F.lit(GLOBAL_SEGMENT)
+    )
+    basket = histories.select(
+        *KEYS, "history", rule_segment.alias("rule_segment"), F.explode("last_basket").alias("antecedent_id")
+    )
+    fired = basket.join(
+        pairs.withColumnRenamed("segment", "rule_segment"), ["rule_segment", "antecedent_id"]
+    ).where(~F.array_contains("history", F.col("item_id")) & ~F.col("item_id").isin(sorted(blocked)))
+    best = fired.groupBy(*KEYS, "item_id").agg(
+        F.max_by("antecedent_id", F.struct("confidence", F.col("antecedent_id"))).alias("reason_item_id"),
+        F.max("confidence").alias("score"),
+    )
+    order = Window.partitionBy(*KEYS).orderBy(F.desc("score"), "item_id")
+    return (
+        best.withColumn("position", F.row_number().over(order))
+        .where(F.col("position") <= m)
+        .select(
+            *KEYS,
+            F.lit("rules").alias("source"),
+            "item_id",
+            F.col("score").cast("float").alias("score"),
+            F.lit(REASONS["rules"]).alias("reason"),
+            "reason_item_id",
+        )
+    )
+
+
+def route(config: Config, orders: Column) -> Column:
+    """The cold-start route (``kernels.routing``) of a customer with ``orders`` orders. The
+    short-history route needs the hybrid enabled."""
+    conf = config.models
+    threshold = conf.hybrid.short_history_orders if "hybrid" in conf.enabled else 0
+
+    @F.pandas_udf("string")  # type: ignore[call-overload]
+    def routes_of(counts: pd.Series) -> pd.Series:
+        return pd.Series(routing.routes(counts.to_numpy(dtype=np.float64, na_value=np.nan), threshold))
+
+    return routes_of(orders.cast("double"))
+
+
+def routed_lists(
+    config: Config,
+    publish: str,
+    fitted: Fitted,
+    items: pd.DataFrame,
+    histories: DataFrame,
+    context: ListContext,
+    n: int,
+) -> DataFrame:
+    """``published_lists`` for each cold-start route: the champion ``publish``, the hybrid with
+    short-history weights, or segment popularity (``histories`` needs ``orders``)."""
+    conf = config.models
+    routes = histories.withColumn("route", route(config, F.col("orders")))
+    lists_of = [(routing.CHAMPION, publish, None), (routing.POPULARITY, "popularity", None)]
+    if "hybrid" in conf.enabled and conf.hybrid.short_history_orders > 0:
+        lists_of.append((routing.SHORT_HISTORY, "hybrid", conf.hybrid.short_history_weights))
+    frames = []
+    for name, model, weights in lists_of:
+        part = routes.where(F.col("route") == name).drop("route")
+        frames.append(published_lists(config, model, fitted, items, part, context, n, weights))
+    return reduce(DataFrame.unionByName, frames)
+
+
 def _as_queries(frame: DataFrame, id_column: str, exclude: Column) -> DataFrame:
     return frame.select(
         "segment", "catalog", F.col(id_column).alias("query_id"), "vector", exclude.alias("exclude")
@@ -504,7 +800,9 @@ def _similar_items(
     conf = config.models
     spark = neighbours.sparkSession
     frames = []
-    for model in [m for m in conf.enabled if m in FACTOR_MODELS]:
+    # The fused embedding also places items nobody bought yet (by their description).
+    fused = [training.FUSED_MODEL] if (items.model == training.FUSED_MODEL).any() else []
+    for model in [m for m in conf.enabled if m in FACTOR_MODELS] + fused:
         rows = _of_model(items, model)
         catalogs = _catalogs(rows, "item_id", blocked, cosine=True)
         queries = _self_queries(spark, rows, "item_id")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from recsys_spark.config import Config
 from recsys_spark.evaluate import BASELINES, run_evaluate
 from recsys_spark.export import run_export
 from recsys_spark.ingest import ingest, load_sample
-from recsys_spark.models import model_tables, run_score, run_train
+from recsys_spark.models import model_tables, run_score, run_train, serving_settings
 from recsys_spark.report import build_report, write_report
 from recsys_spark.session import get_spark, on_databricks
 from recsys_spark.tables import TABLE_LAYERS, local_location, table_name
@@ -116,9 +117,8 @@ def step_evaluate(spark: SparkSession, config: Config, run: PipelineRun) -> Step
     log_evaluation(report.figures, report.html, decision.model, decision.reason)
     version = None
     if decision.model not in BASELINES:
-        version = log_champion(
-            config, decision.model, model_tables(spark, config, decision.model), config.models.top_n
-        )
+        tables = model_tables(spark, config, decision.model)
+        version = log_champion(config, tables, serving_settings(config, decision.model))
     report.close()
     overall = result.overall
     metrics: dict[str, float] = {
@@ -130,11 +130,15 @@ def step_evaluate(spark: SparkSession, config: Config, run: PipelineRun) -> Step
     }
     table_lines = []
     for row in overall[overall.k == conf.primary_k].itertuples():
-        for name in ("ndcg", "precision", "recall", "map", "hit_rate", "mrr", "coverage", "novelty"):
-            metrics[f"{row.model}.{name}_at_{row.k}"] = float(getattr(row, name))
+        names = ("ndcg", "precision", "recall", "map", "hit_rate", "mrr", "coverage", "novelty", "diversity")
+        for name in names:
+            value = float(getattr(row, name))
+            if not math.isnan(value):  # diversity needs item categories
+                # MLflow metric names allow no "+": variant hybrid+mmr is logged as hybrid_mmr.
+                metrics[f"{row.model.replace('+', '_')}.{name}_at_{row.k}"] = value
         table_lines.append(
             f"    {row.model:<18} ndcg {row.ndcg:.4f}  precision {row.precision:.4f}  recall {row.recall:.4f}"
-            f"  hit rate {row.hit_rate:.3f}  coverage {row.coverage:.3f}"
+            f"  hit rate {row.hit_rate:.3f}  coverage {row.coverage:.3f}  diversity {row.diversity:.3f}"
         )
     cutoff = f" at {result.cutoff:%Y-%m-%d %H:%M}" if result.cutoff else ""
     lines = [

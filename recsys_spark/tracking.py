@@ -83,7 +83,18 @@ def _signature() -> Any:
     from mlflow.types.schema import Array, ColSpec, DataType, Schema
 
     text = DataType.string
-    inputs = Schema([ColSpec(text, "segment"), ColSpec(text, "customer_id"), ColSpec(Array(text), "history")])
+    inputs = Schema(
+        [
+            ColSpec(text, "segment"),
+            ColSpec(text, "customer_id"),
+            ColSpec(Array(text), "history"),
+            # Optional: ItemKNN's history weights, cold-start routing by order count, and the
+            # hybrid's rules from the last basket.
+            ColSpec(Array(DataType.double), "history_weights", required=False),
+            ColSpec(DataType.long, "orders", required=False),
+            ColSpec(Array(text), "last_basket", required=False),
+        ]
+    )
     outputs = Schema(
         [
             ColSpec(text, "segment"),
@@ -99,12 +110,12 @@ def _signature() -> Any:
 SIGNATURE = _signature()
 
 
-def _log_pyfunc(name: str, model: str, top_n: int, artifacts: dict[str, str]) -> Any:
+def _log_pyfunc(name: str, settings: dict[str, Any], artifacts: dict[str, str]) -> Any:
     return mlflow.pyfunc.log_model(
         name="champion",
         python_model=PublishedRecommender(),
         artifacts=artifacts,
-        model_config={"model": model, "top_n": top_n},
+        model_config=settings,
         signature=SIGNATURE,
         code_paths=[str(Path(__file__).parent)],
         pip_requirements=["implicit==0.7.2", "numpy", "pandas", "pyarrow", "scipy", "threadpoolctl"],
@@ -120,9 +131,11 @@ def log_evaluation(figures: dict[str, Any], report_html: str, published: str, re
     mlflow.set_tags({"recsys.published_model": published, "recsys.guardrail": reason[:MAX_PARAM_CHARS]})
 
 
-def log_champion(config: Config, model: str, tables: dict[str, Any], top_n: int) -> str | None:
-    """Log the published model as a pyfunc (its tables as parquet artifacts), register it and
-    point the registered model's ``champion`` alias at the new version; returns the version."""
+def log_champion(config: Config, tables: dict[str, Any], settings: dict[str, Any]) -> str | None:
+    """Log the published model as a pyfunc (its tables as parquet artifacts, ``settings`` as its
+    model config: see ``models.serving_settings``), register it and point the registered model's
+    ``champion`` alias at the new version; returns the version."""
+    model = settings["model"]
     name = config.mlflow.registered_model
     with tempfile.TemporaryDirectory() as folder:
         artifacts = {}
@@ -133,7 +146,7 @@ def log_champion(config: Config, model: str, tables: dict[str, Any], top_n: int)
         with warnings.catch_warnings():
             # The signature is given; an input example would only repeat it.
             warnings.filterwarnings("ignore", message=".*input example was not provided.*")
-            info = _log_pyfunc(name, model, top_n, artifacts)
+            info = _log_pyfunc(name, settings, artifacts)
     version = info.registered_model_version
     if version is not None:
         mlflow.MlflowClient().set_registered_model_alias(name, "champion", str(version))

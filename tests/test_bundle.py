@@ -62,6 +62,7 @@ def test_dag_has_no_cycle_and_follows_the_pipeline_order(bundle: dict[str, Any])
     assert order[0] == "ingest" and order[-1] == "export"
     # What each step reads is upstream of it.
     upstream = {key: _ancestors(graph, key) for key in graph}
+    assert {"baskets", "evaluate"} <= upstream["score"]  # the hybrid reads the association rules
     assert {"baskets", "score"} <= upstream["analytics"]
     assert {"train", "evaluate", "score", "analytics"} <= upstream["export"]
 

@@ -57,7 +57,8 @@ def write_interactions(spark: SparkSession, config: Config, frame: pd.DataFrame)
 
 @pytest.fixture(scope="module")
 def sample(spark: SparkSession, make_config: Callable[..., Config]) -> Config:
-    config = make_config(models=SMALL_MODELS)
+    # The models' own lists: the business rules (on in base.yml) are tested in test_hybrid.py.
+    config = make_config(models=SMALL_MODELS, business_rules={"max_per_category": None, "mmr_lambda": None})
     run_steps(config, ["load-sample", "ingest", "train", "score"], spark)
     return config
 

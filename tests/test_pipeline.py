@@ -60,7 +60,9 @@ def test_run_twice_adds_nothing_and_tracks_both_runs(
     champion = (
         spark.table(str(table_name(config, "published_model"))).orderBy("decided_at").collect()[-1].model
     )
-    assert {r.model for r in recommendations.select("model").distinct().collect()} == {champion, "popularity"}
+    # Customers with a single order take the short-history route: the hybrid (cold-start routing).
+    models = {r.model for r in recommendations.select("model").distinct().collect()}
+    assert champion in models and models <= {champion, "popularity", "hybrid"}
 
     client = mlflow.MlflowClient(tracking_uri(config))
     experiment = client.get_experiment_by_name("pipeline_test")

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recsys_spark.kernels import als, bpr, itemknn, popularity
+from recsys_spark.kernels import als, bpr, content, fusion, itemknn, popularity
 from recsys_spark.kernels.factors import FactorModel
 from recsys_spark.kernels.matrix import Interactions, build_interactions
 from recsys_spark.kernels.topn import limit_threads
@@ -45,6 +46,7 @@ class TrainSettings:
     bpr: bpr.BprParams
     itemknn: itemknn.ItemKnnParams
     popularity: popularity.PopularityParams
+    content: content.ContentParams
     min_segment_users: int
     min_segment_items: int
     mllib_min_pairs: int
@@ -102,11 +104,17 @@ def training_plan(weights: DataFrame, settings: TrainSettings) -> pd.DataFrame:
 
 
 def train_segments(
-    weights: DataFrame, plan: pd.DataFrame, settings: TrainSettings, threads: int
+    weights: DataFrame,
+    plan: pd.DataFrame,
+    settings: TrainSettings,
+    threads: int,
+    item_texts: dict[str, str | None] | None = None,
 ) -> DataFrame:
     """Fit the enabled models of every segment in one pandas UDF call per segment.
 
     Skipped segments get popularity only; on MLlib segments ALS is left to ``train_mllib_als``.
+    ``item_texts`` (item id -> description, every item of the catalogue) feeds the content
+    model, which scores every catalogue item in every segment, bought there or not.
     """
     models_of = {}
     for row in plan.itertuples():
@@ -117,8 +125,57 @@ def train_segments(
     return (
         weights.select(*WEIGHTS_COLUMNS)
         .groupBy("segment")
-        .applyInPandas(_train_segment(models_of, settings, threads), TRAINED_SCHEMA)
+        .applyInPandas(_train_segment(models_of, settings, threads, item_texts or {}), TRAINED_SCHEMA)
     )
+
+
+@dataclass(frozen=True)
+class FusionParams:
+    strategy: fusion.Strategy
+    alpha: float
+    dims: int
+
+
+FUSED_MODEL = "hybrid_embedding"
+
+
+def fused_embeddings(trained: DataFrame, params: FusionParams) -> DataFrame:
+    """Item rows of model ``hybrid_embedding`` in every segment with ALS and content vectors:
+    ``kernels.fusion.fuse`` of the two. Items with a description but no purchases (no ALS
+    factors) are placed by their content alone."""
+    parts = trained.where((F.col("kind") == "item") & F.col("model").isin("als", "content"))
+    return parts.groupBy("segment").applyInPandas(_fuse_segment(params), TRAINED_SCHEMA)
+
+
+def _fuse_segment(params: FusionParams) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def fuse(frame: pd.DataFrame) -> pd.DataFrame:
+        segment = frame.segment.iat[0]
+        collaborative, text = frame[frame.model == "als"], frame[frame.model == "content"]
+        if collaborative.empty or text.empty:
+            return pd.DataFrame(columns=TRAINED_COLUMNS)
+        try:
+            ids = np.union1d(collaborative.id.to_numpy(str), text.id.to_numpy(str)).astype(object)
+            vectors = fusion.fuse(
+                _aligned(ids, collaborative), _aligned(ids, text), params.strategy, params.alpha, params.dims
+            )
+        except Exception as exc:
+            raise TrainingError(
+                f"segment {segment!r}, model {FUSED_MODEL}: {type(exc).__name__}: {exc}"
+            ) from exc
+        rows = _rows("item", FUSED_MODEL, ids, vectors)
+        rows["segment"] = segment
+        return rows[TRAINED_COLUMNS]
+
+    return fuse
+
+
+def _aligned(ids: np.ndarray, rows: pd.DataFrame) -> np.ndarray:
+    """``rows``' factors in the order of ``ids``; zeros for ids it lacks."""
+    vectors = np.stack(rows.factors.to_numpy()).astype(np.float32)
+    out = np.zeros((len(ids), vectors.shape[1]), np.float32)
+    index = pd.Index(rows.id.to_numpy(str)).get_indexer(ids)
+    out[index >= 0] = vectors[index[index >= 0]]
+    return out
 
 
 def global_popularity(trained: DataFrame) -> DataFrame:
@@ -204,7 +261,7 @@ def _numbered(rows: DataFrame, column: str) -> DataFrame:
 
 
 def _train_segment(
-    models_of: dict[str, list[str]], settings: TrainSettings, threads: int
+    models_of: dict[str, list[str]], settings: TrainSettings, threads: int, item_texts: dict[str, str | None]
 ) -> Callable[[pd.DataFrame], pd.DataFrame]:
     def train(frame: pd.DataFrame) -> pd.DataFrame:
         segment = frame.segment.iat[0]
@@ -215,7 +272,10 @@ def _train_segment(
             with limit_threads(threads):
                 for model in models_of.get(segment, ["popularity"]):
                     step = f"model {model} ({data.shape[0]} users × {data.shape[1]} items)"
-                    outputs.append(_fit(model, data, frame, settings, threads))
+                    if model == "content":
+                        outputs.append(_fit_content(data, settings.content, item_texts))
+                    else:
+                        outputs.append(_fit(model, data, frame, settings, threads))
         except Exception as exc:
             # Raised, never swallowed: the job fails and names the segment and what failed.
             raise TrainingError(f"segment {segment!r}, {step}: {type(exc).__name__}: {exc}") from exc
@@ -227,6 +287,29 @@ def _train_segment(
         return result[TRAINED_COLUMNS]
 
     return train
+
+
+def _fit_content(
+    data: Interactions, params: content.ContentParams, item_texts: dict[str, str | None]
+) -> pd.DataFrame:
+    """The content model over the whole catalogue: the segment's purchases are mapped onto the
+    catalogue's items, so items never bought in the segment get vectors (and scores) too."""
+    catalogue = np.array(sorted(set(item_texts) | set(data.item_ids)), dtype=object)
+    columns = pd.Index(catalogue).get_indexer(data.item_ids)
+    to_catalogue = sp.csr_matrix(
+        (np.ones(len(columns), dtype=np.float32), (np.arange(len(columns)), columns)),
+        shape=(len(columns), len(catalogue)),
+    )
+    fitted = content.fit(
+        sp.csr_matrix(data.weights @ to_catalogue), [item_texts.get(i) for i in catalogue], params
+    )
+    return pd.concat(
+        [
+            _rows("user", "content", data.user_ids, fitted.user_factors),
+            _rows("item", "content", catalogue, fitted.item_factors),
+        ],
+        ignore_index=True,
+    )
 
 
 def _fit(
@@ -249,6 +332,8 @@ def _fit(
                 "weight": similarity.data.astype(np.float32),
             }
         )
+    if model not in ("als", "bpr"):
+        raise ValueError(f"no kernel trains model {model!r}")
     fitted: FactorModel = (
         als.fit(data.weights, settings.als, threads)
         if model == "als"

@@ -293,6 +293,7 @@ def test_degenerate_catalogues_finish_with_counted_fallbacks(
         lines = [line(case, order=f"97{i:04d}", item="ONLY1", customer=f"C{i}") for i in range(60)]
     config, result = ingest_folder(spark, make_config, write_landing(tmp_path, lines))
     assert result.valid == 60
+    run_baskets(spark, config, "run_case")  # the hybrid's rules (too few baskets: none mined)
     train = run_train(spark, config, "run_case")
     assert train.skipped_segments  # too few users or items for a model of its own: logged, not dropped
     score = run_score(spark, config, "run_case")
@@ -314,6 +315,16 @@ CONF_CASES: dict[str, tuple[dict[str, Any], str]] = {
     "conf_injection_exclude_table": ({"models": {"exclude_table": "a.b; DROP c"}}, "not a valid table name"),
     "conf_injection_group": ({"analytics": {"readers_group": "x`; DROP"}}, "not a valid group name"),
     "conf_holdout_share": ({"export": {"holdout_share": 1.5}}, "export.holdout_share is 1.5"),
+    "conf_hybrid_weighs_disabled_model": (
+        {"models": {"enabled": ["als", "popularity", "hybrid"]}},
+        "models.hybrid.weights weighs ['itemknn', 'content'] but models.enabled is",
+    ),
+    "conf_hybrid_unknown_source": ({"models": {"hybrid": {"weights": {"svd": 1.0}}}}, "must be one of"),
+    "conf_mmr_lambda_out_of_range": (
+        {"business_rules": {"mmr_lambda": 1.5}},
+        "business_rules.mmr_lambda is 1.5",
+    ),
+    "conf_category_cap_zero": ({"business_rules": {"max_per_category": 0}}, "max_per_category is 0"),
 }
 
 

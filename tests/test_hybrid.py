@@ -1,0 +1,243 @@
+"""The hybrid recommender, the fused embedding, business rules and cold-start routing through
+Spark, on the bundled sample: blending on a case worked by hand, the rules on the published
+lists, the rules source, the evaluation's variants, and the routing of short histories."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from chispa import assert_df_equality
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from recsys_spark.config import Config
+from recsys_spark.distributed.analytics import category_of, item_descriptions
+from recsys_spark.distributed.reranking import final_lists
+from recsys_spark.kernels.rerank import ListSettings
+from recsys_spark.models import (
+    association_rules,
+    customer_histories,
+    last_baskets,
+    model_tables,
+    route,
+    serving_settings,
+)
+from recsys_spark.pipeline import run_steps
+from recsys_spark.serving import PublishedRecommender
+from recsys_spark.tables import table_name
+from tests.conftest import SAMPLE_RUN, _deep_merge
+
+BLOCKED = "85123A"  # the sample's best seller: excluded, as if out of stock
+EXCLUDED_CATEGORY = "BAG"
+CAP = 2
+
+
+@pytest.fixture(scope="module")
+def hybrid_run(spark: SparkSession, make_config: Callable[..., Config]) -> Config:
+    config = make_config(
+        **_deep_merge(
+            SAMPLE_RUN,
+            {
+                "models": {
+                    "enabled": ["als", "itemknn", "popularity", "content", "hybrid"],
+                    "publish": "hybrid",
+                    "exclude_items": [BLOCKED],
+                    "content": {"dims": 16},
+                    "hybrid": {"short_history_orders": 2},
+                },
+                # Each customer's last order is the test: the sample's time split leaves only
+                # three test customers, none with a history to recommend from.
+                "evaluation": {"split": "last_basket"},
+                "business_rules": {
+                    "category_exclude": [EXCLUDED_CATEGORY],
+                    "max_per_category": CAP,
+                    "mmr_lambda": 0.7,
+                },
+            },
+        )
+    )
+    run_steps(config, ["load-sample", "ingest", "baskets", "train", "evaluate", "score"], spark)
+    return config
+
+
+def test_blend_of_two_sources_by_hand(spark: SparkSession) -> None:
+    schema = (
+        "segment string, customer_id string, source string, item_id string, score float, "
+        "reason string, reason_item_id string"
+    )
+    candidates = spark.createDataFrame(
+        [
+            # c1: als scores 3, 2, 1 -> 1, 0.5, 0; rules 0.9, 0.3 -> 1, 0.
+            ("s", "c1", "als", "a", 3.0, "factor_score", None),
+            ("s", "c1", "als", "b", 2.0, "factor_score", None),
+            ("s", "c1", "als", "c", 1.0, "factor_score", None),
+            ("s", "c1", "rules", "c", 0.9, "bought_with_last_basket", "x"),
+            ("s", "c1", "rules", "d", 0.3, "bought_with_last_basket", "y"),
+            # c2: one source, one item -> 1.
+            ("s", "c2", "rules", "a", 0.2, "bought_with_last_basket", "z"),
+        ],
+        schema,
+    )
+    lists = final_lists(candidates, ListSettings(3, {"als": 0.6, "rules": 0.4}, "hybrid"))
+    # c1: a 0.6, b 0.3, c 0 + 0.4 = 0.4 (from rules, so its reason), d 0: top 3 = a, c, b.
+    expected = spark.createDataFrame(
+        [
+            ("s", "c1", 1, "a", 0.6, "hybrid", "factor_score", None),
+            ("s", "c1", 2, "c", 0.4, "hybrid", "bought_with_last_basket", "x"),
+            ("s", "c1", 3, "b", 0.3, "hybrid", "factor_score", None),
+            ("s", "c2", 1, "a", 0.4, "hybrid", "bought_with_last_basket", "z"),
+        ],
+        lists.schema,
+    )
+    assert_df_equality(lists, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_published_lists_follow_every_business_rule(spark: SparkSession, hybrid_run: Config) -> None:
+    silver = spark.table(str(table_name(hybrid_run, "interactions")))
+    recs = spark.table(str(table_name(hybrid_run, "recommendations")))
+    assert recs.count() > 0
+    categories = item_descriptions(silver).select(
+        "item_id", category_of(F.col("description")).alias("category")
+    )
+    rows = recs.join(categories, "item_id", "left").toPandas()
+    assert BLOCKED not in set(rows.item_id)
+    assert EXCLUDED_CATEGORY not in set(rows.category)
+    per_list = rows.dropna(subset=["category"]).groupby(["segment", "customer_id", "category"]).size()
+    assert per_list.max() <= CAP
+    bought = silver.select("segment", "customer_id", "item_id")
+    assert recs.join(bought, ["segment", "customer_id", "item_id"], "left_semi").count() == 0
+    ranks = rows.groupby(["segment", "customer_id"])["rank"].agg(["min", "max", "count"])
+    assert (ranks["min"] == 1).all() and (ranks["max"] == ranks["count"]).all()
+    assert (ranks["count"] <= hybrid_run.models.top_n).all()
+    assert set(rows.model) <= {"hybrid", "popularity"}
+
+
+def test_rules_source_fires_from_the_last_basket(spark: SparkSession, hybrid_run: Config) -> None:
+    silver = spark.table(str(table_name(hybrid_run, "interactions")))
+    recs = spark.table(str(table_name(hybrid_run, "recommendations"))).where(
+        "reason = 'bought_with_last_basket'"
+    )
+    assert recs.count() > 0
+    baskets = last_baskets(silver)
+    fired = recs.join(baskets, ["segment", "customer_id"]).where(
+        F.array_contains("last_basket", F.col("reason_item_id"))
+    )
+    assert fired.count() == recs.count()
+    rules = association_rules(spark, hybrid_run)
+    assert rules is not None
+    pairs = rules.where(F.size("antecedent") == 1).select(
+        F.col("antecedent")[0].alias("reason_item_id"), F.col("consequent")[0].alias("item_id")
+    )
+    assert recs.join(pairs, ["reason_item_id", "item_id"], "left_anti").count() == 0
+
+
+def test_fused_embedding_mixes_the_cosines_and_reaches_unbought_items(
+    spark: SparkSession, hybrid_run: Config
+) -> None:
+    factors = spark.table(str(table_name(hybrid_run, "item_factors"))).toPandas()
+    segment = factors[factors.model == "als"].segment.iat[0]  # a trained segment
+    rows = {
+        model: factors[(factors.segment == segment) & (factors.model == model)].set_index("item_id").factors
+        for model in ("als", "content", "hybrid_embedding")
+    }
+    assert set(rows["hybrid_embedding"].index) == set(rows["als"].index) | set(rows["content"].index)
+    a, b = sorted(set(rows["als"].index) & set(rows["content"].index))[:2]
+
+    def cosine(x: np.ndarray, y: np.ndarray) -> float:
+        return float(np.dot(x, y) / np.linalg.norm(x) / np.linalg.norm(y))
+
+    alpha = hybrid_run.models.fusion.alpha
+    mixed = alpha * cosine(rows["als"][a], rows["als"][b]) + (1 - alpha) * cosine(
+        rows["content"][a], rows["content"][b]
+    )
+    assert cosine(rows["hybrid_embedding"][a], rows["hybrid_embedding"][b]) == pytest.approx(mixed, abs=1e-4)
+    similar = spark.table(str(table_name(hybrid_run, "similar_items"))).where("model = 'hybrid_embedding'")
+    assert similar.count() > 0
+
+
+def test_evaluation_measures_content_hybrid_and_each_rule(spark: SparkSession, hybrid_run: Config) -> None:
+    metrics = spark.table(str(table_name(hybrid_run, "model_metrics")))
+    models = {r.model for r in metrics.select("model").distinct().collect()}
+    assert {"content", "hybrid", "hybrid+exclude", "hybrid+filter", "hybrid+cap", "hybrid+mmr"} <= models
+    assert "hybrid+rules" in models
+    wanted = metrics.where("segment = 'all' AND slice = 'all' AND k = 10 AND metric IN ('ndcg', 'diversity')")
+    assert {r.metric for r in wanted.where("model = 'hybrid+mmr'").collect()} == {"ndcg", "diversity"}
+    choice = spark.table(str(table_name(hybrid_run, "published_model"))).first()
+    assert "+" not in choice.model
+
+
+def test_short_histories_are_routed_to_the_hybrid(
+    spark: SparkSession, hybrid_run: Config, make_config: Callable[..., Config]
+) -> None:
+    orders = spark.createDataFrame([(None,), (0,), (1,), (2,), (7,)], "orders int")
+    routes = [r.route for r in orders.select(route(hybrid_run, F.col("orders")).alias("route")).collect()]
+    assert routes == ["popularity", "popularity", "short_history", "champion", "champion"]
+    without = make_config(models={"enabled": ["als", "popularity"]})
+    routes = [r.route for r in orders.select(route(without, F.col("orders")).alias("route")).collect()]
+    assert routes == ["popularity", "popularity", "champion", "champion", "champion"]
+
+    # In the published table: one-order customers got the hybrid with short-history weights.
+    silver = spark.table(str(table_name(hybrid_run, "interactions")))
+    one_order = (
+        silver.groupBy("segment", "customer_id").agg(F.countDistinct("order_id").alias("n")).where("n = 1")
+    )
+    recs = spark.table(str(table_name(hybrid_run, "recommendations")))
+    assert one_order.count() > 0
+    assert {
+        r.model for r in recs.join(one_order, ["segment", "customer_id"]).select("model").distinct().collect()
+    } <= {
+        "hybrid",
+        "popularity",
+    }
+
+
+def test_score_says_to_run_baskets_when_the_hybrid_needs_rules(
+    spark: SparkSession, make_config: Callable[..., Config]
+) -> None:
+    fresh = make_config()
+    with pytest.raises(ValueError, match="run `recsys baskets` before `recsys score`"):
+        association_rules(spark, fresh)
+    # Overlays merge into base.yml's weights: a source is left out with weight 0.
+    no_rules = make_config(
+        models={"hybrid": {"weights": {"rules": 0}, "short_history_weights": {"rules": 0}}}
+    )
+    assert association_rules(spark, no_rules) is None
+
+
+def test_the_served_hybrid_gives_the_batch_lists(
+    spark: SparkSession, hybrid_run: Config, tmp_path: Path
+) -> None:
+    """The pyfunc (no Spark) routes, blends and applies the rules as the batch scoring did."""
+    tables = model_tables(spark, hybrid_run, "hybrid")
+    artifacts = {}
+    for key, frame in tables.items():
+        artifacts[key] = str(tmp_path / f"{key}.parquet")
+        frame.to_parquet(artifacts[key])
+    path = tmp_path / "model"
+    mlflow.pyfunc.save_model(
+        path,
+        python_model=PublishedRecommender(),
+        artifacts=artifacts,
+        model_config=serving_settings(hybrid_run, "hybrid"),
+    )
+    served = mlflow.pyfunc.load_model(str(path))
+    silver = spark.table(str(table_name(hybrid_run, "interactions")))
+    request = (
+        customer_histories(hybrid_run, silver, "hybrid")
+        .select("segment", "customer_id", "history", "history_weights", "orders", "last_basket")
+        .toPandas()
+    )
+    answer = served.predict(request)
+    batch = spark.table(str(table_name(hybrid_run, "recommendations"))).toPandas()
+
+    def lists(frame: pd.DataFrame) -> dict[tuple[str, str], list[str]]:
+        ordered = frame.sort_values(["segment", "customer_id", "rank"])
+        return {key: part.item_id.tolist() for key, part in ordered.groupby(["segment", "customer_id"])}
+
+    assert lists(answer) == lists(batch)
+    assert set(answer.customer_id) == set(request.customer_id)
