@@ -29,7 +29,8 @@ from recsys_spark.distributed.scoring import Catalog
 from recsys_spark.distributed.training import GLOBAL_SEGMENT
 from recsys_spark.kernels import als, bpr, content, itemknn, popularity, routing
 from recsys_spark.kernels.factors import FACTOR_MODELS
-from recsys_spark.kernels.rerank import CANDIDATE_COLUMNS, ItemVectors, ListSettings, Rules
+from recsys_spark.kernels.fusion import FUSED_MODEL
+from recsys_spark.kernels.rerank import CANDIDATE_COLUMNS, MMR_VECTOR_MODELS, ItemVectors, ListSettings, Rules
 from recsys_spark.progress import stage
 from recsys_spark.session import executor_cores
 from recsys_spark.tables import overwrite_table, table_name, utc_now
@@ -269,8 +270,7 @@ def model_tables(spark: SparkSession, config: Config, model: str) -> dict[str, p
     categories, as far as ``serving_sources`` asks for them."""
     fitted = fitted_from_tables(spark, config)
     needed = serving_sources(config, model)
-    vector_models = {training.FUSED_MODEL, "content", "als", "bpr"}
-    wanted = F.col("model").isin(sorted(needed | vector_models))
+    wanted = F.col("model").isin(sorted(needed | set(MMR_VECTOR_MODELS)))
     stamps = ["run_id", "trained_at"]
     tables = {"item_factors": fitted.item_factors.where(wanted).drop(*stamps).toPandas()}
     users = fitted.user_factors.where(F.col("model").isin(sorted(needed & set(FACTOR_MODELS))))
@@ -350,7 +350,7 @@ def run_score(
         context = list_context(
             config, interactions, items, rules, association_rules(spark, config), segment_users
         )
-        st.counts.update(customers=result.customers, business_rules="on" if rules_active(rules) else "off")
+        st.counts.update(customers=result.customers, business_rules="on" if rules.beyond_exclusion else "off")
 
     stamp = {"run_id": F.lit(run_id), "generated_at": F.lit(utc_now()).cast("timestamp")}
     with stage("score", f"recommendations ({publish})", seconds) as st:
@@ -637,16 +637,11 @@ def list_context(
     described = item_descriptions(interactions).select("item_id", category_of(F.col("description")))
     categories = {item: category for item, category in described.collect() if category is not None}
     vectors: dict[str, ItemVectors] = {}
-    for model in ("hybrid_embedding", "content", "als", "bpr"):
+    for model in MMR_VECTOR_MODELS:
         for segment, part in _of_model(items, model).groupby("segment"):
             if segment not in vectors:
                 vectors[segment] = ItemVectors.of(part.item_id.to_numpy(), np.stack(part.factors.to_numpy()))
     return ListContext(rules, categories, vectors, association_rules, segment_users)
-
-
-def rules_active(rules: Rules) -> bool:
-    """Whether any rule besides the exclude lists (which every model's scoring applies) is on."""
-    return rules != Rules(blocked=rules.blocked)
 
 
 def published_lists(
@@ -677,7 +672,7 @@ def published_lists(
         both = lists.unionByName(fallback.withColumn("fallback", F.lit(True)))
         has_hybrid = F.min("fallback").over(Window.partitionBy(*KEYS))
         return both.withColumn("keep", F.col("fallback") == has_hybrid).where("keep").drop("fallback", "keep")
-    active = rules_active(context.rules)
+    active = context.rules.beyond_exclusion
     depth = config.business_rules.candidates if active else n
     lists, _ = recommend(
         config, publish, fitted, items, histories, context.blocked, depth, context.segment_users
@@ -801,7 +796,7 @@ def _similar_items(
     spark = neighbours.sparkSession
     frames = []
     # The fused embedding also places items nobody bought yet (by their description).
-    fused = [training.FUSED_MODEL] if (items.model == training.FUSED_MODEL).any() else []
+    fused = [FUSED_MODEL] if (items.model == FUSED_MODEL).any() else []
     for model in [m for m in conf.enabled if m in FACTOR_MODELS] + fused:
         rows = _of_model(items, model)
         catalogs = _catalogs(rows, "item_id", blocked, cosine=True)

@@ -27,8 +27,6 @@ from recsys_spark.kernels.topn import TopN, top_matches
 
 OVERALL = "all"
 OUTPUT_COLUMNS = ["segment", "customer_id", "rank", "item_id", "score"]
-# The batch's MMR vectors, best first (as models.list_context picks them).
-MMR_VECTOR_MODELS = ("hybrid_embedding", "content", "als", "bpr")
 
 
 class PublishedRecommender(mlflow.pyfunc.PythonModel):
@@ -56,7 +54,7 @@ class PublishedRecommender(mlflow.pyfunc.PythonModel):
             dict(zip(categories.item_id, categories.category, strict=True)) if categories is not None else {}
         )
         self.vectors: dict[str, rerank.ItemVectors] = {}
-        for model in MMR_VECTOR_MODELS:
+        for model in rerank.MMR_VECTOR_MODELS:
             for segment, part in self.items[self.items.model == model].groupby("segment"):
                 self.vectors.setdefault(
                     segment, rerank.ItemVectors.of(part.item_id.to_numpy(), np.stack(part.factors.to_numpy()))
@@ -98,8 +96,8 @@ class PublishedRecommender(mlflow.pyfunc.PythonModel):
             rest = part[~part.customer_id.isin(lists.customer_id)]
             frames = [f for f in (lists, self._lists(rest, "popularity_global")) if len(f)]
             return pd.concat(frames, ignore_index=True) if frames else _empty()
-        active = self.rules != rerank.Rules(blocked=self.rules.blocked)
-        candidates = self._source(part, model, depth=self.depth if active else self.top_n)
+        depth = self.depth if self.rules.beyond_exclusion else self.top_n
+        candidates = self._source(part, model, depth=depth)
         if not len(candidates):
             return _empty()
         settings = rerank.ListSettings(self.top_n, None, None, self.rules, self.categories, self.vectors)

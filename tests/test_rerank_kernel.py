@@ -52,8 +52,8 @@ def test_blend_ties_by_item_id_and_checks_inputs() -> None:
 
 def test_cap_per_category() -> None:
     categories = ["BAG", "BAG", "TIN", "BAG", None, None, "TIN"]
-    assert cap_per_category(list("abcdefg"), categories, 2) == [0, 1, 2, 4, 5, 6]
-    assert cap_per_category(list("abcdefg"), categories, 1) == [0, 2, 4, 5]
+    assert cap_per_category(categories, 2) == [0, 1, 2, 4, 5, 6]
+    assert cap_per_category(categories, 1) == [0, 2, 4, 5]
 
 
 def test_mmr_by_hand() -> None:

@@ -136,11 +136,8 @@ class FusionParams:
     dims: int
 
 
-FUSED_MODEL = "hybrid_embedding"
-
-
 def fused_embeddings(trained: DataFrame, params: FusionParams) -> DataFrame:
-    """Item rows of model ``hybrid_embedding`` in every segment with ALS and content vectors:
+    """Item rows of model ``fusion.FUSED_MODEL`` in every segment with ALS and content vectors:
     ``kernels.fusion.fuse`` of the two. Items with a description but no purchases (no ALS
     factors) are placed by their content alone."""
     parts = trained.where((F.col("kind") == "item") & F.col("model").isin("als", "content"))
@@ -160,9 +157,9 @@ def _fuse_segment(params: FusionParams) -> Callable[[pd.DataFrame], pd.DataFrame
             )
         except Exception as exc:
             raise TrainingError(
-                f"segment {segment!r}, model {FUSED_MODEL}: {type(exc).__name__}: {exc}"
+                f"segment {segment!r}, model {fusion.FUSED_MODEL}: {type(exc).__name__}: {exc}"
             ) from exc
-        rows = _rows("item", FUSED_MODEL, ids, vectors)
+        rows = _rows("item", fusion.FUSED_MODEL, ids, vectors)
         rows["segment"] = segment
         return rows[TRAINED_COLUMNS]
 

@@ -15,6 +15,7 @@ import numpy as np
 from recsys_spark.kernels.topn import normalize_rows
 
 Strategy = Literal["concat", "weighted_concat", "projection"]
+FUSED_MODEL = "hybrid_embedding"  # the fused vectors' model name in silver.item_factors
 
 
 def fuse(

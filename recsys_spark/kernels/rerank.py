@@ -5,8 +5,8 @@
 - ``cap_per_category``: keep at most ``cap`` items of one category, in order.
 - ``mmr``: maximal marginal relevance: greedily take the item with the best
   ``lam * relevance - (1 - lam) * (highest similarity to an item already taken)``.
-- ``apply_rules``: the business rules in order (exclude, category filter, MMR, category cap,
-  cut to N) on one customer's scored candidates.
+- ``apply_rules``: the business rules on one customer's scored candidates: exclude and category
+  filter, then N picked in score order or by MMR, skipping items whose category is full.
 - ``final_lists``: both, for many customers' candidate rows (pandas), as the batch scoring's
   UDF and the served model run them.
 """
@@ -19,7 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from recsys_spark.kernels.fusion import FUSED_MODEL
 from recsys_spark.kernels.topn import normalize_rows
+
+# Whose item vectors MMR compares, best first: the first a segment has is used.
+MMR_VECTOR_MODELS = (FUSED_MODEL, "content", "als", "bpr")
 
 
 @dataclass(frozen=True)
@@ -65,9 +69,9 @@ def blend(
     )
 
 
-def cap_per_category(items: Sequence[str], categories: Sequence[str | None], cap: int) -> list[int]:
-    """Positions of ``items`` kept when at most ``cap`` may share a category (order kept;
-    items without a category are never capped)."""
+def cap_per_category(categories: Sequence[str | None], cap: int) -> list[int]:
+    """Positions kept when at most ``cap`` items may share a category (order kept; items
+    without a category are never capped)."""
     seen: dict[str, int] = {}
     kept = []
     for position, category in enumerate(categories):
@@ -127,6 +131,11 @@ class Rules:
     max_per_category: int | None = None
     mmr_lambda: float | None = None
 
+    @property
+    def beyond_exclusion(self) -> bool:
+        """Whether a rule besides the exclude list (which scoring applies anyway) is on."""
+        return self != Rules(blocked=self.blocked)
+
 
 def apply_rules(
     items: Sequence[str],
@@ -160,10 +169,7 @@ def apply_rules(
         return [keep[i] for i in picked]
     if rules.max_per_category is not None:
         kept_categories = [categories[i] for i in keep]
-        keep = [
-            keep[i]
-            for i in cap_per_category([items[i] for i in keep], kept_categories, rules.max_per_category)
-        ]
+        keep = [keep[i] for i in cap_per_category(kept_categories, rules.max_per_category)]
     return keep[:n]
 
 
