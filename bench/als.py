@@ -80,7 +80,7 @@ def bench_config(name: str, **overrides: Any) -> Config:
     }
     for key, value in overrides.items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
-    return load_config("local", conf_dir=ROOT / "conf", overrides=base)
+    return load_config("local", overrides=base)
 
 
 def prepare_synthetic(spark: SparkSession, config: Config, users: int, items: int, events: int) -> None:

@@ -8,8 +8,6 @@
 
 # COMMAND ----------
 
-from pathlib import Path
-
 from recsys_spark.config import load_config
 from recsys_spark.report import build_report
 from recsys_spark.session import get_spark
@@ -19,11 +17,10 @@ try:  # Databricks: widgets for the target and the run
     dbutils.widgets.text("run_id", "")  # noqa: F821
     target = dbutils.widgets.get("target")  # noqa: F821
     run_id = dbutils.widgets.get("run_id") or None  # noqa: F821
-    conf_dir = Path.cwd().parent / "conf"
 except NameError:  # run as a plain script locally
-    target, run_id, conf_dir = "local", None, Path(__file__).resolve().parent.parent / "conf"
+    target, run_id = "local", None
 
-config = load_config(target, conf_dir=conf_dir)
+config = load_config(target)  # the conf shipped in the wheel
 spark = get_spark(config)
 report = build_report(spark, config, run_id)
 

@@ -19,7 +19,6 @@ from recsys_spark.distributed.errors import udf_errors
 from recsys_spark.kernels.factors import FACTOR_MODELS
 from recsys_spark.models import fitted_from_tables, item_audience, published_model
 from recsys_spark.progress import stage
-from recsys_spark.session import on_databricks
 from recsys_spark.tables import overwrite_table, table_name, utc_now
 from recsys_spark.views import create_views
 
@@ -89,9 +88,6 @@ def run_analytics(spark: SparkSession, config: Config, run_id: str) -> Analytics
 
     with stage("analytics", "analyst views") as st:
         result.views = [str(v) for v in create_views(spark, config)]
-        if conf.readers_group and on_databricks():
-            gold = table_name(config, "recommendations").schema_name
-            spark.sql(f"GRANT USE SCHEMA, SELECT ON SCHEMA {gold} TO `{conf.readers_group}`")
         st.counts.update(views=len(result.views))
     for output, why in result.skipped.items():
         log.warning("analytics: %s not written: %s", output, why)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -77,14 +76,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run_job(step: str, job_file: str) -> None:
-    """Entry point for a scheduled task in jobs/: run ``step`` with the conf/ beside jobs/.
+def entry_point() -> None:
+    """The console script and the bundle's wheel-task entry point: ``recsys <step> [options]``.
 
-    The bundle syncs conf/ next to jobs/; the installed wheel does not carry it.
+    A Databricks wheel task calls this function and ignores what it returns, so the exit status
+    is raised, never returned: a config error fails the task instead of passing silently.
     """
-    conf_dir = Path(job_file).resolve().parent.parent / "conf"
-    sys.exit(main([step, "--conf-dir", str(conf_dir), *sys.argv[1:]]))
+    raise SystemExit(main())
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()

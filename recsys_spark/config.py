@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 import re
 import types
 import typing
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONF_DIR = PROJECT_ROOT / "conf"
+# base.yml and the target overlays ship inside the package, so a wheel task on Databricks finds
+# them wherever the wheel is installed.
+DEFAULT_CONF_DIR = Path(str(resources.files("recsys_spark") / "conf"))
 TARGETS = ("local", "dev", "prod")
 
 IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -30,7 +33,14 @@ QualifiedName = Annotated[str, "qualified"]
 QUALIFIED_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){1,2}$")
 
 
-PRINCIPAL_RE = re.compile(r"^[A-Za-z0-9_.@ -]+$")  # a workspace group or user, quoted in GRANT
+# A file path from conf; a Unity Catalog volume path must name catalog, schema and volume.
+FilePath = Annotated[str, "path"]
+VOLUME_RE = re.compile(r"^/Volumes/[A-Za-z0-9_]+/[A-Za-z0-9_]+/[A-Za-z0-9_]+(/|$)")
+
+
+def on_databricks() -> bool:
+    """True inside a Databricks cluster, where Spark, Delta, MLflow and volumes are provided."""
+    return "DATABRICKS_RUNTIME_VERSION" in os.environ
 
 
 class ConfigError(ValueError):
@@ -115,7 +125,7 @@ class ColumnMapping:
 
 @dataclass(frozen=True)
 class InputConfig:
-    landing_path: str
+    landing_path: FilePath
     landing_format: Literal["csv", "parquet"]
     columns: ColumnMapping
     timestamp_format: str
@@ -289,14 +299,12 @@ class AnalyticsConfig:
     lapsed_days: int  # lapsed = no order for this many days; in between: lapsing
     rules_graph_segment: str  # whose association rules make the item graph (`all` = every basket)
     pagerank_damping: float
-    # On Databricks: the group granted USE SCHEMA and SELECT on the gold schema (tables and views).
-    readers_group: Annotated[str, "principal"] | None = None
 
 
 @dataclass(frozen=True)
 class ExportConfig:
     # Local folder (relative to the project) or a Unity Catalog volume path on Databricks.
-    path: str | None  # None: <work_dir>/exports
+    path: FilePath | None  # None: <work_dir>/exports
     formats: list[Literal["csv", "parquet"]]
     # Only customers with an order in the last D days before the newest event in silver.
     active_days: int | None
@@ -329,10 +337,10 @@ class Config:
     analytics: AnalyticsConfig
     export: ExportConfig
     load_sample: bool = False
-    # Set by the loader: the files read, and the folder relative paths are resolved against
-    # (the conf folder's parent, i.e. the project root).
+    # Set by the loader: the files read, and the folder relative paths (work_dir, landing path,
+    # export path) are resolved against: the working directory the command started in.
     sources: tuple[str, ...] = field(default=(), compare=False)
-    root: str = str(PROJECT_ROOT)
+    root: str = "."
 
     @property
     def work_path(self) -> Path:
@@ -340,7 +348,18 @@ class Config:
 
     @property
     def landing_path(self) -> Path:
-        return Path(self.root, self.input.landing_path)
+        return self.resolve_path(self.input.landing_path)
+
+    def resolve_path(self, path: str) -> Path:
+        """``path`` from conf as this machine sees it: relative paths start at ``root``.
+
+        Off Databricks a Unity Catalog volume path (``/Volumes/catalog/schema/volume/...``, as
+        the bundle passes) maps under ``<work_dir>/Volumes``: the local stand-in for volumes,
+        so a dev or prod conf runs unchanged on a laptop.
+        """
+        if path.startswith("/Volumes/") and not on_databricks():
+            return self.work_path / path.lstrip("/")
+        return Path(self.root, path)
 
     def to_flat_dict(self) -> dict[str, Any]:
         """Dotted keys to values, e.g. for MLflow params."""
@@ -374,7 +393,7 @@ def load_config(
             f"{origin['target']}: key 'target' is {merged['target']!r} but the target asked for is {target!r}"
         )
     merged["sources"] = tuple(str(p) for p in files)
-    merged["root"] = str(conf_dir.resolve().parent)
+    merged["root"] = str(Path.cwd())
     config = _build(Config, merged, "", origin, files)
     if config.models.publish != "champion" and config.models.publish not in config.models.enabled:
         raise ConfigError(
@@ -424,6 +443,13 @@ def _check_hybrid(config: Config, origin: dict[str, str], files: list[Path]) -> 
             f"{_where('business_rules.max_per_category', origin, files)}: business_rules.max_per_category "
             f"is {cap}: use 1 or more, or null for no cap"
         )
+
+
+def _plain_path(path: str) -> bool:
+    # Off Databricks a volume path maps under work_dir: '..' could climb out of it.
+    if ".." in path.split("/"):
+        return False
+    return not path.startswith("/Volumes/") or bool(VOLUME_RE.match(path))
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -504,10 +530,10 @@ def _coerce(hint: Any, value: Any, key: str, origin: dict[str, str], files: list
                 f"{where}: key '{key}' = {value!r} is not a valid table identifier: "
                 "use letters, digits and underscore only"
             )
-        if "principal" in marks and checked is not None and not PRINCIPAL_RE.match(checked):
+        if "path" in marks and checked is not None and not _plain_path(checked):
             raise ConfigError(
-                f"{where}: key '{key}' = {value!r} is not a valid group name: use letters, digits, "
-                "spaces and . _ @ - only"
+                f"{where}: key '{key}' = {value!r} is not a usable path: no '..' parts, and a "
+                "volume path names its catalog, schema and volume (/Volumes/catalog/schema/volume/...)"
             )
         if "qualified" in marks and checked is not None and not QUALIFIED_RE.match(checked):
             raise ConfigError(

@@ -24,10 +24,9 @@ import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from recsys_spark.config import Config
+from recsys_spark.config import Config, on_databricks
 from recsys_spark.models import blocked_items, customer_histories, fitted_from_tables, recommend
 from recsys_spark.progress import stage
-from recsys_spark.session import on_databricks
 from recsys_spark.tables import table_name
 
 log = logging.getLogger(__name__)
@@ -152,8 +151,7 @@ def run_export(spark: SparkSession, config: Config) -> ExportResult:
 def _export_root(config: Config) -> Path:
     if config.export.path is None:
         return config.work_path / "exports"
-    path = Path(config.export.path)
-    return path if path.is_absolute() else Path(config.root, path)
+    return config.resolve_path(config.export.path)
 
 
 def _one_segment_per_customer(published: DataFrame, customers: DataFrame) -> DataFrame:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame
 
 from recsys_spark.cli import parse_settings
-from recsys_spark.config import DEFAULT_CONF_DIR, TARGETS, Config, load_config
+from recsys_spark.config import TARGETS, Config, load_config
 
 
 def notebook_params(
@@ -29,8 +28,7 @@ def notebook_params(
         for name, default in defaults.items():
             dbutils.widgets.text(name, default)
         values = {name: dbutils.widgets.get(name) for name in defaults}
-        # The bundle syncs notebooks/ beside conf/.
-        config = load_config(dbutils.widgets.get("target"), conf_dir=Path.cwd().parent / "conf")
+        config = load_config(dbutils.widgets.get("target"))
         return config, values
     parser = argparse.ArgumentParser(description="run an analyst notebook as a script")
     parser.add_argument("--target", default="local", choices=TARGETS)
@@ -44,9 +42,7 @@ def notebook_params(
         if name not in defaults:
             parser.error(f"unknown --param {name!r}; this notebook takes {', '.join(defaults)}")
         values[name] = value
-    config = load_config(
-        args.target, conf_dir=DEFAULT_CONF_DIR, extra_files=args.conf, overrides=parse_settings(args.settings)
-    )
+    config = load_config(args.target, extra_files=args.conf, overrides=parse_settings(args.settings))
     return config, values
 
 

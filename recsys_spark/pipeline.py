@@ -12,13 +12,13 @@ from pyspark.sql import SparkSession
 
 from recsys_spark.analytics import run_analytics
 from recsys_spark.baskets import run_baskets
-from recsys_spark.config import Config
+from recsys_spark.config import Config, on_databricks
 from recsys_spark.evaluate import BASELINES, run_evaluate
 from recsys_spark.export import run_export
 from recsys_spark.ingest import ingest, load_sample
 from recsys_spark.models import model_tables, run_score, run_train, serving_settings
 from recsys_spark.report import build_report, write_report
-from recsys_spark.session import get_spark, on_databricks
+from recsys_spark.session import get_spark
 from recsys_spark.tables import TABLE_LAYERS, local_location, table_name
 from recsys_spark.tracking import PipelineRun, log_champion, log_evaluation, pipeline_run, step_run
 from recsys_spark.views import VIEWS, view_name

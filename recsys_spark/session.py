@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from recsys_spark.config import Config
+from recsys_spark.config import Config, on_databricks
 
 log = logging.getLogger(__name__)
 
@@ -19,11 +19,6 @@ log = logging.getLogger(__name__)
 DELTA_VERSION = "4.0.1"
 DELTA_ARTIFACTS = (f"io.delta:delta-spark_2.13:{DELTA_VERSION}", f"io.delta:delta-storage:{DELTA_VERSION}")
 LOG4J_CONF = Path(__file__).with_name("log4j2.properties")
-
-
-def on_databricks() -> bool:
-    """True inside a Databricks cluster, where Spark, Delta and MLflow are provided."""
-    return "DATABRICKS_RUNTIME_VERSION" in os.environ
 
 
 def executor_cores(spark: SparkSession) -> tuple[int, int]:

@@ -11,16 +11,17 @@ import datetime as dt
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from delta.exceptions import DeltaConcurrentModificationException
 from delta.tables import DeltaTable
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from recsys_spark.config import Config, validate_identifier
-from recsys_spark.session import on_databricks
+from recsys_spark.config import Config, on_databricks, validate_identifier
+from recsys_spark.table_comments import TABLES, TableDoc, bronze_doc, column_comments, sql_string
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +94,7 @@ class TableName:
     schema: str
     table: str
     catalog: str | None = None
+    key: str | None = field(default=None, compare=False)  # the logical table, e.g. "interactions"
 
     def __post_init__(self) -> None:
         for part in (self.catalog, self.schema, self.table):
@@ -113,7 +115,7 @@ def table_name(config: Config, key: str) -> TableName:
         raise KeyError(f"unknown table {key!r}; known: {', '.join(TABLE_LAYERS)}")
     schema = getattr(config.schemas, TABLE_LAYERS[key])
     catalog = config.catalog if on_databricks() else None
-    return TableName(schema, getattr(config.tables, key), catalog)
+    return TableName(schema, getattr(config.tables, key), catalog, key)
 
 
 def local_location(config: Config, name: TableName) -> Path:
@@ -140,9 +142,12 @@ def ensure_table(
     schema: T.StructType,
     partition_by: tuple[str, ...] = (),
 ) -> DeltaTable:
-    """Create the Delta table with ``schema`` unless it exists; return it."""
+    """Create the Delta table with ``schema`` and its comments unless it exists; return it."""
     spark.sql(f"CREATE SCHEMA IF NOT EXISTS {name.schema_name}")
-    builder = DeltaTable.createIfNotExists(spark).tableName(str(name)).addColumns(schema)
+    doc = table_doc(config, name, schema.fieldNames())
+    comments = column_comments(doc, schema.fieldNames())
+    schema = T.StructType([_with_comment(f, comments.get(f.name)) for f in schema.fields])
+    builder = DeltaTable.createIfNotExists(spark).tableName(str(name)).addColumns(schema).comment(doc.comment)
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
     if not on_databricks():
@@ -168,6 +173,7 @@ def merge_new_rows(
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
     with conflicts_explained(name):
         result = table.alias("t").merge(rows.alias("s"), condition).whenNotMatchedInsertAll().execute()
+    describe_table(spark, name, table_doc(config, name, schema.fieldNames()))
     return int(result.first()["num_inserted_rows"])
 
 
@@ -177,8 +183,12 @@ def overwrite_table(
     """Replace the table's contents (or only the rows matching ``replace_where``) in one commit.
 
     Readers see the previous version or the new one, never a mix. The table is created on first
-    use (locally as an external table under the work folder); new columns are added.
+    use (locally as an external table under the work folder); new columns are added. The
+    columns carry their comments into the commit.
     """
+    doc = table_doc(config, name, rows.columns)
+    comments = column_comments(doc, rows.columns)
+    rows = rows.select(*(F.col(f"`{c}`").alias(c, metadata=_comment(comments.get(c))) for c in rows.columns))
     writer = rows.write.format("delta").mode("overwrite")
     if spark.catalog.tableExists(str(name)):
         if replace_where:
@@ -191,6 +201,54 @@ def overwrite_table(
             writer = writer.option("path", str(local_location(config, name)))
     with conflicts_explained(name):
         writer.saveAsTable(str(name))
+    describe_table(spark, name, doc)
+
+
+def table_doc(config: Config, name: TableName, columns: list[str]) -> TableDoc:
+    """The comments of table ``name`` (bronze's depend on the input's columns)."""
+    if name.key == "purchases":
+        return bronze_doc(config.input.columns, columns)
+    return TABLES.get(name.key or "", TableDoc(""))
+
+
+def describe_table(spark: SparkSession, name: TableName, doc: TableDoc) -> None:
+    """Set the table comment and any column comment the table lacks (tables written before).
+
+    Writes carry the column comments, so this usually only comments a table it just created:
+    one metadata commit, once.
+    """
+    current = table_comments(spark, name)
+    if doc.comment and current.get("") != doc.comment:
+        spark.sql(f"COMMENT ON TABLE {name} IS {sql_string(doc.comment)}")
+    for column, text in column_comments(doc, [c for c in current if c]).items():
+        if current[column] != text:
+            spark.sql(f"ALTER TABLE {name} ALTER COLUMN {_quoted(column)} COMMENT {sql_string(text)}")
+
+
+def table_comments(spark: SparkSession, name: TableName) -> dict[str, str | None]:
+    """Column -> comment from ``DESCRIBE TABLE EXTENDED``; key "" is the table's own comment."""
+    comments: dict[str, str | None] = {}
+    in_columns = True
+    for row in spark.sql(f"DESCRIBE TABLE EXTENDED {name}").collect():
+        if not row.col_name or row.col_name.startswith("#"):
+            in_columns = False  # past the columns: partitioning, then the detailed table information
+        elif in_columns:
+            comments[row.col_name] = row.comment or None
+        elif row.col_name == "Comment":
+            comments[""] = row.data_type
+    return comments
+
+
+def _comment(text: str | None) -> dict[str, str]:
+    return {"comment": text} if text else {}
+
+
+def _with_comment(column: T.StructField, text: str | None) -> T.StructField:
+    return T.StructField(column.name, column.dataType, column.nullable, {**column.metadata, **_comment(text)})
+
+
+def _quoted(column: str) -> str:
+    return "`" + column.replace("`", "``") + "`"
 
 
 class ConcurrentRunError(RuntimeError):

@@ -22,9 +22,8 @@ import mlflow
 # Batch jobs: no progress bars in the logs.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
-from recsys_spark.config import Config
+from recsys_spark.config import Config, on_databricks
 from recsys_spark.serving import PublishedRecommender
-from recsys_spark.session import on_databricks
 
 log = logging.getLogger(__name__)
 

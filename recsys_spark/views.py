@@ -11,6 +11,8 @@ import logging
 from pyspark.sql import SparkSession
 
 from recsys_spark.config import Config
+from recsys_spark.table_comments import VIEWS as VIEW_DOCS
+from recsys_spark.table_comments import column_comments, sql_string
 from recsys_spark.tables import TableName, table_name
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,12 @@ def create_views(spark: SparkSession, config: Config) -> list[TableName]:
             continue
         name = view_name(config, view)
         query = select.format(**{key: str(n) for key, n in names.items()})
-        spark.sql(f"CREATE OR REPLACE VIEW {name} AS {query}")
+        doc = VIEW_DOCS[view]
+        query_columns = spark.sql(query).columns  # analysed, not run
+        comments = column_comments(doc, query_columns)
+        columns = ", ".join(
+            f"`{c}` COMMENT {sql_string(comments[c])}" if c in comments else f"`{c}`" for c in query_columns
+        )
+        spark.sql(f"CREATE OR REPLACE VIEW {name} ({columns}) COMMENT {sql_string(doc.comment)} AS {query}")
         created.append(name)
     return created

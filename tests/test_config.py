@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from recsys_spark.config import ConfigError, load_config
+from recsys_spark.config import DEFAULT_CONF_DIR, ConfigError, load_config
 from recsys_spark.tables import TableName, table_name
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = DEFAULT_CONF_DIR
 
 
 def conf_dir_with(tmp_path: Path, local_yaml: str) -> Path:

@@ -313,7 +313,10 @@ CONF_CASES: dict[str, tuple[dict[str, Any], str]] = {
     "conf_injection_schema": ({"schemas": {"gold": "gold`; DROP"}}, "not a valid table identifier"),
     "conf_injection_catalog": ({"catalog": "main.x"}, "not a valid table identifier"),
     "conf_injection_exclude_table": ({"models": {"exclude_table": "a.b; DROP c"}}, "not a valid table name"),
-    "conf_injection_group": ({"analytics": {"readers_group": "x`; DROP"}}, "not a valid group name"),
+    "conf_volume_path_escape": (
+        {"input": {"landing_path": "/Volumes/c/s/v/../../../../etc"}},
+        "is not a usable path: no '..' parts",
+    ),
     "conf_holdout_share": ({"export": {"holdout_share": 1.5}}, "export.holdout_share is 1.5"),
     "conf_hybrid_weighs_disabled_model": (
         {"models": {"enabled": ["als", "popularity", "hybrid"]}},

@@ -1,0 +1,301 @@
+"""What every table and view means: the COMMENT on each table and column, defined once.
+
+Writes attach these to the columns (tables.py) and views carry them (views.py), so
+``DESCRIBE TABLE EXTENDED`` answers an analyst: grain, meaning and units. A column shared by
+many tables (segment, run_id, ...) is described once in SHARED; a table's own text wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from recsys_spark.config import ColumnMapping
+
+
+@dataclass(frozen=True)
+class TableDoc:
+    comment: str  # the table: its grain first, then what it is for
+    columns: dict[str, str] = field(default_factory=dict)
+
+
+RUN = "MLflow run id of the pipeline run that wrote this row"
+SHARED: dict[str, str] = {
+    "segment": "partition a model is trained on (input.columns.segment, e.g. country); `all` = every row",
+    "customer_id": "customer id as in the input (string)",
+    "item_id": "item id (SKU) as in the input, upper-cased (string)",
+    "order_id": "order (basket) id as in the input",
+    "run_id": RUN,
+    "generated_at": "when this row was written (UTC)",
+    "trained_at": "when the model was trained (UTC)",
+    "model": "the model that produced the row (als, bpr, itemknn, content, hybrid, popularity, ...)",
+    "rank": "position in the list, 1 = best",
+    "score": "the model's score; higher ranks first, comparable within one list only",
+    "engine": "what fitted the factors: implicit (one machine per segment) or mllib (Spark ALS)",
+    "factors": "the latent vector (array<float>)",
+    "support": "share of the segment's baskets holding the itemset or rule (0..1)",
+    "confidence": "P(consequent | antecedent): share of antecedent baskets that also hold the consequent",
+    "lift": "confidence / support of the consequent: 1 = independent, > 1 = bought together more than chance",
+    "description": "item description (the most frequent one seen for the item)",
+    "category": "item category: last word of the description (HOLDER, BAG, ...)",
+    "source_file": "landing file the row came from",
+    "line_id": "stable hash of the input line (source file and content): the dedupe key",
+    "ingested_at": "when ingest wrote the row (UTC)",
+    "reason": "why the row is here (see the table comment)",
+    "value": "the metric's value",
+    "baseline_value": "the baseline model's value for the same model/segment/slice/metric/k cell",
+    "metric": "ndcg, precision, recall, map, hit_rate, coverage or diversity",
+    "k": "list length the metric is computed at",
+}
+
+RECOMMENDATION_REASONS = (
+    "factor_score (ALS/BPR: customers with similar purchases bought it), because_bought "
+    "(ItemKNN: like reason_item_id, which the customer bought), similar_description (content: "
+    "described like what the customer bought), bought_with_last_basket (hybrid: an association "
+    "rule from reason_item_id, in the customer's last basket), popular_in_segment (best sellers "
+    "of the segment), popular_overall (best sellers of all segments: the segment was too small)"
+)
+
+TABLES: dict[str, TableDoc] = {
+    "purchases": TableDoc(
+        "Bronze: one row per landed input line, every column as text, exactly as read "
+        "(recsys load-sample); ingest validates it into silver.interactions"
+    ),
+    "interactions": TableDoc(
+        "Silver: one row per valid purchase line (returns, fees and bad rows are in "
+        "interactions_quarantine); insert-only, deduplicated on line_id",
+        {
+            "event_ts": "when the order was placed (UTC)",
+            "quantity": "units bought (> 0)",
+            "unit_price": "price per unit in the input's currency (> 0)",
+            "revenue": "quantity x unit_price, in the input's currency",
+            "description": "item description on this line, as in the input",
+            "run_id": "MLflow run id of the ingest that inserted the row",
+        },
+    ),
+    "interactions_quarantine": TableDoc(
+        "Silver: one row per rejected input line, with why; nothing is dropped silently",
+        {
+            "raw": "the input line: input column -> value as text",
+            "reason": "first failed check: malformed_line, cancellation, non_product_code, "
+            "missing_customer, missing_item, missing_order, unparseable_timestamp, future_timestamp, "
+            "unparseable_quantity, non_positive_quantity, unparseable_price, non_positive_price, "
+            "missing_segment or near_duplicate",
+        },
+    ),
+    "user_factors": TableDoc(
+        "Silver: segment x customer x model, the customer's latent vector (als, bpr, content)"
+    ),
+    "item_factors": TableDoc(
+        "Silver: segment x item x model, the item's latent vector (als, bpr, content, "
+        "hybrid_embedding, popularity)"
+    ),
+    "item_neighbours": TableDoc(
+        "Silver: segment x item x neighbour, the ItemKNN model's K nearest items",
+        {
+            "neighbour_item_id": "an item bought by the same customers",
+            "similarity": "ItemKNN similarity (bm25, tfidf, cosine or count weighting)",
+        },
+    ),
+    "baskets_quarantine": TableDoc(
+        "Silver: one row per basket left out of itemset mining, with why",
+        {
+            "n_items": "distinct items in the basket",
+            "reason": "why it was left out (oversized: more than baskets.max_basket_items items)",
+        },
+    ),
+    "recommendations": TableDoc(
+        "Gold: segment x customer x rank, the published top-N per customer. reason: "
+        + RECOMMENDATION_REASONS,
+        {
+            "item_id": "the recommended item",
+            "reason": "why it is recommended: factor_score, because_bought, similar_description, "
+            "bought_with_last_basket, popular_in_segment or popular_overall",
+            "reason_item_id": "the customer's purchase that led to it (because_bought, "
+            "bought_with_last_basket); null otherwise",
+        },
+    ),
+    "similar_items": TableDoc(
+        "Gold: segment x item x model x rank, the most similar items per item",
+        {
+            "similar_item_id": "an item similar to item_id",
+            "score": "cosine of the item vectors, or the ItemKNN similarity",
+        },
+    ),
+    "item_audience": TableDoc(
+        "Gold: segment x item x rank, the customers most likely to buy each item (CRM targeting)",
+        {"customer_id": "a customer who has not bought the item yet"},
+    ),
+    "lookalikes": TableDoc(
+        "Gold: segment x customer x rank, the most similar customers per customer",
+        {
+            "similar_customer_id": "a customer with a similar vector",
+            "score": "cosine of the customer vectors",
+        },
+    ),
+    "frequent_itemsets": TableDoc(
+        "Gold: segment x itemset, every set of items bought together in at least min_support of baskets",
+        {
+            "items": "the item ids of the set (array<string>, sorted)",
+            "freq": "baskets holding every item of the set",
+            "size": "items in the set",
+        },
+    ),
+    "association_rules": TableDoc(
+        "Gold: segment x rule, antecedent => consequent from the frequent itemsets",
+        {
+            "antecedent": "items already in the basket (array<string>)",
+            "consequent": "the item the rule predicts (array<string> of one)",
+            "leverage": "support - expected support under independence",
+            "conviction": "(1 - consequent support) / (1 - confidence); infinite when confidence is 1",
+        },
+    ),
+    "frequently_bought_together": TableDoc(
+        "Gold: segment x item x rank, the best add-ons for an item (single-item rules by confidence)",
+        {"addon_item_id": "the add-on to suggest with item_id"},
+    ),
+    "substitutes": TableDoc(
+        "Gold: segment x item pair, popular items rarely bought together (lift <= max_lift): alternatives",
+        {
+            "substitute_item_id": "the alternative to item_id",
+            "item_support": "share of baskets holding item_id",
+            "substitute_support": "share of baskets holding substitute_item_id",
+            "expected_together": "baskets expected to hold both if they were independent",
+            "together": "baskets that hold both",
+        },
+    ),
+    "model_metrics": TableDoc(
+        "Gold: evaluation run x model x segment x slice x metric x k, offline metrics on the time split",
+        {
+            "model": "the model evaluated; <model>+<rule> rows measure a business rule, never published",
+            "slice": "customers measured: all, or a history slice (e.g. short history)",
+            "evaluated_at": "when the evaluation ran (UTC)",
+        },
+    ),
+    "published_model": TableDoc(
+        "Gold: one row per evaluation run, the model the guardrail chose to publish and why",
+        {
+            "model": "the published model (a baseline when no model beat it)",
+            "reason": "the guardrail's reason, in words",
+            "metric": "the primary metric compared",
+            "k": "the list length it was compared at",
+            "value": "the published model's value of the primary metric",
+            "baseline_value": "the baseline's value of the primary metric",
+            "decided_at": "when the choice was made (UTC)",
+        },
+    ),
+    "items": TableDoc(
+        "Gold: one row per item, the item dimension with its sales",
+        {
+            "buyers": "distinct customers who bought it",
+            "orders": "distinct orders holding it",
+            "quantity": "units sold",
+            "revenue": "revenue, in the input's currency",
+            "first_sold": "first purchase (UTC)",
+            "last_sold": "latest purchase (UTC)",
+        },
+    ),
+    "customers": TableDoc(
+        "Gold: one row per customer, the customer dimension: value and lifecycle",
+        {
+            "segment": "home segment: the segment of the customer's latest order",
+            "segments": "every segment the customer bought in",
+            "orders": "distinct orders",
+            "lines": "purchase lines",
+            "revenue": "total spend, in the input's currency",
+            "first_order_at": "first order (UTC)",
+            "last_order_at": "latest order (UTC)",
+            "days_since_last_order": "days from the latest order to the newest purchase in the data",
+            "value_decile": "revenue decile among customers: 10 = top 10%",
+            "lifecycle": "new, active, lapsing or lapsed (analytics.active_days, lapsed_days)",
+        },
+    ),
+    "category_saturation": TableDoc(
+        "Gold: customer x category, how much of a customer's spend goes to each category",
+        {
+            "lines": "purchase lines in the category",
+            "spend": "spend in the category, in the input's currency",
+            "share": "spend / the customer's total spend (0..1)",
+            "decile": "decile of share among the category's buyers: 10 = most saturated",
+        },
+    ),
+    "cross_sell_potential": TableDoc(
+        "Gold: segment x target item x rank, customers who have not bought a target item, by affinity",
+        {
+            "item_id": "the target item (analytics.cross_sell_items or a top seller)",
+            "customer_id": "a customer who has not bought it",
+            "score": "predicted affinity under the factor model",
+        },
+    ),
+    "rules_graph_edges": TableDoc(
+        "Gold: one row per single-item rule, as an edge of the item graph (Gephi-ready)",
+        {"source_item_id": "the rule's antecedent", "target_item_id": "the rule's consequent"},
+    ),
+    "rules_graph_nodes": TableDoc(
+        "Gold: one row per item in the rules graph, with its centrality",
+        {
+            "pagerank": "lift-weighted PageRank: how many strong rules lead to the item",
+            "in_degree": "rules whose consequent is the item",
+            "out_degree": "rules whose antecedent is the item",
+            "rank": "by pagerank, 1 = most central",
+        },
+    ),
+}
+
+VIEWS: dict[str, TableDoc] = {
+    "v_recommendations_latest": TableDoc(
+        "View: the latest published recommendations with item and reason descriptions. reason: "
+        + RECOMMENDATION_REASONS,
+        {**TABLES["recommendations"].columns, "reason_description": "description of reason_item_id"},
+    ),
+    "v_top_rules": TableDoc(
+        "View: association rules ranked by lift per segment, with item descriptions",
+        {
+            **TABLES["association_rules"].columns,
+            "rank": "by lift within the segment, 1 = strongest",
+            "antecedent_descriptions": "descriptions of the antecedent items",
+            "consequent_item_id": "the item the rule predicts",
+            "consequent_description": "its description",
+            "antecedent_size": "items in the antecedent",
+        },
+    ),
+    "v_item_audience": TableDoc(
+        "View: item audiences with each customer's lifecycle and value",
+        {**TABLES["customers"].columns, **TABLES["item_audience"].columns, "segment": SHARED["segment"]},
+    ),
+    "v_model_metrics_latest": TableDoc(
+        "View: the latest evaluation's metrics, against the baseline, with the published model",
+        {
+            **TABLES["model_metrics"].columns,
+            "over_baseline": "value - baseline_value",
+            "published": "true for the model whose lists are in recommendations",
+            "published_reason": "the guardrail's reason",
+        },
+    ),
+}
+
+
+def column_comments(doc: TableDoc, columns: list[str]) -> dict[str, str]:
+    """The comment of each of ``columns`` that has one (the table's own text, else SHARED)."""
+    texts = {**SHARED, **doc.columns}
+    return {c: texts[c] for c in columns if c in texts}
+
+
+def bronze_doc(mapping: ColumnMapping, columns: list[str]) -> TableDoc:
+    """The bronze table's comments: its columns are the input's, named by conf."""
+    mapped = {source: silver for silver, source in vars(mapping).items() if source}
+    texts = {
+        "_corrupt_record": "the raw line when it could not be parsed into columns (else null)",
+        "source_file": "landing file the line came from",
+        "loaded_at": "when load-sample landed the line (UTC)",
+    }
+    for column in columns:
+        if column in mapped:
+            texts[column] = f"input column, as text; ingest reads it as silver {mapped[column]}"
+        else:
+            texts.setdefault(column, "input column not used by the pipeline, kept as landed")
+    return TableDoc(TABLES["purchases"].comment, texts)
+
+
+def sql_string(text: str) -> str:
+    """``text`` as a single-quoted SQL string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
