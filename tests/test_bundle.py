@@ -1,115 +1,416 @@
-"""The Databricks bundle: every task runs an existing entry point for its step, in a valid DAG."""
+"""The Databricks bundle: valid for the CLI, safe per target, and every task runs as declared.
+
+The Databricks CLI is not installed here, so the checks that `databricks bundle validate` makes
+are encoded: the bundle JSON schema (tests/data/databricks), the rules of development mode
+(bundle/config/mutator/resourcemutator/validate_target_mode.go, apply_presets.go) and of
+production mode. ``deployed`` resolves the configuration the way the CLI does for one target
+and one deploying user: includes, target overrides, variables, development-mode name
+prefixes, then references to other resources.
+"""
 
 from __future__ import annotations
 
+import copy
+import importlib.metadata
+import json
 import re
-from graphlib import CycleError, TopologicalSorter
+import shutil
+import sys
+from collections.abc import Iterator
+from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
+from pyspark.sql import SparkSession
 
 from recsys_spark.cli import build_parser, parse_settings
-from recsys_spark.config import ConfigError, load_config
+from recsys_spark.config import Config, load_config
 from recsys_spark.pipeline import STEPS, run_order
+from recsys_spark.tables import TABLE_LAYERS, table_comments, table_name
+from recsys_spark.views import VIEWS, view_name
+from tests.conftest import SAMPLE, SAMPLE_RUN
 
 ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = Path(__file__).parent / "data" / "databricks" / "bundle_config_schema.json"
+USERS = {
+    "jane": {"userName": "jane.doe@example.com", "short_name": "jane_doe"},
+    "omar": {"userName": "omar.haddad@example.com", "short_name": "omar_haddad"},
+}
+JOBS = ("recsys_pipeline", "recsys_pipeline_serverless")
+PRINCIPAL = "6f1c2a9e-0b7d-4e35-9c1a-2d4f8e7b3a10"  # what `--var service_principal=...` passes
+REFERENCE = re.compile(r"\$\{([a-zA-Z0-9_.\[\]-]+)\}")
+
+
+def bundle_files() -> list[Path]:
+    root = yaml.safe_load((ROOT / "databricks.yml").read_text())
+    return [ROOT / "databricks.yml", *(p for g in root.get("include", []) for p in sorted(ROOT.glob(g)))]
+
+
+def deployed(target: str, user: str = "jane") -> dict[str, Any]:
+    """The bundle configuration the CLI would deploy for ``target`` when ``user`` deploys it.
+
+    Production gets its service principal as the README's deploy command passes it.
+    """
+    config: dict[str, Any] = {}
+    for path in bundle_files():
+        _deep_merge(config, yaml.safe_load(path.read_text()))
+    overrides = config.pop("targets")[target]
+    variables = {name: spec.get("default") for name, spec in config.pop("variables").items()}
+    variables.update(overrides.pop("variables", {}))
+    if target == "prod":
+        variables["service_principal"] = PRINCIPAL
+    config["bundle"].update(target=target, mode=overrides.pop("mode", None))
+    _deep_merge(config, overrides)
+    me = {**USERS[user], "user_name": USERS[user]["userName"]}
+    context = {"var": variables, "bundle": config["bundle"], "workspace": {"current_user": me}}
+    config = _resolve(config, context, skip="resources.")
+    if config["bundle"]["mode"] == "development":
+        _development_prefixes(config, me["short_name"])
+    config["variables"] = _resolve(variables, context, skip=None)
+    return _resolve(config, {**context, "resources": config["resources"]}, skip=None)
+
+
+def task_params(config: dict[str, Any], job: str = "recsys_pipeline") -> dict[str, dict[str, Any]]:
+    return {t["task_key"]: t for t in config["resources"]["jobs"][job]["tasks"]}
+
+
+def config_of(task: dict[str, Any], extra: list[str] | None = None) -> Config:
+    """The Config a task's entry point builds from its parameters (and ``extra`` ones)."""
+    args = build_parser().parse_args(["ingest", *task["python_wheel_task"]["parameters"], *(extra or [])])
+    return load_config(args.target, extra_files=args.conf, overrides=parse_settings(args.settings))
+
+
+# --- the bundle JSON schema ------------------------------------------------------------------
+
+
+def bundle_schema() -> jsonschema.Draft202012Validator:
+    # The CLI's schema writes Unicode classes as \p{L} and \p{N}; Python's re spells them otherwise.
+    text = SCHEMA.read_text().replace(r"[\\p{L}\\p{N}]", r"[^\\W_]").replace(r"\\p{L}", r"[^\\W\\d_]")
+    return jsonschema.Draft202012Validator(json.loads(text))
+
+
+@pytest.mark.parametrize("path", bundle_files(), ids=lambda p: p.name)
+def test_every_bundle_file_validates_against_the_cli_schema(path: Path) -> None:
+    validator = bundle_schema()
+    errors = sorted(validator.iter_errors(yaml.safe_load(path.read_text())), key=lambda e: e.json_path)
+    assert not errors, "\n".join(f"{e.json_path}: {e.message[:300]}" for e in errors)
+
+
+def test_the_schema_check_rejects_what_the_cli_rejects() -> None:
+    validator = bundle_schema()
+    task = {"task_key": "t", "python_wheel_task": {"package_name": "p", "entry_point": "e"}}
+    assert not list(validator.iter_errors({"resources": {"jobs": {"j": {"tasks": [task]}}}}))
+    wrong = [
+        {"resources": {"jobs": {"j": {"tasks": [{**task, "python_wheel_task": {"entry": "x"}}]}}}},
+        {"resources": {"jobs": {"j": {"tasks": [{**task, "max_retries": "two"}]}}}},
+        {"resources": {"jobs": {"j": {"schedule": {"quartz_cron_expression": "x", "pause_status": "OFF"}}}}},
+        {"targets": {"dev": {"modes": "development"}}},
+    ]
+    for config in wrong:
+        assert list(validator.iter_errors(config)), f"the schema accepts {config}"
+
+
+# --- development mode ------------------------------------------------------------------------
+
+
+def test_dev_is_development_mode_with_schedules_left_paused() -> None:
+    raw = yaml.safe_load((ROOT / "databricks.yml").read_text())
+    assert raw["targets"]["dev"]["mode"] == "development"
+    assert raw["targets"]["dev"].get("default") is True
+    # The CLI refuses UNPAUSED as the development default, and development mode pauses only
+    # schedules whose status is left unset: an explicit UNPAUSED would run every developer's copy.
+    config = deployed("dev")
+    assert config.get("presets", {}).get("trigger_pause_status") != "UNPAUSED"
+    for key, job in config["resources"]["jobs"].items():
+        assert job["schedule"].get("pause_status", "PAUSED") == "PAUSED", f"{key} would run nightly in dev"
+
+
+def test_dev_names_are_per_developer() -> None:
+    """Two developers deploying dev write different tables, volumes, experiment and model."""
+    written = {user: _destinations(deployed("dev", user)) for user in USERS}
+    jane, omar = written["jane"], written["omar"]
+    assert all(USERS["jane"]["short_name"] in name for name in jane), jane
+    assert not jane & omar
+    # Workspace paths set in dev must hold the user's name (the CLI's rule), or be left to the mode.
+    for key, path in deployed("dev").get("workspace", {}).items():
+        if key.endswith("_path"):
+            assert USERS["jane"]["short_name"] in path or USERS["jane"]["userName"] in path
+
+
+# --- production mode -------------------------------------------------------------------------
+
+
+def test_prod_sets_a_root_path_and_runs_as_a_service_principal_from_a_variable() -> None:
+    raw = yaml.safe_load((ROOT / "databricks.yml").read_text())
+    prod = raw["targets"]["prod"]
+    assert prod["mode"] == "production"
+    # validate_target_mode.go: without an explicit root_path a human deployer is refused.
+    assert prod["workspace"]["root_path"].startswith("/Workspace/")
+    assert "current_user" not in prod["workspace"]["root_path"]
+    assert prod["run_as"] == {"service_principal_name": "${var.service_principal}"}
+    assert "default" not in raw["variables"]["service_principal"], "prod must name its principal"
+    config = deployed("prod")
+    assert config["run_as"] == {"service_principal_name": PRINCIPAL}
+    for job in config["resources"]["jobs"].values():
+        assert {"group_name": "data-eng-oncall", "level": "CAN_MANAGE_RUN"} in job["permissions"]
+        assert {"group_name": "analysts", "level": "CAN_VIEW"} in job["permissions"]
+    assert not any(p.get("development") for p in config["resources"].get("pipelines", {}).values())
+
+
+def test_exactly_one_variant_runs_nightly_in_prod() -> None:
+    jobs = deployed("prod")["resources"]["jobs"]
+    statuses = sorted(jobs[j]["schedule"]["pause_status"] for j in JOBS)
+    assert statuses == ["PAUSED", "UNPAUSED"]
+    assert jobs["recsys_pipeline"]["schedule"]["quartz_cron_expression"] == "0 0 3 * * ?"
+
+
+# --- Unity Catalog resources and grants ------------------------------------------------------
+
+
+@pytest.mark.parametrize("target", ["dev", "prod"])
+def test_tasks_write_to_the_objects_the_bundle_creates(target: str) -> None:
+    config = deployed(target)
+    resources = config["resources"]
+    schemas = {key: s["name"] for key, s in resources["schemas"].items()}
+    for task in task_params(config).values():
+        conf = config_of(task)
+        assert conf.target == target and conf.catalog == config["variables"]["catalog"]
+        assert {
+            "bronze": conf.schemas.bronze,
+            "silver": conf.schemas.silver,
+            "gold": conf.schemas.gold,
+        } == schemas
+        volumes = {
+            key: f"/Volumes/{v['catalog_name']}/{v['schema_name']}/{v['name']}/"
+            for key, v in resources["volumes"].items()
+        }
+        assert conf.input.landing_path.startswith(volumes["landing"])
+        assert conf.export.path.startswith(volumes["exports"])
+        assert conf.mlflow.experiment == resources["experiments"]["recsys"]["name"]
+        model = resources["registered_models"]["recommender"]
+        assert (
+            conf.mlflow.registered_model == f"{model['catalog_name']}.{model['schema_name']}.{model['name']}"
+        )
+
+
+@pytest.mark.parametrize("target", ["dev", "prod"])
+def test_analysts_read_gold_and_nothing_else(target: str) -> None:
+    resources = deployed(target)["resources"]
+    analysts = "analysts"
+
+    def granted(obj: dict[str, Any]) -> set[str]:
+        return {p for g in obj.get("grants", []) if g["principal"] == analysts for p in g["privileges"]}
+
+    assert granted(resources["schemas"]["gold"]) == {"USE_SCHEMA", "SELECT"}
+    assert not granted(resources["schemas"]["bronze"]) and not granted(resources["schemas"]["silver"])
+    assert not any(granted(v) for v in resources["volumes"].values())
+    if target == "prod":  # dev shares a catalog owned by the workspace admins
+        (catalog,) = resources["catalogs"].values()
+        assert catalog["name"] == "recsys_prod" and granted(catalog) == {"USE_CATALOG"}
+    experiment = resources["experiments"]["recsys"]
+    assert {"group_name": analysts, "level": "CAN_READ"} in experiment["permissions"]
+
+
+# --- jobs: tasks, DAG, hardening -------------------------------------------------------------
+
+
+def test_both_variants_run_the_same_dag_of_wheel_entry_points() -> None:
+    config = deployed("prod")
+    scripts = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="console_scripts")}
+    dags = []
+    for job in JOBS:
+        tasks = task_params(config, job)
+        assert sorted(tasks) == sorted(s for s in run_order(load_config("local")) if s != "load-sample")
+        for key, task in tasks.items():
+            wheel_task = task["python_wheel_task"]
+            assert wheel_task["package_name"] == "recsys_spark"
+            step = wheel_task["entry_point"].removeprefix("recsys-")
+            assert step == key and key in STEPS
+            assert scripts[wheel_task["entry_point"]] == f"recsys_spark.tasks:{key.replace('-', '_')}"
+        dags.append({key: {d["task_key"] for d in t.get("depends_on", [])} for key, t in tasks.items()})
+    assert dags[0] == dags[1]
+    graph = dags[0]
+    order = list(TopologicalSorter(graph).static_order())
+    assert order[0] == "ingest" and order[-1] == "export"
+    assert {"baskets", "evaluate"} <= _ancestors(graph, "score")  # the hybrid reads the rules
+    assert {"baskets", "score"} <= _ancestors(graph, "analytics")
+    assert {"train", "evaluate", "score", "analytics"} <= _ancestors(graph, "export")
+
+
+def test_compute_per_variant() -> None:
+    jobs = deployed("prod")["resources"]["jobs"]
+    classic, serverless = jobs["recsys_pipeline"], jobs["recsys_pipeline_serverless"]
+    (cluster,) = classic["job_clusters"]
+    assert cluster["new_cluster"]["node_type_id"] == "Standard_D4ds_v5"  # var.node_type_id
+    assert cluster["new_cluster"]["spark_version"].startswith("17.3.")
+    (environment,) = serverless["environments"]
+    assert environment["spec"]["dependencies"] == ["../dist/*.whl"]
+    for task in classic["tasks"]:
+        assert task["job_cluster_key"] == cluster["job_cluster_key"] and "environment_key" not in task
+        assert task["libraries"] == [{"whl": "../dist/*.whl"}]
+    for task in serverless["tasks"]:
+        assert task["environment_key"] == environment["environment_key"]
+        assert "job_cluster_key" not in task and "libraries" not in task
+    # Paths in resources/ are relative to that folder: the wheel the artifact builds.
+    assert (ROOT / "resources" / "../dist").resolve() == ROOT / "dist"
+    assert "-w dist" in deployed("prod")["artifacts"]["recsys_wheel"]["build"]
+
+
+def test_jobs_retry_time_out_and_warn() -> None:
+    for job in deployed("prod")["resources"]["jobs"].values():
+        assert job["max_concurrent_runs"] == 1
+        assert job["timeout_seconds"] == 14400
+        (rule,) = job["health"]["rules"]
+        assert rule == {"metric": "RUN_DURATION_SECONDS", "op": "GREATER_THAN", "value": 7200}
+        assert job["email_notifications"]["on_failure"] == ["data-eng@example.com"]
+        assert job["email_notifications"]["on_duration_warning_threshold_exceeded"]
+        for task in job["tasks"]:
+            assert task["max_retries"] >= 1 and task["min_retry_interval_millis"] >= 60_000
+            assert task["retry_on_timeout"] is False and 0 < task["timeout_seconds"] < job["timeout_seconds"]
+
+
+# --- every task's entry point, run locally as declared ---------------------------------------
 
 
 @pytest.fixture(scope="module")
-def bundle() -> dict[str, Any]:
-    return yaml.safe_load((ROOT / "databricks.yml").read_text())
+def dev_pipeline(spark: SparkSession, work_dir: Path, monkeypatch_module: pytest.MonkeyPatch) -> Config:
+    """Run load-sample, then every dev task's entry point in DAG order, with its parameters.
+
+    Appended to the bundle's parameters: the test's work folder and the sizes the 42-customer
+    sample needs (SAMPLE_RUN). The volume paths map under the work folder off Databricks, so the
+    sample is copied where the landing volume would be, as a user would upload it.
+    """
+    tasks = task_params(deployed("dev"))
+    local = ["--set", f"work_dir={work_dir}", *_settings(SAMPLE_RUN)]
+    conf = config_of(tasks["ingest"], local)
+    shutil.copytree(SAMPLE, conf.landing_path)
+    monkeypatch_module.setenv(conf.export.salt_env, "a salt of at least sixteen characters")
+    graph = {key: {d["task_key"] for d in t.get("depends_on", [])} for key, t in tasks.items()}
+    steps = [("recsys-load-sample", tasks["ingest"])]  # not scheduled: lands the uploaded files
+    steps += [
+        (tasks[k]["python_wheel_task"]["entry_point"], tasks[k])
+        for k in TopologicalSorter(graph).static_order()
+    ]
+    for entry_point, task in steps:
+        (entry,) = importlib.metadata.entry_points(group="console_scripts", name=entry_point)
+        monkeypatch_module.setattr(
+            sys, "argv", [entry_point, *task["python_wheel_task"]["parameters"], *local]
+        )
+        with pytest.raises(SystemExit) as exit_:
+            entry.load()()
+        assert exit_.value.code == 0, f"{entry_point} exited {exit_.value.code}"
+    return conf
 
 
-def tasks_of(bundle: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    (job,) = bundle["resources"]["jobs"].values()
-    return {task["task_key"]: task for task in job["tasks"]}
+def test_every_task_entry_point_runs_its_step_end_to_end(spark: SparkSession, dev_pipeline: Config) -> None:
+    conf = dev_pipeline
+    assert conf.schemas.gold == "dev_jane_doe_gold"
+    recommendations = spark.table(str(table_name(conf, "recommendations")))
+    assert recommendations.count() > 0
+    exports = list(conf.resolve_path(conf.export.path).glob("run_id=*/recommendations.csv"))
+    assert exports, "the export task wrote no CRM file under the exports volume"
 
 
-def dag(tasks: dict[str, dict[str, Any]]) -> dict[str, set[str]]:
-    return {key: {d["task_key"] for d in task.get("depends_on", [])} for key, task in tasks.items()}
+def test_every_table_and_view_explains_itself(spark: SparkSession, dev_pipeline: Config) -> None:
+    conf = dev_pipeline
+    names = [table_name(conf, key) for key in TABLE_LAYERS] + [view_name(conf, view) for view in VIEWS]
+    undocumented = []
+    for name in names:
+        assert spark.catalog.tableExists(str(name)), f"{name} was not written by the pipeline"
+        comments = table_comments(spark, name)
+        undocumented += [f"{name}.{column}" for column, text in comments.items() if not text]
+        if "" not in comments:
+            undocumented.append(f"{name} (table comment)")
+    assert not undocumented, "no COMMENT on: " + ", ".join(undocumented)
 
 
-def test_every_task_runs_its_own_step_from_an_existing_entry_point(bundle: dict[str, Any]) -> None:
-    tasks = tasks_of(bundle)
-    scheduled_steps = [s for s in run_order(load_config("local")) if s != "load-sample"]
-    assert sorted(tasks) == sorted(scheduled_steps)
-    for key, task in tasks.items():
-        entry = ROOT / task["spark_python_task"]["python_file"]
-        assert entry.is_file(), f"task {key}: {entry} does not exist"
-        assert f'run_job("{key}", __file__)' in entry.read_text(), f"{entry} does not run step {key}"
-        assert key in STEPS
-        assert task["libraries"] == [{"whl": "./dist/*.whl"}]
-        # With each target's variables filled in, the arguments parse and make a valid config.
-        for target in bundle["targets"]:
-            argv = [_resolve(bundle, target, a) for a in task["spark_python_task"]["parameters"]]
-            args = build_parser().parse_args([key, *argv])
-            config = load_config(args.target, overrides=parse_settings(args.settings))
-            assert config.target == target
-            assert config.catalog == bundle["targets"][target]["variables"]["catalog"]
+# --- helpers ---------------------------------------------------------------------------------
 
 
-def test_dag_has_no_cycle_and_follows_the_pipeline_order(bundle: dict[str, Any]) -> None:
-    tasks = tasks_of(bundle)
-    graph = dag(tasks)
-    for key, deps in graph.items():
-        assert deps <= set(tasks), f"task {key} depends on unknown tasks {deps - set(tasks)}"
-    order = list(TopologicalSorter(graph).static_order())
-    steps = run_order(load_config("local"))
-    for key, deps in graph.items():
-        assert all(steps.index(d) < steps.index(key) for d in deps)
-    assert order[0] == "ingest" and order[-1] == "export"
-    # What each step reads is upstream of it.
-    upstream = {key: _ancestors(graph, key) for key in graph}
-    assert {"baskets", "evaluate"} <= upstream["score"]  # the hybrid reads the association rules
-    assert {"baskets", "score"} <= upstream["analytics"]
-    assert {"train", "evaluate", "score", "analytics"} <= upstream["export"]
+@pytest.fixture(scope="module")
+def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
 
 
-def test_cycle_detection_catches_a_cycle() -> None:
-    with pytest.raises(CycleError):
-        list(TopologicalSorter({"a": {"b"}, "b": {"a"}}).static_order())
+def _destinations(config: dict[str, Any]) -> set[str]:
+    """Everything the dev tasks write to: schemas, volumes, experiment, model, job names."""
+    names = set()
+    for task in task_params(config).values():
+        conf = config_of(task)
+        names |= {conf.schemas.bronze, conf.schemas.silver, conf.schemas.gold}
+        names |= {conf.input.landing_path, str(conf.export.path), conf.mlflow.experiment}
+        names.add(conf.mlflow.registered_model)
+    return names | {job["name"] for job in config["resources"]["jobs"].values()}
 
 
-def test_targets_schedule_notifications_and_permissions(bundle: dict[str, Any]) -> None:
-    targets = bundle["targets"]
-    assert targets["dev"]["mode"] == "development" and targets["prod"]["mode"] == "production"
-    for target, settings in targets.items():
-        conf_file = ROOT / "conf" / f"{target}.yml"
-        assert conf_file.is_file(), f"target {target} has no {conf_file}"
-        # The bundle's catalog for the target agrees with the target's conf.
-        assert settings["variables"]["catalog"] == load_config(target).catalog
-    assert {"catalog", "schema", "analysts_group"} <= set(bundle["variables"])
-    (job,) = bundle["resources"]["jobs"].values()
-    cron = job["schedule"]["quartz_cron_expression"]
-    assert len(cron.split()) in (6, 7) and re.match(r"^[0-9]+ [0-9]+ [0-9]+ ", cron)
-    assert job["schedule"]["timezone_id"]
-    assert job["email_notifications"]["on_failure"]
-    assert {"group_name": "${var.analysts_group}", "level": "CAN_VIEW"} in bundle["permissions"]
-    clusters = {c["job_cluster_key"] for c in job["job_clusters"]}
-    assert all(t["job_cluster_key"] in clusters for t in tasks_of(bundle).values())
-    assert bundle["artifacts"]["recsys_wheel"]["type"] == "whl"
+def _development_prefixes(config: dict[str, Any], short_name: str) -> None:
+    """apply_presets.go in development mode: '[dev <user>] ' on jobs and experiments, 'dev_<user>_'
+    on schemas and registered models."""
+    resources = config["resources"]
+    for job in resources.get("jobs", {}).values():
+        job["name"] = f"[dev {short_name}] {job['name']}"
+    for kind in ("schemas", "registered_models"):
+        for obj in resources.get(kind, {}).values():
+            obj["name"] = f"dev_{short_name}_{obj['name']}"
+    for experiment in resources.get("experiments", {}).values():
+        folder, _, base = experiment["name"].rpartition("/")
+        experiment["name"] = f"{folder}/[dev {short_name}] {base}"
 
 
-def test_set_overrides_parse_and_are_validated() -> None:
-    assert parse_settings(["catalog=main", "models.top_n=5", "export.path="]) == {
-        "catalog": "main",
-        "models": {"top_n": 5},
-        "export": {"path": None},
-    }
-    with pytest.raises(ConfigError, match="KEY=VALUE"):
-        parse_settings(["catalog"])
-    with pytest.raises(ConfigError, match="not a valid table identifier"):
-        load_config("dev", overrides=parse_settings(["schemas.gold=x; DROP TABLE y"]))
+def _resolve(node: Any, context: dict[str, Any], skip: str | None) -> Any:
+    """``node`` with every ``${path}`` replaced from ``context``, except paths starting ``skip``.
+
+    A string that is one reference takes the referenced value's type (an int, a mapping).
+    """
+    if isinstance(node, dict):
+        return {k: _resolve(v, context, skip) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve(v, context, skip) for v in node]
+
+    def wanted(path: str) -> bool:
+        return not (skip and path.startswith(skip))
+
+    for _ in range(10):  # references to references
+        if not isinstance(node, str) or not any(wanted(p) for p in REFERENCE.findall(node)):
+            return node
+        whole = REFERENCE.fullmatch(node)
+        if whole:
+            node = _lookup(context, whole.group(1))
+        else:
+            node = REFERENCE.sub(lambda m: str(_lookup(context, m[1])) if wanted(m[1]) else m[0], node)
+    raise AssertionError(f"reference cycle in {node!r}")
 
 
-def _resolve(bundle: dict[str, Any], target: str, text: str) -> str:
-    """``text`` with ${bundle.target} and ${var.NAME} replaced as the bundle would for ``target``."""
-    values = {name: spec.get("default") for name, spec in bundle["variables"].items()}
-    values.update(bundle["targets"][target].get("variables", {}))
-    text = text.replace("${bundle.target}", target)
-    return re.sub(r"\$\{var\.(\w+)\}", lambda m: str(values[m.group(1)]), text)
+def _lookup(context: dict[str, Any], path: str) -> Any:
+    value: Any = context
+    for part in path.split("."):
+        assert isinstance(value, dict) and part in value, f"${{{path}}} does not resolve"
+        value = value[part]
+    assert value is not None, f"${{{path}}} has no value"
+    return value
+
+
+def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = copy.deepcopy(value)
+    return base
+
+
+def _settings(values: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out += _settings(value, f"{prefix}{key}.")
+        else:
+            out += ["--set", f"{prefix}{key}={json.dumps(value)}"]
+    return out
 
 
 def _ancestors(graph: dict[str, set[str]], key: str) -> set[str]:
