@@ -62,7 +62,13 @@ def test_groceries_exact_and_equal_to_mllib(spark: SparkSession, groceries: Data
 
     mllib = FPGrowth(itemsCol="items", minSupport=0.01).fit(groceries).freqItemsets
     expected = mllib.select(F.array_sort("items").alias("items"), F.col("freq").cast("long"))
-    assert_df_equality(ours.select("items", "freq"), expected, ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(
+        ours.select("items", "freq"),
+        expected,
+        ignore_row_order=True,
+        ignore_nullable=True,
+        ignore_metadata=True,
+    )
 
 
 def test_several_chunks_give_the_same_itemsets_and_rules(spark: SparkSession, groceries: DataFrame) -> None:
@@ -71,13 +77,16 @@ def test_several_chunks_give_the_same_itemsets_and_rules(spark: SparkSession, gr
     chunked_plan = mining.segment_plan(groceries, settings(0.01, chunk_baskets=1_500))
     assert int(chunked_plan.chunks.iloc[0]) == 7
     chunked = mine(spark, groceries, settings(0.01, chunk_baskets=1_500), rules)
-    assert_df_equality(chunked.itemsets, whole.itemsets, ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(
+        chunked.itemsets, whole.itemsets, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True
+    )
     assert_approx_df_equality(
         chunked.rules.drop("conviction"),
         whole.rules.drop("conviction"),
         1e-12,
         ignore_row_order=True,
         ignore_nullable=True,
+        ignore_metadata=True,
     )
     assert whole.rules.count() > 0
 
@@ -106,7 +115,12 @@ def test_rules_by_hand_through_spark(spark: SparkSession) -> None:
     # chispa's approximate comparison cannot compare inf to inf: check conviction on its own.
     no_inf = ["segment", "antecedent", "consequent", "support", "confidence", "lift", "leverage"]
     assert_approx_df_equality(
-        rules.select(no_inf), expected.select(no_inf), 1e-9, ignore_row_order=True, ignore_nullable=True
+        rules.select(no_inf),
+        expected.select(no_inf),
+        1e-9,
+        ignore_row_order=True,
+        ignore_nullable=True,
+        ignore_metadata=True,
     )
     conviction = {(tuple(r.antecedent), r.consequent[0]): r.conviction for r in rules.collect()}
     assert conviction[(("c",), "a")] == float("inf") and conviction[(("a",), "b")] == pytest.approx(0.8)
@@ -205,7 +219,9 @@ def test_rerun_replaces_rather_than_appends(spark: SparkSession, published: tupl
     assert (again.itemsets, again.rules) == (first.itemsets, first.rules)
     after = table(spark, config, "frequent_itemsets")
     assert {r.run_id for r in after.select("run_id").distinct().collect()} == {"run-baskets-2"}
-    assert_df_equality(after.drop("run_id", "generated_at"), snapshot, ignore_row_order=True)
+    assert_df_equality(
+        after.drop("run_id", "generated_at"), snapshot, ignore_row_order=True, ignore_metadata=True
+    )
 
 
 def test_every_segment_too_small_publishes_empty_tables(

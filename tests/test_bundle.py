@@ -125,7 +125,8 @@ def test_dev_is_development_mode_with_schedules_left_paused() -> None:
     config = deployed("dev")
     assert config.get("presets", {}).get("trigger_pause_status") != "UNPAUSED"
     for key, job in config["resources"]["jobs"].items():
-        assert job["schedule"].get("pause_status", "PAUSED") == "PAUSED", f"{key} would run nightly in dev"
+        schedule = job.get("schedule", {})
+        assert schedule.get("pause_status", "PAUSED") == "PAUSED", f"{key} would run nightly in dev"
 
 
 def test_dev_names_are_per_developer() -> None:
@@ -277,28 +278,25 @@ def test_jobs_retry_time_out_and_warn() -> None:
 
 @pytest.fixture(scope="module")
 def dev_pipeline(spark: SparkSession, work_dir: Path, monkeypatch_module: pytest.MonkeyPatch) -> Config:
-    """Run load-sample, then every dev task's entry point in DAG order, with its parameters.
+    """Run the land-files job, then every dev pipeline task in DAG order, as the bundle declares.
 
-    Appended to the bundle's parameters: the test's work folder and the sizes the 42-customer
-    sample needs (SAMPLE_RUN). The volume paths map under the work folder off Databricks, so the
-    sample is copied where the landing volume would be, as a user would upload it.
+    Appended to each task's parameters: the test's work folder and the sizes the 42-customer
+    sample needs (SAMPLE_RUN). Off Databricks the volume paths map under the work folder, so the
+    sample is copied where the landing volume would be, as a user uploads it (README, step 4).
     """
-    tasks = task_params(deployed("dev"))
+    config = deployed("dev")
+    tasks = task_params(config)
     local = ["--set", f"work_dir={work_dir}", *_settings(SAMPLE_RUN)]
     conf = config_of(tasks["ingest"], local)
     shutil.copytree(SAMPLE, conf.landing_path)
     monkeypatch_module.setenv(conf.export.salt_env, "a salt of at least sixteen characters")
     graph = {key: {d["task_key"] for d in t.get("depends_on", [])} for key, t in tasks.items()}
-    steps = [("recsys-load-sample", tasks["ingest"])]  # not scheduled: lands the uploaded files
-    steps += [
-        (tasks[k]["python_wheel_task"]["entry_point"], tasks[k])
-        for k in TopologicalSorter(graph).static_order()
-    ]
-    for entry_point, task in steps:
+    (land,) = task_params(config, "recsys_land_files").values()
+    for task in [land, *(tasks[key] for key in TopologicalSorter(graph).static_order())]:
+        entry_point = task["python_wheel_task"]["entry_point"]
         (entry,) = importlib.metadata.entry_points(group="console_scripts", name=entry_point)
-        monkeypatch_module.setattr(
-            sys, "argv", [entry_point, *task["python_wheel_task"]["parameters"], *local]
-        )
+        argv = [entry_point, *task["python_wheel_task"]["parameters"], *local]
+        monkeypatch_module.setattr(sys, "argv", argv)
         with pytest.raises(SystemExit) as exit_:
             entry.load()()
         assert exit_.value.code == 0, f"{entry_point} exited {exit_.value.code}"

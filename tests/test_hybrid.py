@@ -94,7 +94,7 @@ def test_blend_of_two_sources_by_hand(spark: SparkSession) -> None:
         ],
         lists.schema,
     )
-    assert_df_equality(lists, expected, ignore_row_order=True, ignore_nullable=True)
+    assert_df_equality(lists, expected, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True)
 
 
 def test_published_lists_follow_every_business_rule(spark: SparkSession, hybrid_run: Config) -> None:

@@ -109,6 +109,7 @@ def test_recommendations_equal_a_single_node_numpy_computation(spark, sample):
         expected_df.orderBy("segment", "customer_id", "rank"),
         precision=1e-4,
         ignore_nullable=True,
+        ignore_metadata=True,
     )
 
 
@@ -256,6 +257,7 @@ def test_popularity_publish_with_half_life_equals_pandas(spark, make_config, syn
         expected_df.orderBy("segment", "customer_id", "rank"),
         precision=1e-3,
         ignore_nullable=True,
+        ignore_metadata=True,
     )
 
 

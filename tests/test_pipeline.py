@@ -55,6 +55,7 @@ def test_run_twice_adds_nothing_and_tracks_both_runs(
         first_recommendations,
         ignore_row_order=True,
         ignore_nullable=True,
+        ignore_metadata=True,
     )
     # The evaluation's choice is what was published (customers of small countries get popularity).
     champion = (

@@ -35,7 +35,12 @@ def test_every_step_rerun_gives_identical_tables(spark: SparkSession, runs: Pipe
     for key, before in runs.snapshot.items():
         after = content(spark, runs.config, key)
         assert_df_equality(
-            after, before, ignore_row_order=True, ignore_nullable=True, ignore_column_order=True
+            after,
+            before,
+            ignore_row_order=True,
+            ignore_nullable=True,
+            ignore_column_order=True,
+            ignore_metadata=True,
         )
 
 
@@ -117,6 +122,7 @@ def test_failure_in_the_middle_of_scoring_leaves_the_previous_run_readable(
         spark.createDataFrame(before, content(spark, config, "recommendations").schema),
         ignore_row_order=True,
         ignore_nullable=True,
+        ignore_metadata=True,
     )
 
 
@@ -179,4 +185,5 @@ def test_two_runs_at_once_serialise_or_fail_clearly(spark: SparkSession, runs: P
         ignore_row_order=True,
         ignore_nullable=True,
         ignore_column_order=True,
+        ignore_metadata=True,
     )
