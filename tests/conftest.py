@@ -61,6 +61,15 @@ def spark(make_config: Callable[..., Config]) -> Iterator[SparkSession]:
     session.stop()
 
 
+@pytest.fixture(scope="session")
+def dev_pipeline(spark: SparkSession, work_dir: Path) -> Iterator[Config]:
+    """The dev target's pipeline run once per session, every task as the bundle declares it."""
+    from tests.bundle import run_dev_pipeline  # imports this module
+
+    with pytest.MonkeyPatch.context() as patch:
+        yield run_dev_pipeline(work_dir, patch)
+
+
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in extra.items():

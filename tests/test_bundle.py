@@ -1,22 +1,15 @@
 """The Databricks bundle: valid for the CLI, safe per target, and every task runs as declared.
 
 The Databricks CLI is not installed here, so the checks that `databricks bundle validate` makes
-are encoded: the bundle JSON schema (tests/data/databricks), the rules of development mode
-(bundle/config/mutator/resourcemutator/validate_target_mode.go, apply_presets.go) and of
-production mode. ``deployed`` resolves the configuration the way the CLI does for one target
-and one deploying user: includes, target overrides, variables, development-mode name
-prefixes, then references to other resources.
+are encoded: the bundle JSON schema (tests/data/databricks), the rules of development and
+production mode (the CLI's bundle/config/mutator/resourcemutator/validate_target_mode.go), on
+the configuration tests/bundle.py resolves as the CLI would deploy it.
 """
 
 from __future__ import annotations
 
-import copy
 import importlib.metadata
 import json
-import re
-import shutil
-import sys
-from collections.abc import Iterator
 from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import Any
@@ -26,62 +19,14 @@ import pytest
 import yaml
 from pyspark.sql import SparkSession
 
-from recsys_spark.cli import build_parser, parse_settings
 from recsys_spark.config import Config, load_config
 from recsys_spark.pipeline import STEPS, run_order
 from recsys_spark.tables import TABLE_LAYERS, table_comments, table_name
 from recsys_spark.views import VIEWS, view_name
-from tests.conftest import SAMPLE, SAMPLE_RUN
+from tests.bundle import PRINCIPAL, ROOT, USERS, bundle_files, config_of, dag, deployed, task_params
 
-ROOT = Path(__file__).resolve().parent.parent
-SCHEMA = Path(__file__).parent / "data" / "databricks" / "bundle_config_schema.json"
-USERS = {
-    "jane": {"userName": "jane.doe@example.com", "short_name": "jane_doe"},
-    "omar": {"userName": "omar.haddad@example.com", "short_name": "omar_haddad"},
-}
+SCHEMA = ROOT / "tests" / "data" / "databricks" / "bundle_config_schema.json"
 JOBS = ("recsys_pipeline", "recsys_pipeline_serverless")
-PRINCIPAL = "6f1c2a9e-0b7d-4e35-9c1a-2d4f8e7b3a10"  # what `--var service_principal=...` passes
-REFERENCE = re.compile(r"\$\{([a-zA-Z0-9_.\[\]-]+)\}")
-
-
-def bundle_files() -> list[Path]:
-    root = yaml.safe_load((ROOT / "databricks.yml").read_text())
-    return [ROOT / "databricks.yml", *(p for g in root.get("include", []) for p in sorted(ROOT.glob(g)))]
-
-
-def deployed(target: str, user: str = "jane") -> dict[str, Any]:
-    """The bundle configuration the CLI would deploy for ``target`` when ``user`` deploys it.
-
-    Production gets its service principal as the README's deploy command passes it.
-    """
-    config: dict[str, Any] = {}
-    for path in bundle_files():
-        _deep_merge(config, yaml.safe_load(path.read_text()))
-    overrides = config.pop("targets")[target]
-    variables = {name: spec.get("default") for name, spec in config.pop("variables").items()}
-    variables.update(overrides.pop("variables", {}))
-    if target == "prod":
-        variables["service_principal"] = PRINCIPAL
-    config["bundle"].update(target=target, mode=overrides.pop("mode", None))
-    _deep_merge(config, overrides)
-    me = {**USERS[user], "user_name": USERS[user]["userName"]}
-    context = {"var": variables, "bundle": config["bundle"], "workspace": {"current_user": me}}
-    config = _resolve(config, context, skip="resources.")
-    if config["bundle"]["mode"] == "development":
-        _development_prefixes(config, me["short_name"])
-    config["variables"] = _resolve(variables, context, skip=None)
-    return _resolve(config, {**context, "resources": config["resources"]}, skip=None)
-
-
-def task_params(config: dict[str, Any], job: str = "recsys_pipeline") -> dict[str, dict[str, Any]]:
-    return {t["task_key"]: t for t in config["resources"]["jobs"][job]["tasks"]}
-
-
-def config_of(task: dict[str, Any], extra: list[str] | None = None) -> Config:
-    """The Config a task's entry point builds from its parameters (and ``extra`` ones)."""
-    args = build_parser().parse_args(["ingest", *task["python_wheel_task"]["parameters"], *(extra or [])])
-    return load_config(args.target, extra_files=args.conf, overrides=parse_settings(args.settings))
-
 
 # --- the bundle JSON schema ------------------------------------------------------------------
 
@@ -231,7 +176,7 @@ def test_both_variants_run_the_same_dag_of_wheel_entry_points() -> None:
             step = wheel_task["entry_point"].removeprefix("recsys-")
             assert step == key and key in STEPS
             assert scripts[wheel_task["entry_point"]] == f"recsys_spark.tasks:{key.replace('-', '_')}"
-        dags.append({key: {d["task_key"] for d in t.get("depends_on", [])} for key, t in tasks.items()})
+        dags.append(dag(tasks))
     assert dags[0] == dags[1]
     graph = dags[0]
     order = list(TopologicalSorter(graph).static_order())
@@ -276,33 +221,6 @@ def test_jobs_retry_time_out_and_warn() -> None:
 # --- every task's entry point, run locally as declared ---------------------------------------
 
 
-@pytest.fixture(scope="module")
-def dev_pipeline(spark: SparkSession, work_dir: Path, monkeypatch_module: pytest.MonkeyPatch) -> Config:
-    """Run the land-files job, then every dev pipeline task in DAG order, as the bundle declares.
-
-    Appended to each task's parameters: the test's work folder and the sizes the 42-customer
-    sample needs (SAMPLE_RUN). Off Databricks the volume paths map under the work folder, so the
-    sample is copied where the landing volume would be, as a user uploads it (README, step 4).
-    """
-    config = deployed("dev")
-    tasks = task_params(config)
-    local = ["--set", f"work_dir={work_dir}", *_settings(SAMPLE_RUN)]
-    conf = config_of(tasks["ingest"], local)
-    shutil.copytree(SAMPLE, conf.landing_path)
-    monkeypatch_module.setenv(conf.export.salt_env, "a salt of at least sixteen characters")
-    graph = {key: {d["task_key"] for d in t.get("depends_on", [])} for key, t in tasks.items()}
-    (land,) = task_params(config, "recsys_land_files").values()
-    for task in [land, *(tasks[key] for key in TopologicalSorter(graph).static_order())]:
-        entry_point = task["python_wheel_task"]["entry_point"]
-        (entry,) = importlib.metadata.entry_points(group="console_scripts", name=entry_point)
-        argv = [entry_point, *task["python_wheel_task"]["parameters"], *local]
-        monkeypatch_module.setattr(sys, "argv", argv)
-        with pytest.raises(SystemExit) as exit_:
-            entry.load()()
-        assert exit_.value.code == 0, f"{entry_point} exited {exit_.value.code}"
-    return conf
-
-
 def test_every_task_entry_point_runs_its_step_end_to_end(spark: SparkSession, dev_pipeline: Config) -> None:
     conf = dev_pipeline
     assert conf.schemas.gold == "dev_jane_doe_gold"
@@ -328,12 +246,6 @@ def test_every_table_and_view_explains_itself(spark: SparkSession, dev_pipeline:
 # --- helpers ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def monkeypatch_module() -> Iterator[pytest.MonkeyPatch]:
-    with pytest.MonkeyPatch.context() as patch:
-        yield patch
-
-
 def _destinations(config: dict[str, Any]) -> set[str]:
     """Everything the dev tasks write to: schemas, volumes, experiment, model, job names."""
     names = set()
@@ -343,72 +255,6 @@ def _destinations(config: dict[str, Any]) -> set[str]:
         names |= {conf.input.landing_path, str(conf.export.path), conf.mlflow.experiment}
         names.add(conf.mlflow.registered_model)
     return names | {job["name"] for job in config["resources"]["jobs"].values()}
-
-
-def _development_prefixes(config: dict[str, Any], short_name: str) -> None:
-    """apply_presets.go in development mode: '[dev <user>] ' on jobs and experiments, 'dev_<user>_'
-    on schemas and registered models."""
-    resources = config["resources"]
-    for job in resources.get("jobs", {}).values():
-        job["name"] = f"[dev {short_name}] {job['name']}"
-    for kind in ("schemas", "registered_models"):
-        for obj in resources.get(kind, {}).values():
-            obj["name"] = f"dev_{short_name}_{obj['name']}"
-    for experiment in resources.get("experiments", {}).values():
-        folder, _, base = experiment["name"].rpartition("/")
-        experiment["name"] = f"{folder}/[dev {short_name}] {base}"
-
-
-def _resolve(node: Any, context: dict[str, Any], skip: str | None) -> Any:
-    """``node`` with every ``${path}`` replaced from ``context``, except paths starting ``skip``.
-
-    A string that is one reference takes the referenced value's type (an int, a mapping).
-    """
-    if isinstance(node, dict):
-        return {k: _resolve(v, context, skip) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_resolve(v, context, skip) for v in node]
-
-    def wanted(path: str) -> bool:
-        return not (skip and path.startswith(skip))
-
-    for _ in range(10):  # references to references
-        if not isinstance(node, str) or not any(wanted(p) for p in REFERENCE.findall(node)):
-            return node
-        whole = REFERENCE.fullmatch(node)
-        if whole:
-            node = _lookup(context, whole.group(1))
-        else:
-            node = REFERENCE.sub(lambda m: str(_lookup(context, m[1])) if wanted(m[1]) else m[0], node)
-    raise AssertionError(f"reference cycle in {node!r}")
-
-
-def _lookup(context: dict[str, Any], path: str) -> Any:
-    value: Any = context
-    for part in path.split("."):
-        assert isinstance(value, dict) and part in value, f"${{{path}}} does not resolve"
-        value = value[part]
-    assert value is not None, f"${{{path}}} has no value"
-    return value
-
-
-def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_merge(base[key], value)
-        else:
-            base[key] = copy.deepcopy(value)
-    return base
-
-
-def _settings(values: dict[str, Any], prefix: str = "") -> list[str]:
-    out = []
-    for key, value in values.items():
-        if isinstance(value, dict):
-            out += _settings(value, f"{prefix}{key}.")
-        else:
-            out += ["--set", f"{prefix}{key}={json.dumps(value)}"]
-    return out
 
 
 def _ancestors(graph: dict[str, set[str]], key: str) -> set[str]:

@@ -18,14 +18,10 @@ from recsys_spark.tables import table_name
 from recsys_spark.tracking import tracking_uri
 
 
-def test_run_twice_adds_nothing_and_tracks_both_runs(
-    spark: SparkSession, make_config: Callable[..., Config]
-) -> None:
-    config = make_config(
-        load_sample=True,
-        mlflow={"experiment": "pipeline_test"},
-        models={"min_segment_users": 10, "als": {"factors": 8, "iterations": 3}},
-    )
+def test_a_second_run_adds_nothing_and_tracks_both(spark: SparkSession, dev_pipeline: Config) -> None:
+    """The bundle's dev tasks ran once (conftest's dev_pipeline); `recsys run` again on the same
+    input adds no row, publishes the same recommendations and is tracked beside the first."""
+    config = dev_pipeline
     assert run_order(config) == [
         "load-sample",
         "ingest",
@@ -36,18 +32,16 @@ def test_run_twice_adds_nothing_and_tracks_both_runs(
         "analytics",
         "export",
     ]
-
-    lines = run_steps(config, run_order(config), spark)
     recommendations = spark.table(str(table_name(config, "recommendations")))
     published = recommendations.drop("run_id", "generated_at")
     first_recommendations = spark.createDataFrame(published.toPandas(), published.schema)
-    check = next(line for line in lines if "check:" in line)
     interactions = spark.table(str(table_name(config, "interactions")))
     quarantine = spark.table(str(table_name(config, "interactions_quarantine")))
     silver_rows, quarantine_rows = interactions.count(), quarantine.count()
-    assert f"= {silver_rows:,} silver + {quarantine_rows:,} quarantine" in check
 
-    run_steps(config, run_order(config), spark)
+    lines = run_steps(config, run_order(config), spark)
+    check = next(line for line in lines if "check:" in line)
+    assert f"= {silver_rows:,} silver + {quarantine_rows:,} quarantine" in check
     assert interactions.count() == silver_rows and quarantine.count() == quarantine_rows
     # Same input, same seed: the second run publishes the same recommendations, no duplicates.
     assert_df_equality(
@@ -65,21 +59,25 @@ def test_run_twice_adds_nothing_and_tracks_both_runs(
     models = {r.model for r in recommendations.select("model").distinct().collect()}
     assert champion in models and models <= {champion, "popularity", "hybrid"}
 
+    # MLflow: each bundle task is a run of its own; `recsys run` is one run with a step per step.
     client = mlflow.MlflowClient(tracking_uri(config))
-    experiment = client.get_experiment_by_name("pipeline_test")
+    experiment = client.get_experiment_by_name(config.mlflow.experiment)
     runs = client.search_runs([experiment.experiment_id], order_by=["start_time ASC"])
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     steps = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(parents) == 2 and len(steps) == 16
-    first, second = parents
-    # Every silver row carries the MLflow run id of the run that inserted it.
-    assert {r.run_id for r in interactions.select("run_id").distinct().collect()} == {first.info.run_id}
+    assert [r.data.tags["recsys.steps"] for r in parents] == [*run_order(config), ",".join(run_order(config))]
+    assert len(steps) == 2 * len(run_order(config))
     ingest_runs = {
         r.data.tags["mlflow.parentRunId"]: r for r in steps if r.data.tags["recsys.step"] == "ingest"
     }
-    assert ingest_runs[first.info.run_id].data.metrics["silver_inserted"] == silver_rows
-    assert ingest_runs[second.info.run_id].data.metrics["silver_inserted"] == 0
-    assert first.data.params["input.columns.customer_id"] == "CustomerID"
+    first_ingest = next(r for r in parents if r.data.tags["recsys.steps"] == "ingest")
+    # Every silver row carries the MLflow run id of the run that inserted it.
+    assert {r.run_id for r in interactions.select("run_id").distinct().collect()} == {
+        first_ingest.info.run_id
+    }
+    assert ingest_runs[first_ingest.info.run_id].data.metrics["silver_inserted"] == silver_rows
+    assert ingest_runs[parents[-1].info.run_id].data.metrics["silver_inserted"] == 0
+    assert parents[-1].data.params["input.columns.customer_id"] == "CustomerID"
     assert Path(tracking_uri(config).removeprefix("file://")).is_relative_to(config.work_path)
 
 
