@@ -303,7 +303,7 @@ class AnalyticsConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
-    # Local folder (relative to the project) or a Unity Catalog volume path on Databricks.
+    # Local folder (relative to the working directory) or a Unity Catalog volume path.
     path: FilePath | None  # None: <work_dir>/exports
     formats: list[Literal["csv", "parquet"]]
     # Only customers with an order in the last D days before the newest event in silver.

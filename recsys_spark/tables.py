@@ -188,7 +188,9 @@ def overwrite_table(
     """
     doc = table_doc(config, name, rows.columns)
     comments = column_comments(doc, rows.columns)
-    rows = rows.select(*(F.col(f"`{c}`").alias(c, metadata=_comment(comments.get(c))) for c in rows.columns))
+    rows = rows.select(
+        *(F.col(_quoted(c)).alias(c, metadata=_comment(comments.get(c))) for c in rows.columns)
+    )
     writer = rows.write.format("delta").mode("overwrite")
     if spark.catalog.tableExists(str(name)):
         if replace_where:
