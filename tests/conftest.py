@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from recsys_spark.config import Config, load_config
 from recsys_spark.session import fetch_delta_jars, get_spark, jars_dir
@@ -68,6 +69,14 @@ def dev_pipeline(spark: SparkSession, work_dir: Path) -> Iterator[Config]:
 
     with pytest.MonkeyPatch.context() as patch:
         yield run_dev_pipeline(work_dir, patch)
+
+
+def without_comments(frame: DataFrame) -> DataFrame:
+    """``frame`` without column metadata (the tables' comments), to compare with frames made here.
+
+    chispa's approximate comparison compares metadata and has no switch to ignore it.
+    """
+    return frame.select(*(F.col(f"`{f.name}`").cast(f.dataType).alias(f.name) for f in frame.schema.fields))
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -86,7 +86,6 @@ def test_several_chunks_give_the_same_itemsets_and_rules(spark: SparkSession, gr
         1e-12,
         ignore_row_order=True,
         ignore_nullable=True,
-        ignore_metadata=True,
     )
     assert whole.rules.count() > 0
 
@@ -120,7 +119,6 @@ def test_rules_by_hand_through_spark(spark: SparkSession) -> None:
         1e-9,
         ignore_row_order=True,
         ignore_nullable=True,
-        ignore_metadata=True,
     )
     conviction = {(tuple(r.antecedent), r.consequent[0]): r.conviction for r in rules.collect()}
     assert conviction[(("c",), "a")] == float("inf") and conviction[(("a",), "b")] == pytest.approx(0.8)

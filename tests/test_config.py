@@ -28,7 +28,7 @@ def test_every_target_loads(target: str) -> None:
 def test_overlay_overrides_only_what_it_sets() -> None:
     prod = load_config("prod")
     assert prod.catalog == "recsys_prod"
-    assert prod.mlflow.experiment == "/Shared/recsys_spark"
+    assert prod.mlflow.experiment == "/Workspace/Shared/recsys_spark_prod"
     assert prod.schemas.silver == "silver"  # from base.yml
     assert load_config("local").catalog is None
 

@@ -61,7 +61,7 @@ def test_metrics_equal_hand_computed_values(spark: SparkSession) -> None:
         "model string, segment string, customer_id string, k int, precision double, recall double, "
         "ndcg double, map double, hit_rate double, mrr double",
     )
-    assert_approx_df_equality(actual, expected, precision=1e-9, ignore_nullable=True, ignore_metadata=True)
+    assert_approx_df_equality(actual, expected, precision=1e-9, ignore_nullable=True)
 
     summary = summarize(user_metrics(recs, relevant, [5])).first()
     assert summary.customers == 3
@@ -148,4 +148,4 @@ def test_list_metrics_equal_hand_computed_values(spark: SparkSession) -> None:
         [("m", 1, 2 / 5, rare / 2, 1 / 2, 1.0), ("m", 2, 4 / 5, 3 * rare / 4, 1 / 4, 0.75)],
         "model string, k int, coverage double, novelty double, popularity_bias double, diversity double",
     )
-    assert_approx_df_equality(actual, expected, precision=1e-9, ignore_nullable=True, ignore_metadata=True)
+    assert_approx_df_equality(actual, expected, precision=1e-9, ignore_nullable=True)

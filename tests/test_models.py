@@ -19,6 +19,7 @@ from recsys_spark.distributed.training import TrainingError, threads_per_task
 from recsys_spark.kernels.matrix import build_interactions
 from recsys_spark.pipeline import run_steps
 from recsys_spark.tables import INTERACTIONS_SCHEMA, TableName, overwrite_table, table_name
+from tests.conftest import without_comments
 
 SMALL_MODELS = {
     "enabled": ["als", "bpr", "itemknn", "popularity"],
@@ -105,11 +106,10 @@ def test_recommendations_equal_a_single_node_numpy_computation(spark, sample):
     actual = table(spark, sample, "recommendations").where("model = 'als'").select(*columns)
     assert expected_df.count() > 100
     assert_approx_df_equality(
-        actual.orderBy("segment", "customer_id", "rank"),
+        without_comments(actual).orderBy("segment", "customer_id", "rank"),
         expected_df.orderBy("segment", "customer_id", "rank"),
         precision=1e-4,
         ignore_nullable=True,
-        ignore_metadata=True,
     )
 
 
@@ -253,11 +253,10 @@ def test_popularity_publish_with_half_life_equals_pandas(spark, make_config, syn
     recs = table(spark, config, "recommendations")
     assert {r.reason for r in recs.select("reason").distinct().collect()} == {"popular_in_segment"}
     assert_approx_df_equality(
-        recs.select(*columns).orderBy("segment", "customer_id", "rank"),
+        without_comments(recs.select(*columns)).orderBy("segment", "customer_id", "rank"),
         expected_df.orderBy("segment", "customer_id", "rank"),
         precision=1e-3,
         ignore_nullable=True,
-        ignore_metadata=True,
     )
 
 
