@@ -9,6 +9,7 @@ A Databricks ``python_wheel_task`` names one (package_name ``recsys_spark``, ent
 from __future__ import annotations
 
 import sys
+from functools import partial
 
 from recsys_spark.cli import main
 
@@ -18,33 +19,11 @@ def _run(step: str) -> None:
     raise SystemExit(main([step, *sys.argv[1:]]))
 
 
-def load_sample() -> None:
-    _run("load-sample")
-
-
-def ingest() -> None:
-    _run("ingest")
-
-
-def baskets() -> None:
-    _run("baskets")
-
-
-def train() -> None:
-    _run("train")
-
-
-def evaluate() -> None:
-    _run("evaluate")
-
-
-def score() -> None:
-    _run("score")
-
-
-def analytics() -> None:
-    _run("analytics")
-
-
-def export() -> None:
-    _run("export")
+load_sample = partial(_run, "load-sample")
+ingest = partial(_run, "ingest")
+baskets = partial(_run, "baskets")
+train = partial(_run, "train")
+evaluate = partial(_run, "evaluate")
+score = partial(_run, "score")
+analytics = partial(_run, "analytics")
+export = partial(_run, "export")

@@ -8,7 +8,6 @@ references to other resources.
 
 from __future__ import annotations
 
-import copy
 import importlib.metadata
 import json
 import re
@@ -23,7 +22,7 @@ import yaml
 
 from recsys_spark.cli import build_parser, parse_settings
 from recsys_spark.config import Config, load_config
-from tests.conftest import SAMPLE, SAMPLE_RUN
+from tests.conftest import SAMPLE, SAMPLE_RUN, deep_merge
 
 ROOT = Path(__file__).resolve().parent.parent
 USERS = {
@@ -46,14 +45,14 @@ def deployed(target: str, user: str = "jane") -> dict[str, Any]:
     """
     config: dict[str, Any] = {}
     for path in bundle_files():
-        _deep_merge(config, yaml.safe_load(path.read_text()))
+        config = deep_merge(config, yaml.safe_load(path.read_text()))
     overrides = config.pop("targets")[target]
     variables = {name: spec.get("default") for name, spec in config.pop("variables").items()}
     variables.update(overrides.pop("variables", {}))
     if target == "prod":
         variables["service_principal"] = PRINCIPAL
     config["bundle"].update(target=target, mode=overrides.pop("mode", None))
-    _deep_merge(config, overrides)
+    config = deep_merge(config, overrides)
     me = {**USERS[user], "user_name": USERS[user]["userName"]}
     context = {"var": variables, "bundle": config["bundle"], "workspace": {"current_user": me}}
     config = _resolve(config, context, skip="resources.")
@@ -154,15 +153,6 @@ def _lookup(context: dict[str, Any], path: str) -> Any:
         value = value[part]
     assert value is not None, f"${{{path}}} has no value"
     return value
-
-
-def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_merge(base[key], value)
-        else:
-            base[key] = copy.deepcopy(value)
-    return base
 
 
 def settings_args(values: dict[str, Any], prefix: str = "") -> list[str]:

@@ -48,7 +48,7 @@ def make_config(work_dir: Path) -> Callable[..., Config]:
             "spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "2g"},
             "input": {"landing_path": str(landing)},
         }
-        return load_config("local", overrides=_deep_merge(base, overrides))
+        return load_config("local", overrides=deep_merge(base, overrides))
 
     return make
 
@@ -79,11 +79,11 @@ def without_comments(frame: DataFrame) -> DataFrame:
     return frame.select(*(F.col(f"`{f.name}`").cast(f.dataType).alias(f.name) for f in frame.schema.fields))
 
 
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged

@@ -30,7 +30,7 @@ from recsys_spark.models import (
 from recsys_spark.pipeline import run_steps
 from recsys_spark.serving import PublishedRecommender
 from recsys_spark.tables import table_name
-from tests.conftest import SAMPLE_RUN, _deep_merge
+from tests.conftest import SAMPLE_RUN, deep_merge
 
 BLOCKED = "85123A"  # the sample's best seller: excluded, as if out of stock
 EXCLUDED_CATEGORY = "BAG"
@@ -40,7 +40,7 @@ CAP = 2
 @pytest.fixture(scope="module")
 def hybrid_run(spark: SparkSession, make_config: Callable[..., Config]) -> Config:
     config = make_config(
-        **_deep_merge(
+        **deep_merge(
             SAMPLE_RUN,
             {
                 "models": {
