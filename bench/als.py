@@ -29,13 +29,15 @@ from threadpoolctl import threadpool_limits
 
 from recsys_spark import synthetic
 from recsys_spark.config import Config, load_config
+from recsys_spark.distributed.training import confidence_weights
+from recsys_spark.io.session import get_spark
+from recsys_spark.io.tables import INTERACTIONS_SCHEMA, overwrite_table, table_name
 from recsys_spark.kernels.factors import FactorModel
 from recsys_spark.kernels.matrix import build_interactions
-from recsys_spark.models import run_score, run_train, user_item_weights
 from recsys_spark.pipeline import run_steps
 from recsys_spark.progress import setup_logging
-from recsys_spark.session import get_spark
-from recsys_spark.tables import INTERACTIONS_SCHEMA, overwrite_table, table_name
+from recsys_spark.steps.score import run_score
+from recsys_spark.steps.train import run_train
 
 ROOT = Path(__file__).resolve().parents[1]
 FACTORS, ITERATIONS, TOP_N = 64, 15, 20
@@ -111,7 +113,7 @@ def run_case(spark: SparkSession, config: Config, data: str) -> Row:
 
     mllib_fit, mllib_recommend = run_mllib(spark, config)
     local = (
-        user_item_weights(config, spark.table(str(table_name(config, "interactions"))))
+        confidence_weights(config.models, spark.table(str(table_name(config, "interactions"))))
         .select("customer_id", "item_id", "weight")
         .toPandas()
     )
@@ -140,7 +142,8 @@ def run_mllib(spark: SparkSession, config: Config) -> tuple[float, float]:
     """From silver.interactions, like ours: the same customer × item weights, then integer ids
     (MLlib needs them; ours maps strings too), fit, and top-N for every user."""
     start = time.perf_counter()
-    weights = user_item_weights(config, spark.table(str(table_name(config, "interactions")))).persist()
+    interactions = spark.table(str(table_name(config, "interactions")))
+    weights = confidence_weights(config.models, interactions).persist()
     indexed = weights
     for column in ("customer_id", "item_id"):
         indexer = StringIndexer(inputCol=column, outputCol=f"{column}_index").fit(indexed)

@@ -25,10 +25,10 @@ from pyspark.sql import functions as F
 
 from recsys_spark.config import Config, load_config
 from recsys_spark.distributed import baskets as mining
+from recsys_spark.io.session import get_spark
+from recsys_spark.io.tables import table_name
 from recsys_spark.pipeline import run_steps
 from recsys_spark.progress import setup_logging
-from recsys_spark.session import get_spark
-from recsys_spark.tables import table_name
 
 ROOT = Path(__file__).resolve().parents[1]
 GROCERIES = ROOT / "tests" / "data" / "groceries" / "groceries.csv"

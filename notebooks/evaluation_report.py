@@ -9,8 +9,8 @@
 # COMMAND ----------
 
 from recsys_spark.config import load_config
-from recsys_spark.report import build_report
-from recsys_spark.session import get_spark
+from recsys_spark.io.session import get_spark
+from recsys_spark.tracking.report import build_report
 
 try:  # Databricks: widgets for the target and the run
     dbutils.widgets.text("target", "dev")  # noqa: F821

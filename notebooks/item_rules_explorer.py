@@ -10,10 +10,10 @@
 
 from pyspark.sql import functions as F
 
+from recsys_spark.io.session import get_spark
+from recsys_spark.io.tables import table_name
+from recsys_spark.io.views import view_name
 from recsys_spark.notebook import notebook_params, show
-from recsys_spark.session import get_spark
-from recsys_spark.tables import table_name
-from recsys_spark.views import view_name
 
 config, params = notebook_params(globals(), {"item_id": "", "segment": "all"})
 spark = get_spark(config)

@@ -5,15 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
 
-import yaml
-
-from recsys_spark.config import DEFAULT_CONF_DIR, TARGETS, ConfigError, load_config
+from recsys_spark.config import DEFAULT_CONF_DIR, TARGETS, ConfigError, load_config, parse_settings
+from recsys_spark.io.session import fetch_delta_jars, get_spark
 from recsys_spark.pipeline import STEPS, run_order, run_steps
 from recsys_spark.progress import setup_logging
-from recsys_spark.report import build_report, write_report
-from recsys_spark.session import fetch_delta_jars, get_spark
+from recsys_spark.tracking.report import build_report, write_report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,21 +33,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--conf-dir", default=str(DEFAULT_CONF_DIR), metavar="DIR", help="folder of base.yml + overlays"
     )
     return parser
-
-
-def parse_settings(settings: Sequence[str]) -> dict[str, Any]:
-    """``["a.b=1", "c=x"]`` -> ``{"a": {"b": 1}, "c": "x"}`` (values parsed as YAML scalars)."""
-    overrides: dict[str, Any] = {}
-    for setting in settings:
-        key, sep, value = setting.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {setting!r}: write KEY=VALUE, e.g. --set catalog=main")
-        *parents, leaf = key.split(".")
-        node = overrides
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value) if value else None
-    return overrides
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,8 +14,7 @@ from typing import Any
 
 from pyspark.sql import DataFrame
 
-from recsys_spark.cli import parse_settings
-from recsys_spark.config import TARGETS, Config, load_config
+from recsys_spark.config import TARGETS, Config, load_config, parse_settings
 
 
 def notebook_params(

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from recsys_spark.cli import build_parser, parse_settings
-from recsys_spark.config import Config, load_config
+from recsys_spark.cli import build_parser
+from recsys_spark.config import Config, load_config, parse_settings
 from tests.conftest import SAMPLE, SAMPLE_RUN, deep_merge
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys_spark.config import Config, load_config
-from recsys_spark.session import fetch_delta_jars, get_spark, jars_dir
+from recsys_spark.io.session import fetch_delta_jars, get_spark, jars_dir
 
 DATA = Path(__file__).parent / "data"
 SAMPLE = DATA / "online_retail_sample"

@@ -22,11 +22,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys_spark.config import Config
-from recsys_spark.export import HOLDOUT, MODEL, ExportError, run_export
+from recsys_spark.io.tables import table_name
+from recsys_spark.io.views import VIEWS, view_name
 from recsys_spark.kernels.graph import item_pagerank
 from recsys_spark.pipeline import run_order, run_steps
-from recsys_spark.tables import table_name
-from recsys_spark.views import VIEWS, view_name
+from recsys_spark.steps.export import HOLDOUT, MODEL, ExportError, run_export
 from tests.conftest import SAMPLE_RUN
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -232,7 +232,7 @@ def test_export_has_one_row_per_customer_with_its_list(spark: SparkSession, conf
 
 
 def test_variants_are_stable_and_near_the_configured_share(spark: SparkSession, config: Config) -> None:
-    from recsys_spark.export import variant_of
+    from recsys_spark.steps.export import variant_of
 
     ids = spark.range(20000).select(F.col("id").cast("string").alias("customer_id"))
     arms = ids.withColumn("variant", variant_of(F.col("customer_id"), "exp_a", 0.1))

@@ -13,12 +13,12 @@ from pyspark.ml.fpm import FPGrowth
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recsys_spark.baskets import recommend_for_cart, run_baskets
 from recsys_spark.config import Config
 from recsys_spark.distributed import baskets as mining
-from recsys_spark.ingest import ingest, load_sample
+from recsys_spark.io.tables import table_name
 from recsys_spark.kernels.itemsets import ItemsetCeilingError
-from recsys_spark.tables import table_name
+from recsys_spark.steps.baskets import recommend_for_cart, run_baskets
+from recsys_spark.steps.ingest import ingest, load_sample
 from tests.conftest import DATA
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "baskets.md"

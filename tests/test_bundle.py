@@ -20,9 +20,9 @@ import yaml
 from pyspark.sql import SparkSession
 
 from recsys_spark.config import Config, load_config
+from recsys_spark.io.tables import TABLE_LAYERS, table_comments, table_name
+from recsys_spark.io.views import VIEWS, view_name
 from recsys_spark.pipeline import STEPS, run_order
-from recsys_spark.tables import TABLE_LAYERS, table_comments, table_name
-from recsys_spark.views import VIEWS, view_name
 from tests.bundle import PRINCIPAL, ROOT, USERS, bundle_files, config_of, dag, deployed, task_params
 
 SCHEMA = ROOT / "tests" / "data" / "databricks" / "bundle_config_schema.json"

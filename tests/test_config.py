@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from recsys_spark.config import DEFAULT_CONF_DIR, ConfigError, load_config
-from recsys_spark.tables import TableName, table_name
+from recsys_spark.io.tables import TableName, table_name
 
 CONF = DEFAULT_CONF_DIR
 

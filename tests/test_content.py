@@ -12,9 +12,9 @@ from pyspark.sql import functions as F
 
 from recsys_spark.config import Config
 from recsys_spark.distributed.analytics import item_descriptions
+from recsys_spark.io.tables import table_name
 from recsys_spark.kernels.content import ContentParams, item_vectors
 from recsys_spark.pipeline import run_steps
-from recsys_spark.tables import table_name
 
 
 @pytest.fixture(scope="module")

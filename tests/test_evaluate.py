@@ -13,10 +13,10 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from recsys_spark.config import Config, load_config
-from recsys_spark.evaluate import choose
+from recsys_spark.io.tables import table_name
 from recsys_spark.pipeline import run_steps
-from recsys_spark.tables import table_name
-from recsys_spark.tracking import tracking_uri
+from recsys_spark.steps.evaluate import choose
+from recsys_spark.tracking.runs import tracking_uri
 from tests.test_models import write_interactions
 
 MOVIELENS = Path(__file__).parent / "data" / "movielens" / "ratings.csv.gz"

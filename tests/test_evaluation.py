@@ -10,7 +10,7 @@ from chispa import assert_approx_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from recsys_spark.evaluation import (
+from recsys_spark.distributed.evaluation import (
     history_slices,
     item_categories,
     leave_last_basket_out,

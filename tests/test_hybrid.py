@@ -12,24 +12,26 @@ import numpy as np
 import pandas as pd
 import pytest
 from chispa import assert_df_equality
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys_spark.config import Config
+from recsys_spark.config.params import business_rules
 from recsys_spark.distributed.analytics import category_of, item_descriptions
-from recsys_spark.distributed.reranking import final_lists
-from recsys_spark.kernels.rerank import ListSettings
-from recsys_spark.models import (
-    association_rules,
+from recsys_spark.distributed.lists import (
     customer_histories,
     last_baskets,
-    model_tables,
+    list_context,
+    published_lists,
     route,
-    serving_settings,
 )
+from recsys_spark.distributed.reranking import final_lists
+from recsys_spark.io.model_tables import association_rules, fitted_from_tables
+from recsys_spark.io.tables import table_name
+from recsys_spark.kernels.rerank import ListSettings
 from recsys_spark.pipeline import run_steps
-from recsys_spark.serving import PublishedRecommender
-from recsys_spark.tables import table_name
+from recsys_spark.tracking.champion import served_tables, serving_settings
+from recsys_spark.tracking.served_model import PublishedRecommender
 from tests.conftest import SAMPLE_RUN, deep_merge
 
 BLOCKED = "85123A"  # the sample's best seller: excluded, as if out of stock
@@ -175,10 +177,12 @@ def test_short_histories_are_routed_to_the_hybrid(
     spark: SparkSession, hybrid_run: Config, make_config: Callable[..., Config]
 ) -> None:
     orders = spark.createDataFrame([(None,), (0,), (1,), (2,), (7,)], "orders int")
-    routes = [r.route for r in orders.select(route(hybrid_run, F.col("orders")).alias("route")).collect()]
+    routes = [
+        r.route for r in orders.select(route(hybrid_run.models, F.col("orders")).alias("route")).collect()
+    ]
     assert routes == ["popularity", "popularity", "short_history", "champion", "champion"]
     without = make_config(models={"enabled": ["als", "popularity"]})
-    routes = [r.route for r in orders.select(route(without, F.col("orders")).alias("route")).collect()]
+    routes = [r.route for r in orders.select(route(without.models, F.col("orders")).alias("route")).collect()]
     assert routes == ["popularity", "popularity", "champion", "champion", "champion"]
 
     # In the published table: one-order customers got the hybrid with short-history weights.
@@ -187,13 +191,31 @@ def test_short_histories_are_routed_to_the_hybrid(
         silver.groupBy("segment", "customer_id").agg(F.countDistinct("order_id").alias("n")).where("n = 1")
     )
     recs = spark.table(str(table_name(hybrid_run, "recommendations")))
-    assert one_order.count() > 0
-    assert {
-        r.model for r in recs.join(one_order, ["segment", "customer_id"]).select("model").distinct().collect()
-    } <= {
-        "hybrid",
-        "popularity",
-    }
+    published = recs.join(one_order.select("segment", "customer_id"), ["segment", "customer_id"])
+    assert one_order.count() > 0 and published.count() > 0
+    assert {r.model for r in published.select("model").distinct().collect()} <= {"hybrid", "popularity"}
+    # Their lists are the hybrid's with the short-history weights, not with the champion's.
+    models = hybrid_run.models
+    fitted = fitted_from_tables(spark, hybrid_run)
+    items = fitted.item_factors.select("segment", "item_id", "model", "factors").toPandas()
+    histories = customer_histories(models, silver, "hybrid").join(
+        one_order.select("segment", "customer_id"), ["segment", "customer_id"], "left_semi"
+    )
+    rules = business_rules(hybrid_run.business_rules, {BLOCKED})
+    depth = hybrid_run.business_rules.candidates
+    context = list_context(silver, items, rules, depth, association_rules(spark, hybrid_run))
+
+    def hybrid_with(weights: dict[str, float]) -> dict[str, list[str]]:
+        made = published_lists(models, "hybrid", fitted, items, histories, context, models.top_n, weights)
+        return ranked_items(made)
+
+    assert ranked_items(published) == hybrid_with(models.hybrid.short_history_weights)
+    assert ranked_items(published) != hybrid_with(models.hybrid.weights)
+
+
+def ranked_items(lists: DataFrame) -> dict[str, list[str]]:
+    rows = lists.select("customer_id", "rank", "item_id").toPandas().sort_values(["customer_id", "rank"])
+    return {customer: part.item_id.tolist() for customer, part in rows.groupby("customer_id")}
 
 
 def test_score_says_to_run_baskets_when_the_hybrid_needs_rules(
@@ -213,7 +235,7 @@ def test_the_served_hybrid_gives_the_batch_lists(
     spark: SparkSession, hybrid_run: Config, tmp_path: Path
 ) -> None:
     """The pyfunc (no Spark) routes, blends and applies the rules as the batch scoring did."""
-    tables = model_tables(spark, hybrid_run, "hybrid")
+    tables = served_tables(spark, hybrid_run, "hybrid")
     artifacts = {}
     for key, frame in tables.items():
         artifacts[key] = str(tmp_path / f"{key}.parquet")
@@ -228,16 +250,27 @@ def test_the_served_hybrid_gives_the_batch_lists(
     served = mlflow.pyfunc.load_model(str(path))
     silver = spark.table(str(table_name(hybrid_run, "interactions")))
     request = (
-        customer_histories(hybrid_run, silver, "hybrid")
+        customer_histories(hybrid_run.models, silver, "hybrid")
         .select("segment", "customer_id", "history", "history_weights", "orders", "last_basket")
         .toPandas()
     )
     answer = served.predict(request)
     batch = spark.table(str(table_name(hybrid_run, "recommendations"))).toPandas()
 
-    def lists(frame: pd.DataFrame) -> dict[tuple[str, str], list[str]]:
+    def lists(frame: pd.DataFrame) -> dict[tuple[str, str], list[tuple[str, str, str | None]]]:
         ordered = frame.sort_values(["segment", "customer_id", "rank"])
-        return {key: part.item_id.tolist() for key, part in ordered.groupby(["segment", "customer_id"])}
+        ordered = ordered.assign(
+            reason_item_id=ordered.reason_item_id.astype(object).where(ordered.reason_item_id.notna(), None)
+        )
+        entries = zip(ordered.item_id, ordered.reason, ordered.reason_item_id, strict=True)
+        keys = zip(ordered.segment, ordered.customer_id, strict=True)
+        out: dict[tuple[str, str], list[tuple[str, str, str | None]]] = {}
+        for key, entry in zip(keys, entries, strict=True):
+            out.setdefault(key, []).append(entry)
+        return out
 
-    assert lists(answer) == lists(batch)
-    assert set(answer.customer_id) == set(request.customer_id)
+    served, published = lists(answer), lists(batch)
+    assert served == published  # items, their order, and why each is there
+    assert len(published) == len(request) > 0
+    reasons = {reason for entries in published.values() for _, reason, _ in entries}
+    assert {"bought_with_last_basket", "because_bought"} <= reasons  # rules and ItemKNN took part

@@ -14,8 +14,8 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from recsys_spark.config import Config
-from recsys_spark.ingest import IngestError, ingest, load_sample
-from recsys_spark.tables import table_name
+from recsys_spark.io.tables import table_name
+from recsys_spark.steps.ingest import IngestError, ingest, load_sample
 from tests.conftest import DIRTY, SAMPLE
 
 SILVER_COLUMNS = [

@@ -16,9 +16,9 @@ from recsys_spark import synthetic
 from recsys_spark.config import Config
 from recsys_spark.distributed.scoring import ScoringError
 from recsys_spark.distributed.training import TrainingError, threads_per_task
+from recsys_spark.io.tables import INTERACTIONS_SCHEMA, TableName, overwrite_table, table_name
 from recsys_spark.kernels.matrix import build_interactions
 from recsys_spark.pipeline import run_steps
-from recsys_spark.tables import INTERACTIONS_SCHEMA, TableName, overwrite_table, table_name
 from tests.conftest import without_comments
 
 SMALL_MODELS = {

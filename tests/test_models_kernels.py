@@ -9,8 +9,9 @@ from implicit.cpu.als import AlternatingLeastSquares
 from implicit.nearest_neighbours import BM25Recommender
 
 from recsys_spark import synthetic
-from recsys_spark.kernels import als, bpr, itemknn, popularity
+from recsys_spark.kernels import als, bpr, content, itemknn, popularity
 from recsys_spark.kernels.matrix import build_interactions, index_ids, rows_of
+from recsys_spark.kernels.recommender import Recommender
 from recsys_spark.kernels.topn import top_matches, top_n
 
 
@@ -158,3 +159,29 @@ def test_top_n_equals_a_full_sort_on_random_scores_with_ties_and_exclusions(n):
         finite = np.flatnonzero(np.isfinite(scores[row]))
         expected = finite[np.lexsort((finite, -scores[row, finite]))][:n]
         assert top.row(row)[0].tolist() == expected.tolist()
+
+
+def test_every_model_implements_the_recommender_interface(data) -> None:
+    """Each kernel's fit returns a Recommender whose recommend and similar_items answer the same
+    shapes (the contract training, batch scoring and serving rely on)."""
+    matrix = data.weights
+    fitted = {
+        "als": als.fit(matrix, als.AlsParams(factors=8, iterations=3)),
+        "bpr": bpr.fit(matrix, bpr.BprParams(factors=8, iterations=3)),
+        "itemknn": itemknn.fit(matrix, itemknn.ItemKnnParams(neighbours=20)),
+        "popularity": popularity.fit(matrix, popularity.PopularityParams()),
+        "content": content.fit(
+            matrix,
+            [f"WORD{i % 7} THING{i % 3}" for i in range(matrix.shape[1])],
+            content.ContentParams(dims=4, min_df=1),
+        ),
+    }
+    users = np.arange(5)
+    for name, model in fitted.items():
+        assert isinstance(model, Recommender), name
+        top = model.recommend(users, matrix[users], 4)
+        assert top.indices.shape == (5, 4), name
+        bought = [set(matrix[u].indices) for u in users]
+        assert all(not (set(row[row >= 0]) & b) for row, b in zip(top.indices, bought, strict=True)), name
+        assert model.similar_items(np.arange(3), 2).indices.shape == (3, 2), name
+    assert not isinstance(object(), Recommender)

@@ -13,9 +13,9 @@ from pyspark.sql import SparkSession
 
 from recsys_spark.cli import main
 from recsys_spark.config import Config
+from recsys_spark.io.tables import table_name
 from recsys_spark.pipeline import run_order, run_steps
-from recsys_spark.tables import table_name
-from recsys_spark.tracking import tracking_uri
+from recsys_spark.tracking.runs import tracking_uri
 
 
 def test_a_second_run_adds_nothing_and_tracks_both(spark: SparkSession, dev_pipeline: Config) -> None:

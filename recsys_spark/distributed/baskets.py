@@ -23,10 +23,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
+from recsys_spark.config import BasketsConfig
 from recsys_spark.distributed.errors import udf_errors
 from recsys_spark.kernels import itemsets as kernel
-
-GLOBAL_SEGMENT = "all"
+from recsys_spark.kernels.routing import GLOBAL_SEGMENT
 
 ITEMSET_SCHEMA = "segment string, items array<string>, freq long"
 RULE_SCHEMA = (
@@ -236,17 +236,7 @@ def substitutes(
         .agg(F.count("*").alias("n_item"), F.first("n_baskets").alias("n_baskets"))
         .where(F.col("n_item") >= F.col("n_baskets") * min_item_support)
     ).persist()
-    together = (
-        exploded.join(F.broadcast(popular.select("segment", "item")), ["segment", "item"])
-        .groupBy("segment", "order_id")
-        .agg(F.collect_list("item").alias("items"))
-        .where(F.size("items") >= 2)
-        .withColumn("chunk", F.pmod(F.xxhash64("order_id"), F.lit(SUBSTITUTE_CHUNKS)))
-        .groupBy("segment", "chunk")
-        .applyInPandas(_pair_counts, PAIR_SCHEMA)
-        .groupBy("segment", "item_a", "item_b")
-        .agg(F.sum("together").alias("together"))
-    )
+    together = _popular_pair_counts(exploded, popular)
     a, b = popular.alias("a"), popular.alias("b")
     pairs = (
         a.join(b, (F.col("a.segment") == F.col("b.segment")) & (F.col("a.item") != F.col("b.item")))
@@ -272,6 +262,21 @@ def substitutes(
         joined.withColumn("together", F.coalesce("together", F.lit(0)).cast("long"))
         .withColumn("lift", F.col("together") / F.col("expected_together"))
         .where(F.col("lift") < max_lift)
+    )
+
+
+def _popular_pair_counts(exploded: DataFrame, popular: DataFrame) -> DataFrame:
+    """Per segment and pair of popular items (item_a < item_b): the baskets holding both."""
+    return (
+        exploded.join(F.broadcast(popular.select("segment", "item")), ["segment", "item"])
+        .groupBy("segment", "order_id")
+        .agg(F.collect_list("item").alias("items"))
+        .where(F.size("items") >= 2)
+        .withColumn("chunk", F.pmod(F.xxhash64("order_id"), F.lit(SUBSTITUTE_CHUNKS)))
+        .groupBy("segment", "chunk")
+        .applyInPandas(_pair_counts, PAIR_SCHEMA)
+        .groupBy("segment", "item_a", "item_b")
+        .agg(F.sum("together").alias("together"))
     )
 
 
@@ -379,3 +384,14 @@ def _matrix(items: pd.Series) -> tuple[sp.csr_matrix, np.ndarray]:
     """Baskets of string ids as a binary matrix, and the item name of each column."""
     baskets, names = _encode(items)
     return kernel.basket_matrix(baskets, len(names)), names
+
+
+def mine_rules(
+    spark: SparkSession, interactions: DataFrame, settings: MiningSettings, conf: BasketsConfig
+) -> Mined:
+    """Itemsets and rules of ``interactions`` (e.g. an evaluation's train part) mined as the
+    baskets step mines silver, without writing anything; call ``unpersist`` when done."""
+    baskets = build_baskets(interactions, conf.per_segment, conf.include_global)
+    kept = baskets.where(F.col("n_items") <= conf.max_basket_items)
+    plan = segment_plan(kept, settings)
+    return mine(spark, kept, plan, settings, RuleSettings(conf.min_confidence, conf.min_lift))

@@ -1,6 +1,7 @@
 """Distributed top-N: ``mapInPandas`` over blocks of query rows against a per-segment catalogue.
 
-One function serves every "best matches" table: users × item factors (recommendations), items ×
+The matching itself is ``kernels.catalog`` (shared with the served model). One function serves
+every "best matches" table: users × item factors (recommendations), items ×
 item factors by cosine (similar items), items × user factors (item audience), users × user factors
 by cosine (lookalikes). ItemKNN scores from a user's history instead of a user vector, so it has
 its own function. The catalogues travel inside the UDF's closure (pickled once per task), which
@@ -11,17 +12,14 @@ returns DataFrames; it reads and writes no tables itself.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from recsys_spark.kernels.itemknn import ItemKnnModel
-from recsys_spark.kernels.matrix import index_lists, rows_of
-from recsys_spark.kernels.topn import TopN, limit_threads, normalize_rows, top_matches
+from recsys_spark.kernels.catalog import Catalog
+from recsys_spark.kernels.topn import TopN, limit_threads
 
 # queries: one row per user (or item) to score; ``catalog`` names the candidate set to use.
 QUERY_COLUMNS = ["segment", "catalog", "query_id", "vector", "exclude"]
@@ -38,49 +36,6 @@ class ScoringError(RuntimeError):
     """Scoring failed for a segment; the message names it."""
 
 
-@dataclass(frozen=True)
-class Catalog:
-    """The candidates of one segment: sorted ids (ties go to the smaller id), their vectors or
-    ItemKNN similarity, and the indexes never to return (exclude lists)."""
-
-    ids: np.ndarray
-    blocked: np.ndarray
-    vectors: np.ndarray | None = None  # float32 candidates × f
-    similarity: sp.csr_matrix | None = None  # ItemKNN: candidates × candidates
-
-    @staticmethod
-    def of_vectors(
-        ids: np.ndarray, vectors: np.ndarray, blocked_ids: set[str], cosine: bool = False
-    ) -> Catalog:
-        order = np.argsort(np.asarray(ids, dtype=object), kind="stable")
-        ids = np.asarray(ids, dtype=object)[order]
-        vectors = np.asarray(vectors, dtype=np.float32)[order]
-        return Catalog(ids, _blocked(ids, blocked_ids), normalize_rows(vectors) if cosine else vectors)
-
-    @staticmethod
-    def of_neighbours(
-        items: np.ndarray, neighbours: np.ndarray, weights: np.ndarray, blocked_ids: set[str]
-    ) -> Catalog:
-        """From ItemKNN's (item, neighbour, similarity) entries."""
-        ids = np.unique(
-            np.concatenate([np.asarray(items, dtype=object), np.asarray(neighbours, dtype=object)])
-        )
-        index = pd.Index(ids)
-        rows, cols = index.get_indexer(items), index.get_indexer(neighbours)
-        similarity = sp.csr_matrix(
-            (np.asarray(weights, np.float32), (rows, cols)), shape=(len(ids), len(ids))
-        )
-        return Catalog(ids, _blocked(ids, blocked_ids), similarity=similarity)
-
-    def index_lists(self, lists: pd.Series) -> list[np.ndarray]:
-        """Each list of ids as candidate indexes (-1 for ids not in the catalogue)."""
-        return index_lists(self.ids, lists)
-
-
-def _blocked(ids: np.ndarray, blocked_ids: set[str]) -> np.ndarray:
-    return np.flatnonzero(np.isin(ids, list(blocked_ids))) if blocked_ids else np.empty(0, np.int64)
-
-
 def top_matches_by_segment(
     queries: DataFrame,
     catalogs: dict[str, Catalog],
@@ -93,11 +48,8 @@ def top_matches_by_segment(
     (cosine when ``cosine``), its ``exclude`` ids and the catalogue's blocked ids masked out."""
 
     def score(catalog: Catalog, part: pd.DataFrame) -> TopN:
-        vectors = np.stack(part.vector.to_numpy()).astype(np.float32)
-        if cosine:
-            vectors = normalize_rows(vectors)
-        exclude = rows_of(catalog.index_lists(part.exclude), len(catalog.ids))
-        return top_matches(vectors, catalog.vectors, n, exclude, catalog.blocked, block_rows)
+        vectors = np.stack(part.vector.to_numpy())
+        return catalog.top_for_vectors(vectors, list(part.exclude), n, cosine, block_rows)
 
     return _exploded(
         queries.select(*QUERY_COLUMNS).mapInPandas(_per_catalog(catalogs, threads, score), NESTED_SCHEMA)
@@ -111,10 +63,7 @@ def knn_recommendations(
     contributed most as ``reason_id``."""
 
     def score(catalog: Catalog, part: pd.DataFrame) -> tuple[TopN, np.ndarray]:
-        history = rows_of(catalog.index_lists(part.history), len(catalog.ids), list(part.history_weights))
-        model = ItemKnnModel(catalog.similarity)
-        top = model.recommend(np.arange(len(part)), history, n, catalog.blocked, block_rows)
-        return top, model.because_of(history, top)
+        return catalog.top_for_histories(list(part.history), list(part.history_weights), n, block_rows)
 
     return _exploded(
         queries.select(*KNN_QUERY_COLUMNS).mapInPandas(_per_catalog(catalogs, threads, score), NESTED_SCHEMA)

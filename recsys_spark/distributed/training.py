@@ -9,30 +9,36 @@ it reads and writes no tables itself.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
+from recsys_spark.config import ModelsConfig
+from recsys_spark.distributed.analytics import item_descriptions
+from recsys_spark.distributed.errors import udf_errors
 from recsys_spark.kernels import als, bpr, content, fusion, itemknn, popularity
 from recsys_spark.kernels.factors import FactorModel
 from recsys_spark.kernels.matrix import Interactions, build_interactions
+from recsys_spark.kernels.routing import GLOBAL_SEGMENT
 from recsys_spark.kernels.topn import limit_threads
+from recsys_spark.progress import stage
 
-GLOBAL_SEGMENT = "all"
 TRAINED_SCHEMA = (
     "kind string, segment string, model string, engine string, id string, other_id string, "
     "factors array<float>, weight float"
 )
 TRAINED_COLUMNS = [f.split()[0] for f in TRAINED_SCHEMA.split(", ")]
 WEIGHTS_COLUMNS = ["segment", "customer_id", "item_id", "weight", "age_days"]
+log = logging.getLogger(__name__)
 
 
 class TrainingError(RuntimeError):
@@ -47,6 +53,7 @@ class TrainSettings:
     itemknn: itemknn.ItemKnnParams
     popularity: popularity.PopularityParams
     content: content.ContentParams
+    fusion: FusionParams
     min_segment_users: int
     min_segment_items: int
     mllib_min_pairs: int
@@ -75,6 +82,12 @@ def user_item_weights(
         value.cast("float").alias("weight"),
         age.cast("float").alias("age_days"),
     )
+
+
+def confidence_weights(models: ModelsConfig, interactions: DataFrame) -> DataFrame:
+    """``user_item_weights`` as conf ``models.confidence`` says (ages only when popularity decays)."""
+    with_age = models.popularity.half_life_days is not None
+    return user_item_weights(interactions, models.confidence.weight, models.confidence.log_scale, with_age)
 
 
 def training_plan(weights: DataFrame, settings: TrainSettings) -> pd.DataFrame:
@@ -359,3 +372,166 @@ def _rows(kind: str, model: str, ids: np.ndarray, vectors: np.ndarray) -> pd.Dat
             "weight": math.nan,
         }
     )
+
+
+@dataclass
+class Fitted:
+    """Trained models as the three model tables' rows (user and item factors, neighbours), in memory."""
+
+    user_factors: DataFrame  # segment, customer_id, model, engine, factors
+    item_factors: DataFrame  # segment, item_id, model, engine, factors
+    item_neighbours: DataFrame  # segment, item_id, neighbour_item_id, model, similarity
+    cached: list[DataFrame] = field(default_factory=list)
+
+    def unpersist(self) -> None:
+        for frame in self.cached:
+            frame.unpersist()
+
+    @staticmethod
+    def of_trained(trained: DataFrame, cached: list[DataFrame]) -> Fitted:
+        """The three tables' rows out of ``TRAINED_SCHEMA`` rows."""
+        kind = F.col("kind")
+        return Fitted(
+            trained.where(kind == "user").select(
+                "segment", F.col("id").alias("customer_id"), "model", "engine", "factors"
+            ),
+            trained.where(kind == "item").select(
+                "segment", F.col("id").alias("item_id"), "model", "engine", "factors"
+            ),
+            trained.where(kind == "neighbour").select(
+                "segment",
+                F.col("id").alias("item_id"),
+                F.col("other_id").alias("neighbour_item_id"),
+                "model",
+                F.col("weight").alias("similarity"),
+            ),
+            cached,
+        )
+
+
+@dataclass
+class TrainResult:
+    pairs: int = 0
+    segments: int = 0
+    skipped_segments: dict[str, str] = field(default_factory=dict)
+    mllib_segments: list[str] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)  # per output table
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage
+
+
+class NothingToTrainError(ValueError):
+    """The interactions to train on are empty."""
+
+
+def fit_models(
+    spark: SparkSession,
+    models: ModelsConfig,
+    settings: TrainSettings,
+    interactions: DataFrame,
+    source: str,
+    step: str,
+    result: TrainResult,
+) -> Fitted:
+    """Weights, segment plan and every enabled model per segment, from ``interactions``
+    (``source``: silver.interactions, or an evaluation split's train part). Fills ``result``'s
+    counts."""
+    seconds = result.seconds
+    with stage(step, "customer x item weights", seconds) as st:
+        weights = confidence_weights(models, interactions).persist()
+        result.pairs = weights.count()
+        if result.pairs == 0:
+            raise NothingToTrainError(
+                f"no interactions to train on in {source}: run `recsys ingest` first, or check "
+                "silver.interactions_quarantine for why every row was rejected"
+            )
+        st.counts.update(pairs=result.pairs, weight=models.confidence.weight)
+    with stage(step, "plan segments", seconds) as st:
+        plan = training_plan(weights, settings)
+        threads = _plan_counts(spark, plan, settings, step, result, st.counts)
+    with stage(step, "fit models per segment", seconds) as st:
+        texts = None
+        if "content" in settings.models:
+            texts = {r.item_id: r.description for r in item_descriptions(interactions).collect()}
+        fitted, trained = _fit_all(weights, plan, settings, threads, texts, result.mllib_segments)
+        with udf_errors(TrainingError):
+            counts = trained.groupBy("kind", "model").count().collect()
+        st.counts.update(
+            models=list(settings.models), rows={f"{r.kind}/{r.model}": r["count"] for r in counts}
+        )
+    weights.unpersist()
+    return Fitted.of_trained(trained, [fitted])
+
+
+def _plan_counts(
+    spark: SparkSession,
+    plan: pd.DataFrame,
+    settings: TrainSettings,
+    step: str,
+    result: TrainResult,
+    counts: dict,
+) -> int:
+    """Fill ``result`` and ``counts`` from the segment plan, log the skipped segments; return
+    the threads each training task may use."""
+    skipped = plan[plan.skip_reason.notna()]
+    result.segments = len(plan)
+    result.skipped_segments = dict(zip(skipped.segment, skipped.skip_reason, strict=True))
+    result.mllib_segments = plan.segment[plan.engine == "mllib"].tolist()
+    if len(skipped):
+        log.info(
+            "%s: %d segments not trained (min %d users, %d items); their customers get "
+            "overall popularity: %s",
+            step,
+            len(skipped),
+            settings.min_segment_users,
+            settings.min_segment_items,
+            ", ".join(
+                f"{s} ({u} users, {i} items)" for s, u, i in skipped[["segment", "users", "items"]].values
+            ),
+        )
+    trained_segments = int((plan.engine == "implicit").sum())
+    threads = threads_per_task(*executor_cores(spark), trained_segments)
+    counts.update(
+        segments=len(plan),
+        implicit=trained_segments,
+        mllib=len(result.mllib_segments),
+        skipped=len(skipped),
+        threads_per_task=threads,
+    )
+    return threads
+
+
+def _fit_all(
+    weights: DataFrame,
+    plan: pd.DataFrame,
+    settings: TrainSettings,
+    threads: int,
+    texts: dict[str, str | None] | None,
+    mllib_segments: list[str],
+) -> tuple[DataFrame, DataFrame]:
+    """(the fitted rows, persisted; those plus the fused embedding and global popularity)."""
+    trained = train_segments(weights, plan, settings, threads, texts)
+    if "als" in settings.models and mllib_segments:
+        trained = trained.unionByName(train_mllib_als(weights, mllib_segments, settings.als))
+    fitted = trained.persist()
+    with udf_errors(TrainingError):
+        fitted.count()
+    trained = fitted
+    if {"als", "content"} <= set(settings.models):
+        trained = trained.unionByName(fused_embeddings(fitted, settings.fusion))
+    if len(plan) > 1 or plan.segment.iat[0] != GLOBAL_SEGMENT:
+        trained = trained.unionByName(global_popularity(fitted))
+    return fitted, trained
+
+
+def executor_cores(spark: SparkSession) -> tuple[int, int]:
+    """(cores across the cluster, cores of one executor): what a task may share its threads with.
+
+    Locally both are the local[*] core count. Under Spark Connect, where there is no
+    SparkContext, the configured values are used.
+    """
+    try:
+        total = spark.sparkContext.defaultParallelism
+    except Exception:  # Spark Connect: no SparkContext on the client
+        total = int(spark.conf.get("spark.default.parallelism", "1") or 1)
+    per_executor = int(spark.conf.get("spark.executor.cores", str(total)) or total)
+    return total, max(1, min(per_executor, total))

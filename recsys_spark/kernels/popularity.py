@@ -41,7 +41,9 @@ class PopularityModel:
         return top_matches(np.ones((len(items), 1), np.float32), self.item_scores[:, None], n, mask)
 
 
-def fit(user_items: sp.csr_matrix, params: PopularityParams, ages_days: sp.csr_matrix | None = None):
+def fit(
+    user_items: sp.csr_matrix, params: PopularityParams, ages_days: sp.csr_matrix | None = None
+) -> PopularityModel:
     """Item scores from the users × items matrix; ``ages_days`` (same pattern) is needed with a half-life."""
     if params.half_life_days is None:
         counted = user_items.copy()

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import numpy as np
 
+# The segment of every customer: overall popularity, rules mined over all baskets, metrics over
+# everyone, and the one segment of data without a segment column.
+GLOBAL_SEGMENT = "all"
+
 POPULARITY = "popularity"  # no history: the segment's popularity
 SHORT_HISTORY = "short_history"  # a few orders: the hybrid, weighted towards content and rules
 CHAMPION = "champion"  # everyone else: the published model

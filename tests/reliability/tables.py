@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recsys_spark.config import Config
-from recsys_spark.tables import TABLE_LAYERS, table_name
+from recsys_spark.io.tables import TABLE_LAYERS, table_name
 
 # Columns that say when and by which run a row was written: they differ between runs by design.
 STAMPS = ("run_id", "generated_at", "ingested_at", "trained_at", "evaluated_at", "decided_at", "loaded_at")

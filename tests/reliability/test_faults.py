@@ -12,12 +12,12 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-import recsys_spark.baskets as baskets_step
-import recsys_spark.models as models
-from recsys_spark.baskets import run_baskets
-from recsys_spark.models import run_score
+import recsys_spark.distributed.lists as lists
+import recsys_spark.steps.baskets as baskets_step
+from recsys_spark.io.tables import ConcurrentRunError, table_name
 from recsys_spark.pipeline import run_steps
-from recsys_spark.tables import ConcurrentRunError, table_name
+from recsys_spark.steps.baskets import run_baskets
+from recsys_spark.steps.score import run_score
 from tests.reliability.conftest import PipelineRuns
 from tests.reliability.tables import content, run_ids
 
@@ -101,20 +101,20 @@ def test_failure_in_the_middle_of_scoring_leaves_the_previous_run_readable(
     before = content(spark, config, "recommendations").toPandas()
     assert len(before_ids) == 1
 
-    real_recommend = models.recommend
+    real_recommend = lists.recommend
 
     def broken(*args: Any, **kwargs: Any):
         frame, trained = real_recommend(*args, **kwargs)
         return failing_after(frame, 50), trained
 
-    monkeypatch.setattr(models, "recommend", broken)
+    monkeypatch.setattr(lists, "recommend", broken)
     with pytest.raises(Exception, match="injected failure"):
         run_score(spark, config, "run_broken")
     # Readers still see the previous run, whole.
     assert run_ids(spark, config, "recommendations") == before_ids
     assert len(spark.table(name).toPandas()) == len(before)
 
-    monkeypatch.setattr(models, "recommend", real_recommend)
+    monkeypatch.setattr(lists, "recommend", real_recommend)
     run_score(spark, config, "run_after_failure")
     assert run_ids(spark, config, "recommendations") == {"run_after_failure"}
     assert_df_equality(

@@ -11,8 +11,8 @@ import mlflow
 import pytest
 from pyspark.sql import SparkSession
 
-from recsys_spark.export import ExportError, run_export
-from recsys_spark.tracking import tracking_uri
+from recsys_spark.steps.export import ExportError, run_export
+from recsys_spark.tracking.runs import tracking_uri
 from tests.reliability.conftest import SALT, PipelineRuns
 
 ROOT = Path(__file__).resolve().parents[2]

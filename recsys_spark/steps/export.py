@@ -25,9 +25,11 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from recsys_spark.config import Config, on_databricks
-from recsys_spark.models import blocked_items, customer_histories, fitted_from_tables, recommend
+from recsys_spark.distributed.lists import customer_histories, recommend
+from recsys_spark.io.model_tables import blocked_items, fitted_from_tables
+from recsys_spark.io.tables import table_name
 from recsys_spark.progress import stage
-from recsys_spark.tables import table_name
+from recsys_spark.tracking.runs import PipelineRun, StepReport
 
 log = logging.getLogger(__name__)
 
@@ -182,13 +184,13 @@ def _holdout_lists(spark: SparkSession, config: Config, kept: DataFrame) -> Data
     the same trained popularity model that the evaluation's baseline uses."""
     holdout = kept.where(F.col("variant") == HOLDOUT).select("segment", "customer_id")
     interactions = spark.table(str(table_name(config, "interactions")))
-    histories = customer_histories(config, interactions, "popularity").persist()
+    histories = customer_histories(config.models, interactions, "popularity").persist()
     segment_users = dict(histories.groupBy("segment").count().collect())
     fitted = fitted_from_tables(spark, config)
     popular = fitted.item_factors.where(F.col("model") == "popularity")  # all the holdout needs
     items = popular.select("segment", "item_id", "model", "factors").toPandas()
     lists, _ = recommend(
-        config,
+        config.models,
         "popularity",
         fitted,
         items,
@@ -314,3 +316,21 @@ def _write_manifest(config: Config, result: ExportResult, columns: list[str]) ->
         "files": {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in result.files},
     }
     (result.folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
+    result = run_export(spark, config)
+    metrics = {
+        "rows": result.rows,
+        "customers_published": result.customers_published,
+        "inactive_dropped": result.inactive_dropped,
+        **{f"variant.{k}": v for k, v in result.variants.items()},
+    }
+    variants = ", ".join(f"{k} {v:,}" for k, v in sorted(result.variants.items()))
+    lines = [
+        f"export: {result.rows:,} customers ({variants}) of {result.customers_published:,} with a list; "
+        f"{result.inactive_dropped:,} inactive dropped; recommendations run {result.run_id}",
+        *(f"  {path}" for path in result.files),
+    ]
+    closing = [f"CRM export: {result.rows:,} rows in {result.folder}"]
+    return StepReport(metrics, lines, closing)

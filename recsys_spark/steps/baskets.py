@@ -9,13 +9,17 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pyspark.sql import DataFrame, SparkSession
+import pandas as pd
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys_spark.config import Config
+from recsys_spark.config.params import mining_settings
 from recsys_spark.distributed import baskets as mining
+from recsys_spark.io.tables import overwrite_table, run_stamp, table_name
+from recsys_spark.kernels.routing import GLOBAL_SEGMENT
 from recsys_spark.progress import stage
-from recsys_spark.tables import overwrite_table, table_name, utc_now
+from recsys_spark.tracking.runs import PipelineRun, StepReport
 
 log = logging.getLogger(__name__)
 
@@ -37,23 +41,54 @@ class BasketsResult:
         return self.baskets - self.oversized - self.skipped_baskets
 
 
-def settings_from(config: Config) -> mining.MiningSettings:
-    conf = config.baskets
-    return mining.MiningSettings(
-        min_support=conf.min_support,
-        max_len=conf.max_len,
-        max_itemsets=conf.max_itemsets,
-        chunk_baskets=conf.chunk_baskets,
-        min_segment_baskets=conf.min_segment_baskets,
-        min_count_floor=conf.min_count_floor,
-    )
-
-
 def run_baskets(spark: SparkSession, config: Config, run_id: str) -> BasketsResult:
     """Mine every segment's baskets and publish the four gold tables (each replaced in one commit)."""
     conf = config.baskets
-    settings = settings_from(config)
-    stamp = {"run_id": F.lit(run_id), "generated_at": F.lit(utc_now()).cast("timestamp")}
+    settings = mining_settings(conf)
+    stamp = run_stamp(run_id, "generated_at")
+    baskets, kept, result = _baskets(spark, config, stamp)
+    with stage("baskets", "plan segments") as st:
+        plan = mining.segment_plan(kept, settings)
+        _count_plan(plan, conf.min_segment_baskets, result, st.counts)
+    with stage("baskets", "frequent itemsets and rules") as st:
+        rule_settings = mining.RuleSettings(conf.min_confidence, conf.min_lift)
+        mined = mining.mine(spark, kept, plan, settings, rule_settings)
+        itemsets, rules = mined.itemsets.persist(), mined.rules.persist()
+        result.itemsets, result.rules = itemsets.count(), rules.count()
+        st.counts.update(baskets_in=result.mined_baskets, itemsets=result.itemsets, rules=result.rules)
+    with stage("baskets", "add-ons and substitutes") as st:
+        addons = mining.frequently_bought_together(rules, conf.top_n).persist()
+        result.addons = addons.count()
+        subs = conf.substitutes
+        subs = mining.substitutes(
+            kept, plan, subs.min_item_support, subs.max_lift, subs.min_expected, spark
+        ).persist()
+        result.substitutes = subs.count()
+        st.counts.update(addons=result.addons, substitutes=result.substitutes)
+    with stage("baskets", "publish") as st:
+        outputs = {
+            "frequent_itemsets": itemsets.withColumn("size", F.size("items")),
+            "association_rules": rules,
+            "frequently_bought_together": addons.select(
+                "segment", "item_id", "rank", "addon_item_id", "support", "confidence", "lift"
+            ),
+            "substitutes": subs,
+        }
+        for key, frame in outputs.items():
+            overwrite_table(spark, config, table_name(config, key), frame.withColumns(stamp))
+        st.counts.update(tables=len(outputs))
+    for frame in (baskets, itemsets, rules, addons, subs):
+        frame.unpersist()
+    mined.unpersist()
+    return result
+
+
+def _baskets(
+    spark: SparkSession, config: Config, stamp: dict[str, Column]
+) -> tuple[DataFrame, DataFrame, BasketsResult]:
+    """(every basket, persisted; those within the size cap; the counts so far). Baskets over
+    the cap go to silver.baskets_quarantine."""
+    conf = config.baskets
     with stage("baskets", "build baskets") as st:
         interactions = spark.table(str(table_name(config, "interactions")))
         baskets = mining.build_baskets(interactions, conf.per_segment, conf.include_global).persist()
@@ -73,79 +108,29 @@ def run_baskets(spark: SparkSession, config: Config, run_id: str) -> BasketsResu
         )
         kept = baskets.where(F.col("n_items") <= conf.max_basket_items)
         st.counts.update(lines=interactions.count(), baskets=total, oversized=n_oversized)
-    result = BasketsResult(total, n_oversized)
+    return baskets, kept, BasketsResult(total, n_oversized)
 
-    with stage("baskets", "plan segments") as st:
-        plan = mining.segment_plan(kept, settings)
-        skipped = plan[plan.skip_reason.notna()]
-        result.skipped_segments = dict(zip(skipped.segment, skipped.skip_reason, strict=True))
-        result.skipped_baskets = int(skipped.n_baskets.sum())
-        result.mined_segments = len(plan) - len(skipped)
-        if len(skipped):
-            listed = ", ".join(
-                f"{seg} ({n})" for seg, n in zip(skipped.segment, skipped.n_baskets, strict=True)
-            )
-            log.info(
-                "baskets: %d segments skipped, fewer than baskets.min_segment_baskets=%d baskets: %s",
-                len(skipped),
-                conf.min_segment_baskets,
-                listed,
-            )
-        st.counts.update(
-            segments=len(plan),
-            mined=result.mined_segments,
-            skipped=len(skipped),
-            skipped_baskets=result.skipped_baskets,
-            chunks=int(plan.chunks.sum()),
+
+def _count_plan(plan: pd.DataFrame, min_baskets: int, result: BasketsResult, counts: dict) -> None:
+    skipped = plan[plan.skip_reason.notna()]
+    result.skipped_segments = dict(zip(skipped.segment, skipped.skip_reason, strict=True))
+    result.skipped_baskets = int(skipped.n_baskets.sum())
+    result.mined_segments = len(plan) - len(skipped)
+    if len(skipped):
+        listed = ", ".join(f"{seg} ({n})" for seg, n in zip(skipped.segment, skipped.n_baskets, strict=True))
+        log.info(
+            "baskets: %d segments skipped, fewer than baskets.min_segment_baskets=%d baskets: %s",
+            len(skipped),
+            min_baskets,
+            listed,
         )
-
-    with stage("baskets", "frequent itemsets and rules") as st:
-        rule_settings = mining.RuleSettings(conf.min_confidence, conf.min_lift)
-        mined = mining.mine(spark, kept, plan, settings, rule_settings)
-        itemsets, rules = mined.itemsets.persist(), mined.rules.persist()
-        result.itemsets, result.rules = itemsets.count(), rules.count()
-        st.counts.update(baskets_in=result.mined_baskets, itemsets=result.itemsets, rules=result.rules)
-    with stage("baskets", "add-ons and substitutes") as st:
-        addons = mining.frequently_bought_together(rules, conf.top_n).persist()
-        result.addons = addons.count()
-        subs = mining.substitutes(
-            kept,
-            plan,
-            conf.substitutes.min_item_support,
-            conf.substitutes.max_lift,
-            conf.substitutes.min_expected,
-            spark,
-        ).persist()
-        result.substitutes = subs.count()
-        st.counts.update(addons=result.addons, substitutes=result.substitutes)
-
-    with stage("baskets", "publish") as st:
-        outputs = {
-            "frequent_itemsets": itemsets.withColumn("size", F.size("items")),
-            "association_rules": rules,
-            "frequently_bought_together": addons.select(
-                "segment", "item_id", "rank", "addon_item_id", "support", "confidence", "lift"
-            ),
-            "substitutes": subs,
-        }
-        for key, frame in outputs.items():
-            overwrite_table(spark, config, table_name(config, key), frame.withColumns(stamp))
-        st.counts.update(tables=len(outputs))
-    for frame in (baskets, itemsets, rules, addons, subs):
-        frame.unpersist()
-    mined.unpersist()
-    return result
-
-
-def mine_rules(spark: SparkSession, config: Config, interactions: DataFrame) -> mining.Mined:
-    """Itemsets and rules of ``interactions`` (e.g. an evaluation's train part) mined as the
-    baskets step mines silver, without writing anything; call ``unpersist`` when done."""
-    conf = config.baskets
-    settings = settings_from(config)
-    baskets = mining.build_baskets(interactions, conf.per_segment, conf.include_global)
-    kept = baskets.where(F.col("n_items") <= conf.max_basket_items)
-    plan = mining.segment_plan(kept, settings)
-    return mining.mine(spark, kept, plan, settings, mining.RuleSettings(conf.min_confidence, conf.min_lift))
+    counts.update(
+        segments=len(plan),
+        mined=result.mined_segments,
+        skipped=len(skipped),
+        skipped_baskets=result.skipped_baskets,
+        chunks=int(plan.chunks.sum()),
+    )
 
 
 @dataclass(frozen=True)
@@ -160,7 +145,7 @@ def recommend_for_cart(
     spark: SparkSession,
     config: Config,
     cart_items: Sequence[str],
-    segment: str = mining.GLOBAL_SEGMENT,
+    segment: str = GLOBAL_SEGMENT,
     n: int = 10,
 ) -> list[CartSuggestion]:
     """Add-ons for a cart: rules whose whole antecedent is in the cart and whose consequent is not,
@@ -189,3 +174,17 @@ def recommend_for_cart(
         CartSuggestion(r.item_id, r.best.confidence, r.best.lift, list(r.best.antecedent))
         for r in best.collect()
     ]
+
+
+def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
+    result = run_baskets(spark, config, run.run_id)
+    metrics = {k: v for k, v in vars(result).items() if isinstance(v, int)}
+    lines = [
+        f"baskets: {result.baskets:,} baskets = {result.mined_baskets:,} mined + {result.oversized:,} "
+        f"oversized (> {config.baskets.max_basket_items} items) + {result.skipped_baskets:,} in "
+        f"{len(result.skipped_segments)} skipped small segments",
+        f"  {result.mined_segments} segments mined at min_support {config.baskets.min_support}: "
+        f"{result.itemsets:,} frequent itemsets, {result.rules:,} rules, {result.addons:,} add-on rows, "
+        f"{result.substitutes:,} substitute pairs",
+    ]
+    return StepReport(metrics, lines)

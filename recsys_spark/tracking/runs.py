@@ -13,7 +13,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import mlflow
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 from recsys_spark.config import Config, on_databricks
-from recsys_spark.serving import PublishedRecommender
+from recsys_spark.tracking.served_model import PublishedRecommender
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,15 @@ def tracking_uri(config: Config) -> str:
     if on_databricks():
         return "databricks"
     return (config.work_path / "mlruns").as_uri()
+
+
+@dataclass
+class StepReport:
+    """What a step did: metrics for MLflow and lines for the person at the terminal."""
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    lines: list[str] = field(default_factory=list)
+    closing: list[str] = field(default_factory=list)  # printed after every step has run
 
 
 @dataclass(frozen=True)
@@ -101,6 +110,8 @@ def _signature() -> Any:
             ColSpec(DataType.long, "rank"),
             ColSpec(text, "item_id"),
             ColSpec(DataType.float, "score"),
+            ColSpec(text, "reason"),
+            ColSpec(text, "reason_item_id", required=False),
         ]
     )
     return ModelSignature(inputs, outputs)
@@ -116,8 +127,8 @@ def _log_pyfunc(name: str, settings: dict[str, Any], artifacts: dict[str, str]) 
         artifacts=artifacts,
         model_config=settings,
         signature=SIGNATURE,
-        code_paths=[str(Path(__file__).parent)],
-        pip_requirements=["implicit==0.7.2", "numpy", "pandas", "pyarrow", "scipy", "threadpoolctl"],
+        code_paths=[str(Path(__file__).parent.parent)],  # the recsys_spark package
+        pip_requirements=["implicit>=0.7.2,<0.8", "numpy", "pandas", "pyarrow", "scipy", "threadpoolctl"],
         registered_model_name=name,
     )
 
@@ -132,7 +143,7 @@ def log_evaluation(figures: dict[str, Any], report_html: str, published: str, re
 
 def log_champion(config: Config, tables: dict[str, Any], settings: dict[str, Any]) -> str | None:
     """Log the published model as a pyfunc (its tables as parquet artifacts, ``settings`` as its
-    model config: see ``models.serving_settings``), register it and point the registered model's
+    model config: see ``served_model.serving_settings``), register it and point the registered model's
     ``champion`` alias at the new version; returns the version."""
     model = settings["model"]
     name = config.mlflow.registered_model

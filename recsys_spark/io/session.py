@@ -12,27 +12,15 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from recsys_spark.config import Config, on_databricks
+from recsys_spark.io.tables import register_local_tables
+from recsys_spark.io.views import create_views
 
 log = logging.getLogger(__name__)
 
 # Delta Lake 4.0.x is the release line built for Spark 4.0 / Scala 2.13 (Databricks Runtime 17).
 DELTA_VERSION = "4.0.1"
 DELTA_ARTIFACTS = (f"io.delta:delta-spark_2.13:{DELTA_VERSION}", f"io.delta:delta-storage:{DELTA_VERSION}")
-LOG4J_CONF = Path(__file__).with_name("log4j2.properties")
-
-
-def executor_cores(spark: SparkSession) -> tuple[int, int]:
-    """(cores across the cluster, cores of one executor): what a task may share its threads with.
-
-    Locally both are the local[*] core count. Under Spark Connect, where there is no
-    SparkContext, the configured values are used.
-    """
-    try:
-        total = spark.sparkContext.defaultParallelism
-    except Exception:  # Spark Connect: no SparkContext on the client
-        total = int(spark.conf.get("spark.default.parallelism", "1") or 1)
-    per_executor = int(spark.conf.get("spark.executor.cores", str(total)) or total)
-    return total, max(1, min(per_executor, total))
+LOG4J_CONF = Path(__file__).parent.parent / "log4j2.properties"
 
 
 def jars_dir(config: Config) -> Path:
@@ -118,10 +106,6 @@ def get_spark(config: Config) -> SparkSession:
         )
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(config.spark.log_level)
-    # Imported here: both modules import this one.
-    from recsys_spark.tables import register_local_tables
-    from recsys_spark.views import create_views
-
     register_local_tables(spark, config)
     create_views(spark, config)
     return spark

@@ -24,7 +24,7 @@ from pyspark.sql import SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from recsys_spark.config import Config  # noqa: E402
-from recsys_spark.tables import table_name  # noqa: E402
+from recsys_spark.io.tables import table_name  # noqa: E402
 
 SLICE_ORDER = ["cold_start", "1", "2-4", "5-19", "20+"]
 

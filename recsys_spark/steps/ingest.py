@@ -19,16 +19,18 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recsys_spark.config import Config
-from recsys_spark.progress import stage
-from recsys_spark.tables import (
+from recsys_spark.io.tables import (
     INTERACTIONS_SCHEMA,
     QUARANTINE_SCHEMA,
     TableName,
     merge_new_rows,
     overwrite_table,
+    run_stamp,
     table_name,
-    utc_now,
 )
+from recsys_spark.kernels.routing import GLOBAL_SEGMENT
+from recsys_spark.progress import stage
+from recsys_spark.tracking.runs import PipelineRun, StepReport
 
 # Bronze bookkeeping columns, not part of a raw input line.
 SOURCE_FILE = "source_file"
@@ -224,7 +226,7 @@ def ingest(spark: SparkSession, config: Config, run_id: str) -> IngestResult:
             rows_in=distinct, valid=valid, quarantined=result.quarantined_total, reasons=quarantined
         )
 
-    stamp = {"run_id": F.lit(run_id), "ingested_at": F.lit(utc_now()).cast("timestamp")}
+    stamp = run_stamp(run_id, "ingested_at")
     interactions = table_name(config, "interactions")
     with stage("ingest", f"merge {interactions}") as st:
         silver_rows = classified.where(F.col("reason").isNull()).withColumns(stamp)
@@ -285,7 +287,7 @@ def _classify(df: DataFrame, config: Config, raw_columns: list[str]) -> DataFram
     ts_text = _clean(cols.event_ts)
     event_ts = F.try_to_timestamp(ts_text, F.lit(spec.timestamp_format))
     quantity, price = _number(cols.quantity), _number(cols.unit_price)
-    segment = _clean(cols.segment) if cols.segment else F.lit("all")
+    segment = _clean(cols.segment) if cols.segment else F.lit(GLOBAL_SEGMENT)
     non_product = F.upper(item).isin([c.upper() for c in spec.non_product_codes])
     if spec.non_product_code_pattern:
         non_product = non_product | item.rlike(spec.non_product_code_pattern)
@@ -332,3 +334,43 @@ def _classify(df: DataFrame, config: Config, raw_columns: list[str]) -> DataFram
     first = Window.partitionBy(*purchase, F.col("reason").isNull()).orderBy(SOURCE_FILE, "line_id")
     twin = F.col("reason").isNull() & (F.row_number().over(first) > 1)
     return typed.withColumn("reason", F.when(twin, "near_duplicate").otherwise(F.col("reason")))
+
+
+def step_load_sample(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
+    result = load_sample(spark, config)
+    return StepReport(
+        {
+            "files": len(result.files),
+            "rows_landed": result.rows_landed,
+            "bronze_rows_added": result.rows_added,
+        },
+        [
+            f"bronze: landed {len(result.files)} files, {result.rows_landed:,} rows; "
+            f"table now {result.bronze_rows_after:,} rows ({result.rows_added:+,})"
+        ],
+    )
+
+
+def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
+    result = ingest(spark, config, run.run_id)
+    metrics = {
+        "rows_read": result.rows_read,
+        "duplicates_dropped": result.duplicates_dropped,
+        "valid_rows": result.valid,
+        "quarantined_rows": result.quarantined_total,
+        "silver_inserted": result.silver_inserted,
+        "quarantine_inserted": result.quarantine_inserted,
+        **{f"quarantined.{reason}": n for reason, n in result.quarantined.items()},
+    }
+    reasons = "\n".join(f"    {reason:<24}{n:>10,}" for reason, n in result.quarantined.items())
+    lines = [
+        f"ingest: rows read {result.rows_read:,}",
+        f"  valid (silver)          {result.valid:>10,}   new {result.silver_inserted:,}",
+        f"  quarantined             {result.quarantined_total:>10,}   new {result.quarantine_inserted:,}",
+        reasons,
+        f"  exact duplicates dropped{result.duplicates_dropped:>10,}",
+        f"  check: {result.rows_read:,} read = {result.valid:,} silver + {result.quarantined_total:,} "
+        f"quarantine + {result.duplicates_dropped:,} duplicates",
+        f"  already ingested by earlier runs: {result.already_ingested:,}",
+    ]
+    return StepReport(metrics, lines)

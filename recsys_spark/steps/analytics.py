@@ -16,11 +16,13 @@ from pyspark.sql import functions as F
 from recsys_spark.config import Config
 from recsys_spark.distributed import analytics as A
 from recsys_spark.distributed.errors import udf_errors
+from recsys_spark.distributed.lists import item_audience
+from recsys_spark.io.model_tables import fitted_from_tables, published_model
+from recsys_spark.io.tables import overwrite_table, run_stamp, table_name
+from recsys_spark.io.views import create_views
 from recsys_spark.kernels.factors import FACTOR_MODELS
-from recsys_spark.models import fitted_from_tables, item_audience, published_model
 from recsys_spark.progress import stage
-from recsys_spark.tables import overwrite_table, table_name, utc_now
-from recsys_spark.views import create_views
+from recsys_spark.tracking.runs import PipelineRun, StepReport
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ def run_analytics(spark: SparkSession, config: Config, run_id: str) -> Analytics
     """Build and publish the analytics tables, then the views."""
     conf = config.analytics
     result = AnalyticsResult()
-    stamp = {"run_id": F.lit(run_id), "generated_at": F.lit(utc_now()).cast("timestamp")}
+    stamp = run_stamp(run_id, "generated_at")
     interactions = spark.table(str(table_name(config, "interactions")))
 
     def publish(key: str, frame: DataFrame) -> None:
@@ -69,19 +71,7 @@ def run_analytics(spark: SparkSession, config: Config, run_id: str) -> Analytics
         st.counts.update(items=len(result.cross_sell_items), rows=result.rows.get("cross_sell_potential", 0))
 
     with stage("analytics", "rules graph") as st:
-        rules_name = table_name(config, "association_rules")
-        if not spark.catalog.tableExists(str(rules_name)):
-            result.skipped["rules_graph"] = f"{rules_name} does not exist: run `recsys baskets` first"
-        else:
-            rules = spark.table(str(rules_name))
-            edges, nodes = A.rules_graph(rules, conf.rules_graph_segment, conf.pagerank_damping)
-            publish("rules_graph_edges", edges)
-            publish("rules_graph_nodes", nodes)
-            if result.rows["rules_graph_edges"] == 0:
-                log.warning(
-                    "analytics: no single-item rules in segment %r (analytics.rules_graph_segment)",
-                    conf.rules_graph_segment,
-                )
+        _rules_graph(spark, config, result, publish)
         st.counts.update(
             edges=result.rows.get("rules_graph_edges", 0), nodes=result.rows.get("rules_graph_nodes", 0)
         )
@@ -92,6 +82,24 @@ def run_analytics(spark: SparkSession, config: Config, run_id: str) -> Analytics
     for output, why in result.skipped.items():
         log.warning("analytics: %s not written: %s", output, why)
     return result
+
+
+def _rules_graph(spark: SparkSession, config: Config, result: AnalyticsResult, publish) -> None:
+    """gold.rules_graph_edges and gold.rules_graph_nodes from the association rules."""
+    conf = config.analytics
+    rules_name = table_name(config, "association_rules")
+    if not spark.catalog.tableExists(str(rules_name)):
+        result.skipped["rules_graph"] = f"{rules_name} does not exist: run `recsys baskets` first"
+        return
+    rules = spark.table(str(rules_name))
+    edges, nodes = A.rules_graph(rules, conf.rules_graph_segment, conf.pagerank_damping)
+    publish("rules_graph_edges", edges)
+    publish("rules_graph_nodes", nodes)
+    if result.rows["rules_graph_edges"] == 0:
+        log.warning(
+            "analytics: no single-item rules in segment %r (analytics.rules_graph_segment)",
+            conf.rules_graph_segment,
+        )
 
 
 def _cross_sell(
@@ -105,7 +113,7 @@ def _cross_sell(
     publish_model, _ = published_model(spark, config)
     factor_models = [m for m in [publish_model, *config.models.enabled] if m in FACTOR_MODELS]
     if not factor_models:
-        result.skipped["cross_sell_potential"] = "no factor model (als or bpr) in models.enabled"
+        result.skipped["cross_sell_potential"] = "no factor model (als, bpr or content) in models.enabled"
         return
     model = result.cross_sell_model = factor_models[0]
     fitted = fitted_from_tables(spark, config)
@@ -121,6 +129,29 @@ def _cross_sell(
             ", ".join(unknown[:20]),
         )
     audience = item_audience(
-        spark, config, model, items_pd, fitted.user_factors, interactions, conf.cross_sell_customers, targets
+        spark,
+        config.models.score_block_rows,
+        model,
+        items_pd,
+        fitted.user_factors,
+        interactions,
+        conf.cross_sell_customers,
+        targets,
     )
     publish("cross_sell_potential", audience)
+
+
+def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
+    result = run_analytics(spark, config, run.run_id)
+    metrics: dict[str, float] = {f"rows.{k}": v for k, v in result.rows.items()}
+    metrics["views"] = len(result.views)
+    lines = [
+        "analytics: " + ", ".join(f"{k} {v:,}" for k, v in result.rows.items()),
+        "  check: items and customers = the distinct item and customer ids in silver",
+        f"  cross-sell: {len(result.cross_sell_items)} target items scored with {result.cross_sell_model}"
+        if result.cross_sell_model
+        else "  cross-sell: not written",
+        *(f"  {output} not written: {why}" for output, why in result.skipped.items()),
+        f"  views: {', '.join(result.views) or 'none'}",
+    ]
+    return StepReport(metrics, lines)

@@ -524,23 +524,7 @@ def _coerce(hint: Any, value: Any, key: str, origin: dict[str, str], files: list
 
     if get_origin(hint) is Annotated:
         base, *marks = get_args(hint)
-        checked = _coerce(base, value, key, origin, files)
-        if "identifier" in marks and checked is not None and not IDENTIFIER_RE.match(checked):
-            raise ConfigError(
-                f"{where}: key '{key}' = {value!r} is not a valid table identifier: "
-                "use letters, digits and underscore only"
-            )
-        if "path" in marks and checked is not None and not _plain_path(checked):
-            raise ConfigError(
-                f"{where}: key '{key}' = {value!r} is not a usable path: no '..' parts, and a "
-                "volume path names its catalog, schema and volume (/Volumes/catalog/schema/volume/...)"
-            )
-        if "qualified" in marks and checked is not None and not QUALIFIED_RE.match(checked):
-            raise ConfigError(
-                f"{where}: key '{key}' = {value!r} is not a valid table name: "
-                "use schema.table or catalog.schema.table, each part letters, digits and underscore"
-            )
-        return checked
+        return _checked(_coerce(base, value, key, origin, files), marks, value, key, where)
     kind = get_origin(hint)
     if kind in (Union, types.UnionType):
         options = get_args(hint)
@@ -590,6 +574,28 @@ def _coerce(hint: Any, value: Any, key: str, origin: dict[str, str], files: list
     raise TypeError(f"unsupported config type {hint!r} for key '{key}'")
 
 
+def _checked(checked: Any, marks: list[Any], value: Any, key: str, where: str) -> Any:
+    """``checked`` (the value as its base type), validated by its annotation's marks."""
+    if checked is None:
+        return None
+    if "identifier" in marks and not IDENTIFIER_RE.match(checked):
+        raise ConfigError(
+            f"{where}: key '{key}' = {value!r} is not a valid table identifier: "
+            "use letters, digits and underscore only"
+        )
+    if "path" in marks and not _plain_path(checked):
+        raise ConfigError(
+            f"{where}: key '{key}' = {value!r} is not a usable path: no '..' parts, and a "
+            "volume path names its catalog, schema and volume (/Volumes/catalog/schema/volume/...)"
+        )
+    if "qualified" in marks and not QUALIFIED_RE.match(checked):
+        raise ConfigError(
+            f"{where}: key '{key}' = {value!r} is not a valid table name: "
+            "use schema.table or catalog.schema.table, each part letters, digits and underscore"
+        )
+    return checked
+
+
 def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in data.items():
@@ -598,3 +604,18 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def parse_settings(settings: typing.Sequence[str]) -> dict[str, Any]:
+    """``["a.b=1", "c=x"]`` -> ``{"a": {"b": 1}, "c": "x"}`` (values parsed as YAML scalars)."""
+    overrides: dict[str, Any] = {}
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {setting!r}: write KEY=VALUE, e.g. --set catalog=main")
+        *parents, leaf = key.split(".")
+        node = overrides
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value) if value else None
+    return overrides

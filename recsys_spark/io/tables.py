@@ -16,12 +16,12 @@ from pathlib import Path
 
 from delta.exceptions import DeltaConcurrentModificationException
 from delta.tables import DeltaTable
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recsys_spark.config import Config, on_databricks, validate_identifier
-from recsys_spark.table_comments import TABLES, TableDoc, bronze_doc, column_comments, sql_string
+from recsys_spark.io.comments import TABLES, TableDoc, bronze_doc, column_comments, sql_string
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,12 @@ QUARANTINE_SCHEMA = T.StructType(
 def utc_now() -> dt.datetime:
     """Now in UTC, whole seconds, naive (Spark's session time zone is UTC): one stamp per write."""
     return dt.datetime.now(dt.UTC).replace(microsecond=0, tzinfo=None)
+
+
+def run_stamp(run_id: str, at_column: str) -> dict[str, Column]:
+    """The columns every row a run writes carries: ``run_id`` and ``at_column`` (now, UTC);
+    for ``DataFrame.withColumns``, one stamp shared by the step's tables."""
+    return {"run_id": F.lit(run_id), at_column: F.lit(utc_now()).cast("timestamp")}
 
 
 @dataclass(frozen=True)

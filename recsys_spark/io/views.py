@@ -11,9 +11,9 @@ import logging
 from pyspark.sql import SparkSession
 
 from recsys_spark.config import Config
-from recsys_spark.table_comments import VIEWS as VIEW_DOCS
-from recsys_spark.table_comments import column_comments, sql_string
-from recsys_spark.tables import TableName, table_name
+from recsys_spark.io.comments import VIEWS as VIEW_DOCS
+from recsys_spark.io.comments import column_comments, sql_string
+from recsys_spark.io.tables import TableName, table_name
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,68 @@
+"""What the last runs published, read back: the trained model tables, the published model,
+the association rules the hybrid weighs, and the items never to recommend."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recsys_spark.config import Config
+from recsys_spark.config.params import hybrid_uses_rules
+from recsys_spark.distributed.training import Fitted
+from recsys_spark.io.tables import table_name
+
+MODEL_TABLES = ("user_factors", "item_factors", "item_neighbours")
+
+
+def fitted_from_tables(spark: SparkSession, config: Config) -> Fitted:
+    """The models the last `recsys train` published."""
+    for key in MODEL_TABLES:
+        if not spark.catalog.tableExists(str(table_name(config, key))):
+            raise ValueError(
+                f"{table_name(config, key)} does not exist: run `recsys train` before `recsys score`"
+            )
+    return Fitted(*(spark.table(str(table_name(config, key))) for key in MODEL_TABLES))
+
+
+def published_model(spark: SparkSession, config: Config) -> tuple[str, str]:
+    """(model, why): the conf's choice, or with ``models.publish: champion`` the latest evaluation's."""
+    if config.models.publish != "champion":
+        return config.models.publish, "models.publish in conf"
+    name = table_name(config, "published_model")
+    latest = None
+    if spark.catalog.tableExists(str(name)):
+        latest = spark.table(str(name)).orderBy(F.desc("decided_at")).first()
+    if latest is None:
+        return "popularity", "no evaluation has chosen a champion yet (run `recsys evaluate`)"
+    if latest.model not in [*config.models.enabled, "popularity_global"]:
+        return "popularity", f"the champion {latest.model} is no longer in models.enabled"
+    return latest.model, latest.reason
+
+
+def association_rules(spark: SparkSession, config: Config) -> DataFrame | None:
+    """gold.association_rules when the hybrid weighs rules, else None."""
+    if not hybrid_uses_rules(config.models):
+        return None
+    name = table_name(config, "association_rules")
+    if not spark.catalog.tableExists(str(name)):
+        raise ValueError(
+            f"{name} does not exist and models.hybrid weighs rules: run `recsys baskets` before "
+            "`recsys score`, or set the rules weight to 0"
+        )
+    return spark.table(str(name))
+
+
+def blocked_items(spark: SparkSession, config: Config) -> set[str]:
+    """Items never recommended: ``models.exclude_items`` plus ``models.exclude_table``'s item ids."""
+    blocked = set(config.models.exclude_items)
+    if config.models.exclude_table:
+        table = config.models.exclude_table
+        if not spark.catalog.tableExists(table):
+            raise ValueError(f"models.exclude_table {table!r} does not exist: create it or set it to null")
+        frame = spark.table(table)
+        if "item_id" not in frame.columns:
+            raise ValueError(
+                f"models.exclude_table {table!r} has no item_id column (columns: {frame.columns})"
+            )
+        blocked |= {r.item_id for r in frame.select(F.col("item_id").cast("string")).distinct().collect()}
+    return blocked

@@ -1,0 +1,386 @@
+"""The `evaluate` step: train on the past, score the future, and choose what to publish.
+
+Every enabled model and both popularity baselines are trained on the split's train part (in
+memory, the silver tables are untouched) and scored for the test customers; metrics land in
+gold.model_metrics (each beside the named baseline's value), and the guardrail's choice in
+gold.published_model, which `recsys score` reads when ``models.publish`` is ``champion``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from functools import reduce
+
+import pandas as pd
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recsys_spark.config import Config, EvaluationConfig, on_databricks
+from recsys_spark.config.params import business_rules, hybrid_uses_rules, mining_settings, train_settings
+from recsys_spark.distributed import baskets as mining
+from recsys_spark.distributed import evaluation as ev
+from recsys_spark.distributed import lists
+from recsys_spark.distributed.training import Fitted, TrainResult, fit_models
+from recsys_spark.io.model_tables import blocked_items
+from recsys_spark.io.tables import overwrite_table, run_stamp, table_name
+from recsys_spark.kernels.rerank import Rules
+from recsys_spark.kernels.routing import GLOBAL_SEGMENT
+from recsys_spark.progress import stage
+from recsys_spark.tracking.champion import served_tables, serving_settings
+from recsys_spark.tracking.report import build_report, write_report
+from recsys_spark.tracking.runs import PipelineRun, StepReport, log_champion, log_evaluation
+
+log = logging.getLogger(__name__)
+
+BASELINES = ("popularity", "popularity_global")
+# Business-rule variants are evaluated as "<model>+<rule>": reported, never chosen by the guardrail
+# (the rules apply to whatever is published).
+VARIANT_MARK = "+"
+LIST_METRICS = ("coverage", "novelty", "popularity_bias", "diversity")
+ALL_SLICES = "all"  # gold.model_metrics.slice of every customer, whatever their history
+
+
+@dataclass(frozen=True)
+class Decision:
+    model: str
+    reason: str
+    value: float  # the primary metric of the published model
+    baseline_value: float
+
+
+@dataclass
+class EvaluateResult:
+    split: str
+    cutoff: dt.datetime | None
+    train_lines: int = 0
+    test_customers: int = 0
+    test_pairs: int = 0
+    cold_start_customers: int = 0
+    cold_start_pairs: int = 0  # test pairs whose item nobody bought before the cutoff
+    overall: pd.DataFrame = field(default_factory=pd.DataFrame)  # model × k: every metric
+    decision: Decision | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def make_split(interactions: DataFrame, conf: EvaluationConfig) -> ev.Split:
+    if conf.split == "last_basket":
+        return ev.leave_last_basket_out(interactions)
+    if conf.split == "date":
+        if conf.cutoff_date is None:
+            raise ValueError("evaluation.split is date but evaluation.cutoff_date is not set (YYYY-MM-DD)")
+        return ev.time_split(interactions, cutoff_date=dt.datetime.fromisoformat(conf.cutoff_date))
+    if conf.split == "last_days":
+        if conf.last_days is None:
+            raise ValueError("evaluation.split is last_days but evaluation.last_days is not set")
+        return ev.time_split(interactions, last_days=conf.last_days)
+    return ev.time_split(interactions, cutoff_quantile=conf.cutoff_quantile)
+
+
+def choose(overall: pd.DataFrame, conf: EvaluationConfig) -> Decision:
+    """The guardrail: the best model on the primary metric at primary_k among those that beat the
+    baseline and reach ``min_coverage``; the baseline itself when none does."""
+    at_k = overall[overall.k == conf.primary_k].set_index("model")
+    metric, k, baseline = conf.primary_metric, conf.primary_k, conf.baseline
+    if baseline not in at_k.index:
+        raise ValueError(f"the baseline {baseline} was not evaluated at k={k}")
+    base = float(at_k.loc[baseline, metric])
+    passing, failing = [], []
+    for model in [m for m in at_k.index if m not in BASELINES and VARIANT_MARK not in m]:
+        value, coverage = float(at_k.loc[model, metric]), float(at_k.loc[model, "coverage"])
+        if value <= base:
+            failing.append(f"{model}: {metric}@{k} {value:.4f} does not beat {baseline} {base:.4f}")
+        elif coverage < conf.min_coverage:
+            failing.append(
+                f"{model}: coverage {coverage:.3f} below evaluation.min_coverage {conf.min_coverage}"
+            )
+        else:
+            passing.append((value, model, coverage))
+    if not passing:
+        reason = "; ".join(failing) or "no model besides the baselines is enabled"
+        return Decision(baseline, f"baseline published: {reason}", base, base)
+    value, model, coverage = max(passing)
+    others = [f"{m} {v:.4f}" for v, m, _ in sorted(passing, reverse=True)[1:]]
+    reason = (
+        f"{model}: {metric}@{k} {value:.4f} beats {baseline} {base:.4f}, coverage {coverage:.3f} "
+        f">= {conf.min_coverage}" + (f"; also passing: {', '.join(others)}" if others else "")
+    )
+    return Decision(model, reason, value, base)
+
+
+@dataclass
+class SplitData:
+    """The evaluation's split, persisted: train lines, test lines and customers, known customers."""
+
+    train: DataFrame
+    test: DataFrame
+    test_customers: DataFrame
+    known: DataFrame
+
+
+def run_evaluate(spark: SparkSession, config: Config, run_id: str) -> EvaluateResult:
+    if not re.fullmatch(r"[0-9A-Za-z_-]+", run_id):
+        raise ValueError(f"unexpected run id {run_id!r}")
+    interactions = spark.table(str(table_name(config, "interactions")))
+    data, result = _split(interactions, config.evaluation)
+    source = f"the {config.evaluation.split} split's train part"
+    settings = train_settings(config.models)
+    fitted = fit_models(
+        spark, config.models, settings, data.train, source, "evaluate", TrainResult(seconds=result.seconds)
+    )
+    with stage("evaluate", "score test customers", result.seconds) as st:
+        recs, histories, models = _test_lists(spark, config, data, fitted)
+        st.counts.update(models=models, rows=recs.count())
+    with stage("evaluate", "metrics", result.seconds) as st:
+        per_user = ev.user_metrics(recs, data.test, config.evaluation.k, models).persist()
+        st.counts.update(rows=_metrics(spark, config, run_id, interactions, data, recs, per_user, result))
+    _publish_decision(spark, config, run_id, result.decision)
+    for frame in (data.train, data.test, histories, recs, per_user):
+        frame.unpersist()
+    fitted.unpersist()
+    return result
+
+
+def _split(interactions: DataFrame, conf: EvaluationConfig) -> tuple[SplitData, EvaluateResult]:
+    with stage("evaluate", f"split ({conf.split})") as st:
+        split = make_split(interactions, conf)
+        train = split.train.persist()
+        test = split.test.persist()
+        result = EvaluateResult(conf.split, split.cutoff)
+        result.train_lines, result.test_pairs = train.count(), test.count()
+        test_customers = test.select(*ev.KEYS).distinct()
+        result.test_customers = test_customers.count()
+        known = train.select(*ev.KEYS).distinct()
+        result.cold_start_customers = test_customers.join(known, ev.KEYS, "left_anti").count()
+        known_items = train.select("segment", "item_id").distinct()
+        result.cold_start_pairs = test.join(known_items, ["segment", "item_id"], "left_anti").count()
+        if result.test_pairs == 0:
+            raise ValueError(
+                f"the {conf.split} split left no new purchases to test on: move the cutoff "
+                "(evaluation.cutoff_quantile, cutoff_date or last_days) earlier"
+            )
+        st.counts.update(
+            cutoff=split.cutoff,
+            train_lines=result.train_lines,
+            test_pairs=result.test_pairs,
+            test_customers=result.test_customers,
+            cold_start=result.cold_start_customers,
+            new_item_pairs=result.cold_start_pairs,
+        )
+    return SplitData(train, test, test_customers, known), result
+
+
+def _test_lists(
+    spark: SparkSession, config: Config, data: SplitData, fitted: Fitted
+) -> tuple[DataFrame, DataFrame, list[str]]:
+    """(every evaluated model's top max(k) for the test customers, checkpointed; their
+    histories, persisted; the evaluated models and business-rule variants)."""
+    models = config.models
+    items = fitted.item_factors.select("segment", "item_id", "model", "factors").toPandas()
+    histories = (
+        lists.customer_histories(models, data.train, "hybrid")
+        .join(data.test_customers, ev.KEYS, "left_semi")
+        .persist()
+    )
+    segment_users = dict(data.known.groupBy("segment").count().collect())
+    mined = None
+    if hybrid_uses_rules(models):
+        mined = mining.mine_rules(spark, data.train, mining_settings(config.baskets), config.baskets)
+    raw = Rules()  # the models as they are; business rules are measured as variants
+    depth = config.business_rules.candidates
+    context = lists.list_context(data.train, items, raw, depth, mined.rules if mined else None, segment_users)
+    evaluated = [m for m in models.enabled if m != "popularity"] + list(BASELINES)
+    variants = rule_variants(config, blocked_items(spark, config))
+    n = max(config.evaluation.k)
+    pool = None  # the hybrid's candidates, made once for it and its variants
+    if "hybrid" in evaluated:
+        # Checkpointed, not only cached: the hybrid and its variants each read it, and their
+        # union's plan would otherwise repeat the candidates' whole plan in every branch.
+        weights = models.hybrid.weights
+        pool = lists.hybrid_candidates(models, fitted, items, histories, context, weights).localCheckpoint()
+    frames = []
+    for model in evaluated:
+        recs = lists.published_lists(models, model, fitted, items, histories, context, n, candidates=pool)
+        frames.append(recs.select(F.lit(model).alias("model"), *ev.KEYS, "rank", "item_id"))
+    base = "hybrid" if "hybrid" in evaluated else evaluated[0]
+    for name, rules in variants.items():
+        with_rules = context.with_rules(rules)
+        recs = lists.published_lists(models, base, fitted, items, histories, with_rules, n, candidates=pool)
+        frames.append(
+            recs.select(F.lit(f"{base}{VARIANT_MARK}{name}").alias("model"), *ev.KEYS, "rank", "item_id")
+        )
+    # The metrics read it many times: checkpointed for a short plan.
+    recs = reduce(DataFrame.unionByName, frames).localCheckpoint()
+    if mined is not None:
+        mined.unpersist()
+    return recs, histories, evaluated + [f"{base}{VARIANT_MARK}{name}" for name in variants]
+
+
+def _metrics(
+    spark: SparkSession,
+    config: Config,
+    run_id: str,
+    interactions: DataFrame,
+    data: SplitData,
+    recs: DataFrame,
+    per_user: DataFrame,
+    result: EvaluateResult,
+) -> int:
+    """Summaries overall, per segment and per history slice, and the list metrics, into
+    ``result`` (and its decision) and gold.model_metrics; returns the rows written."""
+    conf = config.evaluation
+    slices = ev.history_slices(data.train, data.test)
+    everyone = {"segment": F.lit(GLOBAL_SEGMENT), "slice": F.lit(ALL_SLICES)}
+    summaries = [
+        ev.summarize(per_user, ["model"]).withColumns(everyone),
+        # The global segment is every customer; data without segments has only that one.
+        ev.summarize(per_user, ["model", "segment"])
+        .where(F.col("segment") != GLOBAL_SEGMENT)
+        .withColumn("slice", F.lit(ALL_SLICES)),
+        ev.summarize(per_user.join(slices, ev.KEYS), ["model", "history"])
+        .withColumnRenamed("history", "slice")
+        .withColumn("segment", F.lit(GLOBAL_SEGMENT)),
+    ]
+    list_metrics = ev.list_metrics(recs, data.train, conf.k, ev.item_categories(interactions))
+    overall = summaries[0].join(list_metrics, ["model", "k"], "left").toPandas()
+    result.overall = (
+        overall.drop(columns=["segment", "slice"])
+        .sort_values(["model", "k"])
+        .fillna({"coverage": 0.0})  # a model with no list at all covers nothing
+    )
+    result.decision = choose(result.overall, conf)
+    metrics = _long(summaries, list_metrics, conf.baseline, run_id)
+    name = table_name(config, "model_metrics")
+    overwrite_table(spark, config, name, metrics, f"run_id = '{run_id}'")
+    return spark.table(str(name)).where(f"run_id = '{run_id}'").count()
+
+
+def _publish_decision(spark: SparkSession, config: Config, run_id: str, decision: Decision) -> None:
+    conf = config.evaluation
+    row = (run_id, decision.model, decision.reason, conf.primary_metric, conf.primary_k)
+    choice = spark.createDataFrame(
+        [(*row, decision.value, decision.baseline_value)],
+        "run_id string, model string, reason string, metric string, k int, value double, "
+        "baseline_value double",
+    ).withColumn("decided_at", run_stamp(run_id, "decided_at")["decided_at"])
+    overwrite_table(spark, config, table_name(config, "published_model"), choice, f"run_id = '{run_id}'")
+    log.info("evaluate: publish %s: %s", decision.model, decision.reason)
+
+
+def rule_variants(config: Config, blocked: set[str]) -> dict[str, Rules]:
+    """Each business rule that conf turns on, alone, and all of them together (``rules``)."""
+    conf = config.business_rules
+    alone = {
+        "exclude": Rules(blocked=frozenset(blocked)) if blocked else None,
+        "filter": Rules(
+            category_include=frozenset(conf.category_include),
+            category_exclude=frozenset(conf.category_exclude),
+        )
+        if conf.category_include or conf.category_exclude
+        else None,
+        "cap": Rules(max_per_category=conf.max_per_category) if conf.max_per_category else None,
+        "mmr": Rules(mmr_lambda=conf.mmr_lambda) if conf.mmr_lambda is not None else None,
+    }
+    variants = {name: rules for name, rules in alone.items() if rules is not None}
+    if len(variants) > 1:
+        variants["rules"] = business_rules(conf, blocked)
+    return variants
+
+
+def _long(summaries: list[DataFrame], list_metrics: DataFrame, baseline: str, run_id: str) -> DataFrame:
+    """gold.model_metrics rows: one per model × segment × slice × metric × k, with the baseline's value."""
+    metric_names = [*ev.METRICS, "customers"]
+    stacked = []
+    for summary in summaries:
+        stacked.append(_melt(summary, ["model", "segment", "slice", "k"], metric_names))
+    stacked.append(
+        _melt(
+            list_metrics.withColumns({"segment": F.lit(GLOBAL_SEGMENT), "slice": F.lit(ALL_SLICES)}),
+            ["model", "segment", "slice", "k"],
+            list(LIST_METRICS),
+        )
+    )
+    rows = stacked[0]
+    for frame in stacked[1:]:
+        rows = rows.unionByName(frame)
+    base = rows.where(F.col("model") == baseline).select(
+        "segment", "slice", "metric", "k", F.col("value").alias("baseline_value")
+    )
+    stamp = run_stamp(run_id, "evaluated_at")
+    return rows.join(base, ["segment", "slice", "metric", "k"], "left").select(
+        stamp["run_id"].alias("run_id"),
+        "model",
+        "segment",
+        "slice",
+        "metric",
+        F.col("k").cast("int").alias("k"),
+        "value",
+        "baseline_value",
+        stamp["evaluated_at"].alias("evaluated_at"),
+    )
+
+
+def _melt(frame: DataFrame, ids: list[str], metrics: list[str]) -> DataFrame:
+    pairs = F.explode(
+        F.array(
+            *(F.struct(F.lit(m).alias("metric"), F.col(m).cast("double").alias("value")) for m in metrics)
+        )
+    )
+    return frame.select(*ids, pairs.alias("pair")).select(*ids, "pair.metric", "pair.value")
+
+
+def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
+    """Evaluate, write the report, log it and register the champion (unless a baseline won)."""
+    result = run_evaluate(spark, config, run.run_id)
+    decision = result.decision
+    report = build_report(spark, config, run.run_id)
+    path = write_report(report, config.work_path / "reports") if not on_databricks() else None
+    log_evaluation(report.figures, report.html, decision.model, decision.reason)
+    version = None
+    if decision.model not in BASELINES:
+        tables = served_tables(spark, config, decision.model)
+        version = log_champion(config, tables, serving_settings(config, decision.model))
+    report.close()
+    metrics: dict[str, float] = {
+        "train_lines": result.train_lines,
+        "test_customers": result.test_customers,
+        "test_pairs": result.test_pairs,
+        "cold_start_customers": result.cold_start_customers,
+        "cold_start_item_pairs": result.cold_start_pairs,
+    }
+    conf = config.evaluation
+    table_lines = _metric_lines(result.overall, conf.primary_k, metrics)
+    cutoff = f" at {result.cutoff:%Y-%m-%d %H:%M}" if result.cutoff else ""
+    lines = [
+        f"evaluate: {conf.split} split{cutoff}: {result.train_lines:,} train lines; "
+        f"{result.test_customers:,} test customers ({result.cold_start_customers:,} cold start), "
+        f"{result.test_pairs:,} new customer x item pairs to find ({result.cold_start_pairs:,} of items "
+        f"new to their segment, which no model can recommend); at k={conf.primary_k}:",
+        *table_lines,
+        f"  published: {decision.model} ({decision.reason})",
+        f"  registered: {config.mlflow.registered_model} version {version} (alias champion)"
+        if version
+        else "  registered: nothing (a baseline is published)",
+        f"  report: {path}" if path else "  report: in the MLflow run (report/evaluation.html)",
+    ]
+    return StepReport(metrics, lines)
+
+
+def _metric_lines(overall: pd.DataFrame, k: int, metrics: dict[str, float]) -> list[str]:
+    """One line per model at ``k``; its metrics added to ``metrics`` as MLflow names."""
+    lines = []
+    for row in overall[overall.k == k].itertuples():
+        names = ("ndcg", "precision", "recall", "map", "hit_rate", "mrr", "coverage", "novelty", "diversity")
+        for name in names:
+            value = float(getattr(row, name))
+            if not math.isnan(value):  # diversity needs item categories
+                # MLflow metric names allow no "+": variant hybrid+mmr is logged as hybrid_mmr.
+                metrics[f"{row.model.replace(VARIANT_MARK, '_')}.{name}_at_{row.k}"] = value
+        lines.append(
+            f"    {row.model:<18} ndcg {row.ndcg:.4f}  precision {row.precision:.4f}  recall {row.recall:.4f}"
+            f"  hit rate {row.hit_rate:.3f}  coverage {row.coverage:.3f}  diversity {row.diversity:.3f}"
+        )
+    return lines

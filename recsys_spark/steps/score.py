@@ -1,0 +1,183 @@
+"""The `score` step: the trained model tables -> gold.recommendations (every customer, through
+cold-start routing, the published model or the hybrid, and the business rules),
+gold.similar_items, gold.item_audience and gold.lookalikes, each replaced in one commit."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import pandas as pd
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from recsys_spark.config import Config
+from recsys_spark.config.params import business_rules
+from recsys_spark.distributed import lists
+from recsys_spark.distributed.errors import udf_errors
+from recsys_spark.distributed.scoring import ScoringError
+from recsys_spark.distributed.training import Fitted
+from recsys_spark.io.model_tables import association_rules, blocked_items, fitted_from_tables, published_model
+from recsys_spark.io.tables import overwrite_table, run_stamp, table_name
+from recsys_spark.kernels.candidates import POPULAR_OVERALL
+from recsys_spark.kernels.factors import FACTOR_MODELS
+from recsys_spark.progress import stage
+from recsys_spark.tracking.runs import PipelineRun, StepReport
+
+log = logging.getLogger(__name__)
+
+# What `score` publishes; a caller may ask for fewer (e.g. the benchmark, recommendations only).
+SCORE_OUTPUTS = ("recommendations", "similar_items", "item_audience")
+
+
+@dataclass
+class ScoreResult:
+    customers: int
+    rows: dict[str, int] = field(default_factory=dict)  # per output table
+    published_customers: int = 0  # got the published model's top-N
+    fallback_customers: int = 0  # got overall popularity
+    model: str = ""  # the published model
+    why: str = ""  # why it was published
+    seconds: dict[str, float] = field(default_factory=dict)  # per stage
+
+
+@dataclass
+class Inputs:
+    """What every output of the step reads, once."""
+
+    fitted: Fitted
+    items: pd.DataFrame  # silver.item_factors as pandas
+    blocked: set[str]
+    interactions: DataFrame
+    stamp: dict[str, Column]
+
+
+def run_score(
+    spark: SparkSession, config: Config, run_id: str, outputs: tuple[str, ...] = SCORE_OUTPUTS
+) -> ScoreResult:
+    """Score every customer with the published model and publish the gold tables in ``outputs``
+    (``item_audience`` also writes ``lookalikes``)."""
+    seconds: dict[str, float] = {}
+    publish, why = published_model(spark, config)
+    log.info("score: publishing %s (%s)", publish, why)
+    fitted = fitted_from_tables(spark, config)
+    with stage("score", "load item candidates", seconds) as st:
+        blocked = blocked_items(spark, config)
+        items = fitted.item_factors.select("segment", "item_id", "model", "factors").toPandas()
+        st.counts.update(item_rows=len(items), blocked_items=len(blocked))
+    interactions = spark.table(str(table_name(config, "interactions")))
+    inputs = Inputs(fitted, items, blocked, interactions, run_stamp(run_id, "generated_at"))
+    with stage("score", "customer histories", seconds) as st:
+        histories = lists.customer_histories(config.models, interactions, "hybrid").persist()
+        result = ScoreResult(histories.count(), seconds=seconds, model=publish, why=why)
+        segment_users = dict(histories.groupBy("segment").count().collect())
+        rules = business_rules(config.business_rules, blocked)
+        context = lists.list_context(
+            interactions,
+            items,
+            rules,
+            config.business_rules.candidates,
+            association_rules(spark, config),
+            segment_users,
+        )
+        st.counts.update(customers=result.customers, business_rules="on" if rules.beyond_exclusion else "off")
+    _recommendations(spark, config, inputs, histories, context, result)
+    if "similar_items" in outputs:
+        _similar_items(spark, config, inputs, result)
+    if "item_audience" in outputs:
+        _audience(spark, config, inputs, result)
+    histories.unpersist()
+    return result
+
+
+def _recommendations(
+    spark: SparkSession,
+    config: Config,
+    inputs: Inputs,
+    histories: DataFrame,
+    context: lists.ListContext,
+    result: ScoreResult,
+) -> None:
+    publish = result.model
+    with stage("score", f"recommendations ({publish})", result.seconds) as st:
+        recommendations = lists.routed_lists(
+            config.models, publish, inputs.fitted, inputs.items, histories, context, config.models.top_n
+        )
+        _publish(spark, config, "recommendations", recommendations.withColumns(inputs.stamp), result)
+        published = spark.table(str(table_name(config, "recommendations")))
+        per_source = dict(
+            published.groupBy(F.col("reason") == POPULAR_OVERALL)
+            .agg(F.countDistinct("segment", "customer_id"))
+            .collect()
+        )
+        result.published_customers = per_source.get(False, 0)
+        result.fallback_customers = per_source.get(True, 0)
+        by_model = published.groupBy("model").agg(F.countDistinct("segment", "customer_id")).collect()
+        st.counts.update(
+            customers=result.customers,
+            published=result.published_customers,
+            popularity_fallback=result.fallback_customers,
+            customers_by_model=dict(sorted(by_model)),
+            rows=result.rows["recommendations"],
+        )
+
+
+def _similar_items(spark: SparkSession, config: Config, inputs: Inputs, result: ScoreResult) -> None:
+    with stage("score", "similar items", result.seconds) as st:
+        similar = lists.similar_items(
+            config.models, inputs.items, inputs.fitted.item_neighbours, inputs.blocked, lists.SCORING_THREADS
+        )
+        if similar is not None:
+            _publish(spark, config, "similar_items", similar.withColumns(inputs.stamp), result)
+        st.counts.update(rows=result.rows.get("similar_items", 0))
+
+
+def _audience(spark: SparkSession, config: Config, inputs: Inputs, result: ScoreResult) -> None:
+    """gold.item_audience and gold.lookalikes from the first factor model (published first)."""
+    conf = config.models
+    factor_models = [m for m in [result.model, *conf.enabled] if m in FACTOR_MODELS]
+    if not factor_models:
+        log.info(
+            "score: no factor model (als, bpr or content) enabled: item_audience and lookalikes not written"
+        )
+        return
+    embedding = factor_models[0]
+    with stage("score", f"item audience and lookalikes ({embedding})", result.seconds) as st:
+        audience = lists.item_audience(
+            spark,
+            conf.score_block_rows,
+            embedding,
+            inputs.items,
+            inputs.fitted.user_factors,
+            inputs.interactions,
+            conf.audience_top_k,
+        )
+        _publish(spark, config, "item_audience", audience.withColumns(inputs.stamp), result)
+        similar_customers = lists.lookalikes(spark, conf, embedding, inputs.fitted.user_factors)
+        _publish(spark, config, "lookalikes", similar_customers.withColumns(inputs.stamp), result)
+        st.counts.update(audience=result.rows["item_audience"], lookalikes=result.rows["lookalikes"])
+
+
+def _publish(spark: SparkSession, config: Config, key: str, frame: DataFrame, result: ScoreResult) -> None:
+    name = table_name(config, key)
+    with udf_errors(ScoringError):
+        overwrite_table(spark, config, name, frame)
+    result.rows[key] = spark.table(str(name)).count()
+
+
+def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
+    result = run_score(spark, config, run.run_id)
+    metrics = {
+        "customers": result.customers,
+        "published_customers": result.published_customers,
+        "popularity_fallback_customers": result.fallback_customers,
+        **{f"rows.{k}": v for k, v in result.rows.items()},
+    }
+    lines = [
+        f"score: {result.customers:,} customers (per segment) = {result.published_customers:,} by "
+        f"{result.model} + {result.fallback_customers:,} overall popularity (untrained segments) "
+        f"+ {result.customers - result.published_customers - result.fallback_customers:,} with nothing "
+        f"left to recommend; top {config.models.top_n} each",
+        "  " + ", ".join(f"{k} {v:,}" for k, v in result.rows.items()),
+    ]
+    return StepReport(metrics, lines)
