@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from recsys_spark.kernels.routing import GLOBAL_SEGMENT
+
 
 def purchases(
     n_users: int = 100_000,
@@ -46,7 +48,7 @@ def purchases(
     segment_of_user = (
         np.array([f"seg{s:02d}" for s in range(n_segments)])[np.arange(n_users) % n_segments]
         if n_segments > 1
-        else np.full(n_users, "all")
+        else np.full(n_users, GLOBAL_SEGMENT)
     )
     return pd.DataFrame(
         {

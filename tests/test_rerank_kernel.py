@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from recsys_spark.kernels.candidates import POPULAR_OVERALL, REASON_CODES, REASON_MEANINGS, reason_code
 from recsys_spark.kernels.rerank import (
     CANDIDATE_COLUMNS,
     ItemVectors,
@@ -183,3 +184,8 @@ def test_final_lists_blend_every_customer_as_blend_and_apply_rules_do(
         assert mine.reason.tolist() == [blended.sources[i] for i in keep]
         assert mine.score.to_numpy() == pytest.approx(blended.scores[keep], abs=1e-6)
         assert mine["rank"].tolist() == list(range(1, len(keep) + 1))
+
+
+def test_every_reason_a_candidate_can_carry_is_explained() -> None:
+    codes = {reason_code(source) for source in [*REASON_CODES, "popularity_global"]}
+    assert codes == set(REASON_MEANINGS) and POPULAR_OVERALL in codes

@@ -64,31 +64,38 @@ class SchemasConfig:
     gold: Identifier
 
 
+def in_layer(layer: Literal["bronze", "silver", "gold"]) -> Any:
+    """A table name field living in ``layer``'s schema (``SchemasConfig``)."""
+    return field(metadata={"layer": layer})
+
+
 @dataclass(frozen=True)
 class TablesConfig:
-    purchases: Identifier
-    interactions: Identifier
-    interactions_quarantine: Identifier
-    user_factors: Identifier
-    item_factors: Identifier
-    recommendations: Identifier
-    similar_items: Identifier
-    item_audience: Identifier
-    frequent_itemsets: Identifier
-    association_rules: Identifier
-    frequently_bought_together: Identifier
-    substitutes: Identifier
-    baskets_quarantine: Identifier
-    item_neighbours: Identifier
-    lookalikes: Identifier
-    model_metrics: Identifier
-    published_model: Identifier
-    items: Identifier
-    customers: Identifier
-    category_saturation: Identifier
-    cross_sell_potential: Identifier
-    rules_graph_nodes: Identifier
-    rules_graph_edges: Identifier
+    """Each logical table's name, and (as field metadata) the layer, i.e. schema, it lives in."""
+
+    purchases: Identifier = in_layer("bronze")
+    interactions: Identifier = in_layer("silver")
+    interactions_quarantine: Identifier = in_layer("silver")
+    user_factors: Identifier = in_layer("silver")
+    item_factors: Identifier = in_layer("silver")
+    recommendations: Identifier = in_layer("gold")
+    similar_items: Identifier = in_layer("gold")
+    item_audience: Identifier = in_layer("gold")
+    frequent_itemsets: Identifier = in_layer("gold")
+    association_rules: Identifier = in_layer("gold")
+    frequently_bought_together: Identifier = in_layer("gold")
+    substitutes: Identifier = in_layer("gold")
+    baskets_quarantine: Identifier = in_layer("silver")
+    item_neighbours: Identifier = in_layer("silver")
+    lookalikes: Identifier = in_layer("gold")
+    model_metrics: Identifier = in_layer("gold")
+    published_model: Identifier = in_layer("gold")
+    items: Identifier = in_layer("gold")
+    customers: Identifier = in_layer("gold")
+    category_saturation: Identifier = in_layer("gold")
+    cross_sell_potential: Identifier = in_layer("gold")
+    rules_graph_nodes: Identifier = in_layer("gold")
+    rules_graph_edges: Identifier = in_layer("gold")
 
 
 @dataclass(frozen=True)
@@ -105,7 +112,7 @@ class MlflowConfig:
     experiment: str
     # The registry name of the published model (alias "champion" on the version that passed).
     registered_model: str
-    # None: a sqlite store under work_dir locally, the workspace on Databricks.
+    # None: a file store under work_dir/mlruns locally, the workspace on Databricks.
     tracking_uri: str | None = None
 
 

@@ -146,6 +146,7 @@ def summarize(per_user: DataFrame, by: Sequence[str] = ("model", "segment")) -> 
 
 
 HISTORY_SLICES = ("cold_start", "1", "2-4", "5-19", "20+")
+ALL_SLICES = "all"  # gold.model_metrics.slice of every customer, whatever their history
 
 
 def history_slices(train: DataFrame, test: DataFrame) -> DataFrame:

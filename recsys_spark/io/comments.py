@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from recsys_spark.config import ColumnMapping
+from recsys_spark.kernels.candidates import REASON_MEANINGS
 
 
 @dataclass(frozen=True)
@@ -47,13 +48,7 @@ SHARED: dict[str, str] = {
     "k": "list length the metric is computed at",
 }
 
-RECOMMENDATION_REASONS = (
-    "factor_score (ALS/BPR: customers with similar purchases bought it), because_bought "
-    "(ItemKNN: like reason_item_id, which the customer bought), similar_description (content: "
-    "described like what the customer bought), bought_with_last_basket (hybrid: an association "
-    "rule from reason_item_id, in the customer's last basket), popular_in_segment (best sellers "
-    "of the segment), popular_overall (best sellers of all segments: the segment was too small)"
-)
+RECOMMENDATION_REASONS = ", ".join(f"{code} ({meaning})" for code, meaning in REASON_MEANINGS.items())
 
 TABLES: dict[str, TableDoc] = {
     "purchases": TableDoc(

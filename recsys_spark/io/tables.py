@@ -7,6 +7,7 @@ re-registered by name at session start; on Databricks names are three-level (cat
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Iterator
@@ -21,36 +22,13 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recsys_spark.config import Config, on_databricks, validate_identifier
+from recsys_spark.config.schema import TablesConfig
 from recsys_spark.io.comments import TABLES, TableDoc, bronze_doc, column_comments, sql_string
 
 log = logging.getLogger(__name__)
 
-# Logical table -> medallion layer (the schema it lives in).
-TABLE_LAYERS: dict[str, str] = {
-    "purchases": "bronze",
-    "interactions": "silver",
-    "interactions_quarantine": "silver",
-    "user_factors": "silver",
-    "item_factors": "silver",
-    "recommendations": "gold",
-    "similar_items": "gold",
-    "item_audience": "gold",
-    "frequent_itemsets": "gold",
-    "association_rules": "gold",
-    "frequently_bought_together": "gold",
-    "substitutes": "gold",
-    "baskets_quarantine": "silver",
-    "item_neighbours": "silver",
-    "lookalikes": "gold",
-    "published_model": "gold",
-    "model_metrics": "gold",
-    "items": "gold",
-    "customers": "gold",
-    "category_saturation": "gold",
-    "cross_sell_potential": "gold",
-    "rules_graph_nodes": "gold",
-    "rules_graph_edges": "gold",
-}
+# Logical table -> medallion layer (the schema it lives in), as conf's tables section declares.
+TABLE_LAYERS: dict[str, str] = {f.name: f.metadata["layer"] for f in dataclasses.fields(TablesConfig)}
 
 INTERACTIONS_SCHEMA = T.StructType(
     [

@@ -24,6 +24,17 @@ REASON_CODES = {
     "rules": "bought_with_last_basket",  # reason_item_id: the item in the last basket
 }
 POPULAR_OVERALL = "popular_overall"  # the customer's segment was too small to train
+# What each reason tells the customer (and the table comment of gold.recommendations).
+REASON_MEANINGS = {
+    "factor_score": "ALS/BPR: customers with similar purchases bought it",
+    "because_bought": "ItemKNN: like reason_item_id, which the customer bought",
+    "similar_description": "content: described like what the customer bought",
+    "bought_with_last_basket": (
+        "hybrid: an association rule from reason_item_id, in the customer's last basket"
+    ),
+    "popular_in_segment": "best sellers of the segment",
+    POPULAR_OVERALL: "best sellers of all segments: the segment was too small",
+}
 
 
 def reason_code(source: str) -> str:

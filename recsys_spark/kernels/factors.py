@@ -1,4 +1,4 @@
-"""A factor model (ALS, BPR): users and items as vectors, scores as dot products."""
+"""A factor model (ALS, BPR, content): users and items as vectors, scores as dot products."""
 
 from __future__ import annotations
 

@@ -24,6 +24,7 @@ from recsys_spark.config.params import business_rules, hybrid_uses_rules, mining
 from recsys_spark.distributed import baskets as mining
 from recsys_spark.distributed import evaluation as ev
 from recsys_spark.distributed import lists
+from recsys_spark.distributed.evaluation import ALL_SLICES
 from recsys_spark.distributed.training import Fitted, TrainResult, fit_models
 from recsys_spark.io.model_tables import blocked_items
 from recsys_spark.io.tables import overwrite_table, run_stamp, table_name
@@ -41,7 +42,6 @@ BASELINES = ("popularity", "popularity_global")
 # (the rules apply to whatever is published).
 VARIANT_MARK = "+"
 LIST_METRICS = ("coverage", "novelty", "popularity_bias", "diversity")
-ALL_SLICES = "all"  # gold.model_metrics.slice of every customer, whatever their history
 
 
 @dataclass(frozen=True)

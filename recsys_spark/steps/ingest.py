@@ -39,7 +39,7 @@ MALFORMED = "_corrupt_record"
 BRONZE_META = (SOURCE_FILE, LOADED_AT)
 
 # Quarantine reasons in precedence order: a row is quarantined once, under its first reason.
-REASONS = (
+QUARANTINE_REASONS = (
     "malformed_line",
     "cancellation",
     "non_product_code",
@@ -218,7 +218,7 @@ def ingest(spark: SparkSession, config: Config, run_id: str) -> IngestResult:
         st.counts.update(rows_in=rows_read, rows_out=distinct, duplicates_dropped=rows_read - distinct)
 
     valid = by_reason.pop(None, 0)
-    quarantined = {r: by_reason[r] for r in REASONS if r in by_reason}
+    quarantined = {r: by_reason[r] for r in QUARANTINE_REASONS if r in by_reason}
     result = IngestResult(rows_read, rows_read - distinct, valid, quarantined)
     result.check_accounting()
     with stage("ingest", "validate") as st:
@@ -308,7 +308,7 @@ def _classify(df: DataFrame, config: Config, raw_columns: list[str]) -> DataFram
         ("non_positive_price", price <= 0),
         ("missing_segment", segment.isNull()),
     ]
-    assert tuple(name for name, _ in checks) + ("near_duplicate",) == REASONS
+    assert tuple(name for name, _ in checks) + ("near_duplicate",) == QUARANTINE_REASONS
     reason = F.lit(None).cast("string")
     for name, failed in reversed(checks):
         reason = F.when(F.coalesce(failed, F.lit(False)), F.lit(name)).otherwise(reason)

@@ -24,7 +24,9 @@ from pyspark.sql import SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from recsys_spark.config import Config  # noqa: E402
+from recsys_spark.distributed.evaluation import ALL_SLICES  # noqa: E402
 from recsys_spark.io.tables import table_name  # noqa: E402
+from recsys_spark.kernels.routing import GLOBAL_SEGMENT  # noqa: E402
 
 SLICE_ORDER = ["cold_start", "1", "2-4", "5-19", "20+"]
 
@@ -70,7 +72,7 @@ def write_report(report: Report, folder: Path) -> Path:
 
 
 def make_figures(rows: pd.DataFrame, metric: str, k: int) -> dict[str, Figure]:
-    overall = rows[(rows.segment == "all") & (rows.slice == "all")]
+    overall = rows[(rows.segment == GLOBAL_SEGMENT) & (rows.slice == ALL_SLICES)]
     wanted = [metric, "coverage", "popularity_bias"]
     table = (
         overall.pivot(index=["model", "k"], columns="metric", values="value")
@@ -98,7 +100,7 @@ def make_figures(rows: pd.DataFrame, metric: str, k: int) -> dict[str, Figure]:
     )
     figures["coverage_vs_popularity_bias.png"] = fig
 
-    sliced = rows[(rows.slice != "all") & (rows.metric == metric) & (rows.k == k)]
+    sliced = rows[(rows.slice != ALL_SLICES) & (rows.metric == metric) & (rows.k == k)]
     by_slice = sliced.pivot(index="slice", columns="model", values="value").astype(float)
     by_slice = by_slice.reindex([s for s in SLICE_ORDER if s in by_slice.index])
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -113,11 +115,11 @@ def make_figures(rows: pd.DataFrame, metric: str, k: int) -> dict[str, Figure]:
 def render(
     run_id: str, rows: pd.DataFrame, choice: pd.DataFrame, figures: dict[str, Figure], metric: str, k: int
 ) -> str:
-    overall = rows[(rows.segment == "all") & (rows.slice == "all") & (rows.k == k)]
+    overall = rows[(rows.segment == GLOBAL_SEGMENT) & (rows.slice == ALL_SLICES) & (rows.k == k)]
     table = overall.pivot_table(index="model", columns="metric", values="value").sort_values(
         metric, ascending=False
     )
-    segments = rows[(rows.segment != "all") & (rows.metric == metric) & (rows.k == k)]
+    segments = rows[(rows.segment != GLOBAL_SEGMENT) & (rows.metric == metric) & (rows.k == k)]
     by_segment = segments.pivot(index="segment", columns="model", values="value")
     decision = "<p>No publishing decision recorded for this run.</p>"
     if len(choice):

@@ -19,7 +19,7 @@ from recsys_spark.config import ConfigError, load_config, parse_settings
 from recsys_spark.io.tables import table_name
 from recsys_spark.kernels.candidates import POPULAR_OVERALL
 from recsys_spark.steps.baskets import run_baskets
-from recsys_spark.steps.ingest import REASONS, IngestError, ingest, load_sample
+from recsys_spark.steps.ingest import QUARANTINE_REASONS, IngestError, ingest, load_sample
 from recsys_spark.steps.score import run_score
 from recsys_spark.steps.train import run_train
 
@@ -374,7 +374,7 @@ def test_set_flag_is_validated_like_conf() -> None:
 
 def test_quarantine_reasons_are_all_exercised(dirty: Any) -> None:
     _, _, quarantine = dirty
-    assert set(REASONS) == set(quarantine.reason)
+    assert set(QUARANTINE_REASONS) == set(quarantine.reason)
 
 
 def test_the_reliability_doc_lists_exactly_the_cases_tested() -> None:
