@@ -105,7 +105,8 @@ class PublishedRecommender(mlflow.pyfunc.PythonModel):
             else:
                 frames.append(self._source(part, source, m, known_only=True))
         lists = self._final(_concat(frames), rerank.ListSettings(self.top_n, weights, "hybrid", self.rules))
-        rest = part[~part.customer_id.isin(lists.customer_id)]
+        listed = pd.MultiIndex.from_frame(lists[["segment", "customer_id"]])
+        rest = part[~pd.MultiIndex.from_frame(part[["segment", "customer_id"]]).isin(listed)]
         fallback = self._final(
             self._source(rest, "popularity_global", self.top_n), rerank.ListSettings(self.top_n)
         )
