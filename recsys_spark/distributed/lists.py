@@ -325,8 +325,7 @@ def rules_candidates(rules: DataFrame, histories: DataFrame, blocked: set[str], 
 def route(models: ModelsConfig, orders: Column) -> Column:
     """The cold-start route (``kernels.routing``) of a customer with ``orders`` orders. The
     short-history route needs the hybrid enabled."""
-    conf = models
-    threshold = conf.hybrid.short_history_orders if "hybrid" in conf.enabled else 0
+    threshold = models.hybrid.short_history_orders if "hybrid" in models.enabled else 0
 
     @F.pandas_udf("string")  # type: ignore[call-overload]
     def routes_of(counts: pd.Series) -> pd.Series:
@@ -346,11 +345,10 @@ def routed_lists(
 ) -> DataFrame:
     """``published_lists`` for each cold-start route: the champion ``publish``, the hybrid with
     short-history weights, or segment popularity (``histories`` needs ``orders``)."""
-    conf = models
     routes = histories.withColumn("route", route(models, F.col("orders")))
     lists_of = [(routing.CHAMPION, publish, None), (routing.POPULARITY, "popularity", None)]
-    if "hybrid" in conf.enabled and conf.hybrid.short_history_orders > 0:
-        lists_of.append((routing.SHORT_HISTORY, "hybrid", conf.hybrid.short_history_weights))
+    if "hybrid" in models.enabled and models.hybrid.short_history_orders > 0:
+        lists_of.append((routing.SHORT_HISTORY, "hybrid", models.hybrid.short_history_weights))
     frames = []
     for name, model, weights in lists_of:
         part = routes.where(F.col("route") == name).drop("route")
@@ -368,20 +366,19 @@ def similar_items(
     models: ModelsConfig, items: pd.DataFrame, neighbours: DataFrame, blocked: set[str], threads: int
 ) -> DataFrame | None:
     """Top-K other items per item: cosine of each factor model's item factors, and ItemKNN's neighbours."""
-    conf = models
     spark = neighbours.sparkSession
     frames = []
     # The fused embedding also places items nobody bought yet (by their description).
     fused = [FUSED_MODEL] if (items.model == FUSED_MODEL).any() else []
-    for model in [m for m in conf.enabled if m in FACTOR_MODELS] + fused:
+    for model in [m for m in models.enabled if m in FACTOR_MODELS] + fused:
         rows = _of_model(items, model)
         catalogs = _catalogs(rows, "item_id", blocked, cosine=True)
         queries = _self_queries(spark, rows, "item_id")
         matches = scoring.top_matches_by_segment(
-            queries, catalogs, conf.similar_top_k, conf.score_block_rows, threads, cosine=True
+            queries, catalogs, models.similar_top_k, models.score_block_rows, threads, cosine=True
         )
         frames.append(matches.withColumn("model", F.lit(model)))
-    if "itemknn" in conf.enabled:
+    if "itemknn" in models.enabled:
         order = Window.partitionBy("segment", "item_id").orderBy(F.desc("similarity"), "neighbour_item_id")
         ranked = (
             neighbours.where(
@@ -391,7 +388,7 @@ def similar_items(
                 & ~F.col("neighbour_item_id").isin(sorted(blocked))
             )
             .withColumn("rank", F.row_number().over(order))
-            .where(F.col("rank") <= conf.similar_top_k)
+            .where(F.col("rank") <= models.similar_top_k)
         )
         frames.append(
             ranked.select(
@@ -462,13 +459,12 @@ def _user_rows(user_factors: DataFrame, model: str) -> pd.DataFrame:
 def lookalikes(spark: SparkSession, models: ModelsConfig, model: str, user_factors: DataFrame) -> DataFrame:
     """Each customer's most similar customers (cosine of user factors): segment, customer_id, rank,
     similar_customer_id, score, model."""
-    conf = models
     users = _user_rows(user_factors, model)
     matches = scoring.top_matches_by_segment(
         _self_queries(spark, users, "customer_id"),
         _catalogs(users, "customer_id", set(), cosine=True),
-        conf.lookalike_top_k,
-        conf.score_block_rows,
+        models.lookalike_top_k,
+        models.score_block_rows,
         SCORING_THREADS,
         cosine=True,
     )

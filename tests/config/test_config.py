@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
 from recsys_spark.config import DEFAULT_CONF_DIR, ConfigError, load_config
+from recsys_spark.config.params import by_name, mining_settings, train_settings
 from recsys_spark.io.tables import TableName, table_name
+from recsys_spark.kernels import als, content
 
 CONF = DEFAULT_CONF_DIR
 
@@ -128,3 +131,35 @@ def test_table_name_parts_are_validated() -> None:
 def test_guardrail_k_must_be_one_of_the_evaluated_ks() -> None:
     with pytest.raises(ConfigError, match=r"evaluation.primary_k is 7 but evaluation.k is \[5, 10, 20\]"):
         load_config("local", overrides={"evaluation": {"primary_k": 7}})
+
+
+def test_kernel_params_are_read_field_by_field_by_name() -> None:
+    """conf -> kernel params by keyword: every parameter equals the conf key of its name, so a
+    reordered field cannot swap two parameters, and a missing one fails loudly."""
+    conf = load_config(
+        "local",
+        overrides={
+            "models": {
+                "als": {"factors": 7, "regularization": 0.3, "iterations": 2, "seed": 5},
+                "confidence": {"alpha": 3.5},
+                "bpr": {"learning_rate": 0.02, "regularization": 0.04},
+                "content": {"dims": 9, "min_df": 4},
+            },
+            "baskets": {"min_support": 0.02, "max_len": 3},
+        },
+    )
+    settings = train_settings(conf.models)
+    assert settings.als == als.AlsParams(factors=7, regularization=0.3, iterations=2, alpha=3.5, seed=5)
+    assert (settings.bpr.learning_rate, settings.bpr.regularization) == (0.02, 0.04)
+    assert settings.content == content.ContentParams(dims=9, min_df=4, seed=5)
+    assert settings.fusion.strategy == conf.models.fusion.strategy
+    assert settings.models == tuple(m for m in conf.models.enabled if m != "hybrid")
+    mining = mining_settings(conf.baskets)
+    assert (mining.min_support, mining.max_len) == (0.02, 3)
+
+    @dataclasses.dataclass
+    class Section:  # a conf section that lost (or renamed) a parameter's key
+        factors: int = 1
+
+    with pytest.raises(AttributeError, match="regularization"):
+        by_name(als.AlsParams, Section(), alpha=1.0)

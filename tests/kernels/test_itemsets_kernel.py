@@ -11,7 +11,7 @@ import pytest
 
 from recsys_spark.kernels import itemsets as kernel
 
-GROCERIES = Path(__file__).parent / "data" / "groceries" / "groceries.csv"
+GROCERIES = Path(__file__).parents[1] / "data" / "groceries" / "groceries.csv"
 
 
 def groceries() -> tuple[list[list[int]], list[str]]:

@@ -17,9 +17,9 @@ from recsys_spark.io.tables import table_name
 from recsys_spark.pipeline import run_steps
 from recsys_spark.steps.evaluate import choose
 from recsys_spark.tracking.runs import tracking_uri
-from tests.test_models import write_interactions
+from tests.steps.test_models import write_interactions
 
-MOVIELENS = Path(__file__).parent / "data" / "movielens" / "ratings.csv.gz"
+MOVIELENS = Path(__file__).parents[1] / "data" / "movielens" / "ratings.csv.gz"
 
 
 def _overall(rows: list[tuple[str, float, float]]) -> pd.DataFrame:

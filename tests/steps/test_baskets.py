@@ -21,7 +21,7 @@ from recsys_spark.steps.baskets import recommend_for_cart, run_baskets
 from recsys_spark.steps.ingest import ingest, load_sample
 from tests.conftest import DATA
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "baskets.md"
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "baskets.md"
 
 
 def settings(

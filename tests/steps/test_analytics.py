@@ -29,7 +29,7 @@ from recsys_spark.pipeline import run_order, run_steps
 from recsys_spark.steps.export import HOLDOUT, MODEL, ExportError, run_export
 from tests.conftest import SAMPLE_RUN
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SALT = "test-salt-0123456789-abcdef"
 SETTINGS: dict[str, Any] = {
     **SAMPLE_RUN,
