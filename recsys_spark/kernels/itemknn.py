@@ -99,5 +99,7 @@ def fit(user_items: sp.csr_matrix, params: ItemKnnParams, threads: int = 1) -> I
     with warnings.catch_warnings():
         # implicit converts its own weighted COO matrix to CSR and warns about it.
         warnings.simplefilter("ignore", ParameterWarning)
-        model.fit(user_items.astype(np.float32), show_progress=False)
+        # implicit's plain co-occurrence (no weighting step) reads doubles; the others cast.
+        dtype = np.float64 if params.similarity == "count" else np.float32
+        model.fit(user_items.astype(dtype), show_progress=False)
     return ItemKnnModel(sp.csr_matrix(model.similarity, dtype=np.float32))

@@ -122,6 +122,21 @@ def test_itemknn_top_n_equals_implicit_bm25_and_names_the_main_reason(data):
             assert reasons[user, rank] == history[terms.argmax()]
 
 
+def test_itemknn_count_similarity_trains_and_scores_as_co_occurrence(data):
+    """similarity: count (implicit's plain ItemItemRecommender) used to crash on float32 input."""
+    model = itemknn.fit(data.weights, itemknn.ItemKnnParams(similarity="count", neighbours=1000))
+    co_occurrence = (data.weights.T @ data.weights).toarray()
+    np.testing.assert_allclose(model.similarity.toarray(), co_occurrence, rtol=1e-5)
+    users = np.arange(20)
+    top = model.recommend(users, data.weights[users], 5)
+    assert (top.counts == 5).all()
+    scores = (data.weights[users] @ co_occurrence).astype(np.float32)
+    for user in users:
+        ids, got = top.row(user)
+        assert not set(ids) & set(data.weights[user].indices)
+        np.testing.assert_allclose(got, scores[user, ids], rtol=1e-5)
+
+
 def test_itemknn_similar_items_exclude_the_item_itself(data):
     model = itemknn.fit(data.weights, itemknn.ItemKnnParams(similarity="cosine", neighbours=10))
     top = model.similar_items(np.arange(20), 5)
