@@ -157,11 +157,7 @@ def _split(interactions: DataFrame, conf: EvaluationConfig) -> tuple[SplitData, 
         result.cold_start_customers = test_customers.join(known, ev.KEYS, "left_anti").count()
         known_items = train.select("segment", "item_id").distinct()
         result.cold_start_pairs = test.join(known_items, ["segment", "item_id"], "left_anti").count()
-        if result.test_pairs == 0:
-            raise ValueError(
-                f"the {conf.split} split left no new purchases to test on: move the cutoff "
-                "(evaluation.cutoff_quantile, cutoff_date or last_days) earlier"
-            )
+        _check_split(interactions, conf, result)
         st.counts.update(
             cutoff=split.cutoff,
             train_lines=result.train_lines,
@@ -171,6 +167,33 @@ def _split(interactions: DataFrame, conf: EvaluationConfig) -> tuple[SplitData, 
             new_item_pairs=result.cold_start_pairs,
         )
     return SplitData(train, test, test_customers, known), result
+
+
+def _check_split(interactions: DataFrame, conf: EvaluationConfig, result: EvaluateResult) -> None:
+    """Refuse a split with nothing to train or test on, naming the data's own cause."""
+    if result.train_lines and result.test_pairs:
+        return
+    times = interactions.agg(
+        F.count(F.lit(1)).alias("lines"), F.countDistinct("event_ts").alias("times")
+    ).first()
+    side = "train on" if result.train_lines == 0 else "test on"
+    if times.lines and times.times == 1:
+        cause = (
+            f"all {times.lines:,} lines share one timestamp, so no time cutoff can split them: give the "
+            "real purchase time (input.columns.event_ts), or set evaluation.split: last_basket"
+        )
+    elif conf.split == "last_basket":
+        cause = (
+            "no customer has a second order whose items they had not bought before: the last_basket "
+            "split needs repeat customers (input.columns.order_id), or use a time split"
+        )
+    else:
+        cause = (
+            f"{result.train_lines:,} lines fall before the cutoff ({result.cutoff}) and "
+            f"{result.test_pairs:,} new customer x item pairs after it: move the cutoff "
+            "(evaluation.cutoff_quantile, cutoff_date or last_days)"
+        )
+    raise ValueError(f"the {conf.split} split left nothing to {side}: {cause}")
 
 
 def _test_lists(

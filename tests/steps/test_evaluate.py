@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from recsys_spark.config import Config, load_config
 from recsys_spark.io.tables import table_name
 from recsys_spark.pipeline import run_steps
-from recsys_spark.steps.evaluate import choose
+from recsys_spark.steps.evaluate import choose, run_evaluate
 from recsys_spark.tracking.runs import tracking_uri
 from tests.steps.test_models import write_interactions
 
@@ -116,3 +116,26 @@ def test_the_registered_champion_serves_top_n_without_spark(evaluated: Config) -
     answer = model.predict(request)
     assert answer.groupby("customer_id").size().to_dict() == {"1": 10, "nobody": 10}
     assert not set(answer[answer.customer_id == "1"].item_id) & {"1", "3"}
+
+
+@pytest.mark.parametrize(
+    ("split", "same_time", "message"),
+    [
+        ("quantile", True, "all 1,500 lines share one timestamp"),
+        ("last_basket", False, "no customer has a second order"),
+    ],
+)
+def test_a_split_with_nothing_to_train_or_test_on_names_the_cause(
+    spark: SparkSession, make_config: Callable[..., Config], split: str, same_time: bool, message: str
+) -> None:
+    """One timestamp for every line (a play-count export), or one order per customer, cannot be
+    split by time or by last basket: the error says so with the data's own figures."""
+    config = make_config(evaluation={"split": split})
+    lines = movielens(spark).drop_duplicates("customer_id" if not same_time else "item_id").head(1500)
+    if same_time:
+        lines = lines.assign(event_ts=pd.Timestamp("2024-06-01"))
+    else:  # one order per customer
+        lines = lines.assign(order_id=lines.customer_id)
+    write_interactions(spark, config, lines)
+    with pytest.raises(ValueError, match=message):
+        run_evaluate(spark, config, "nothing_to_split")
