@@ -19,6 +19,7 @@ from recsys_spark.distributed.scoring import ScoringError
 from recsys_spark.distributed.training import Fitted
 from recsys_spark.io.model_tables import association_rules, blocked_items, fitted_from_tables, published_model
 from recsys_spark.io.tables import overwrite_table, run_stamp, table_name
+from recsys_spark.kernels import routing
 from recsys_spark.kernels.candidates import POPULAR_OVERALL
 from recsys_spark.kernels.factors import FACTOR_MODELS
 from recsys_spark.progress import stage
@@ -38,6 +39,8 @@ class ScoreResult:
     fallback_customers: int = 0  # got overall popularity
     model: str = ""  # the published model
     why: str = ""  # why it was published
+    routes: dict[str, int] = field(default_factory=dict)  # customers per cold-start route
+    by_model: dict[str, int] = field(default_factory=dict)  # customers per model that filled the list
     seconds: dict[str, float] = field(default_factory=dict)  # per stage
 
 
@@ -71,6 +74,8 @@ def run_score(
         histories = lists.customer_histories(config.models, interactions, "hybrid").persist()
         result = ScoreResult(histories.count(), seconds=seconds, model=publish, why=why)
         segment_users = dict(histories.groupBy("segment").count().collect())
+        routes = histories.groupBy(lists.route(config.models, F.col("orders")).alias("route")).count()
+        result.routes = dict(sorted(routes.collect()))
         rules = business_rules(config.business_rules, blocked)
         context = lists.list_context(
             interactions,
@@ -113,11 +118,13 @@ def _recommendations(
         result.published_customers = per_source.get(False, 0)
         result.fallback_customers = per_source.get(True, 0)
         by_model = published.groupBy("model").agg(F.countDistinct("segment", "customer_id")).collect()
+        result.by_model = dict(sorted(by_model))
         st.counts.update(
             customers=result.customers,
             published=result.published_customers,
             popularity_fallback=result.fallback_customers,
-            customers_by_model=dict(sorted(by_model)),
+            routes=result.routes,
+            customers_by_model=result.by_model,
             rows=result.rows["recommendations"],
         )
 
@@ -172,12 +179,21 @@ def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
         "published_customers": result.published_customers,
         "popularity_fallback_customers": result.fallback_customers,
         **{f"rows.{k}": v for k, v in result.rows.items()},
+        **{f"route.{k}": v for k, v in result.routes.items()},
     }
+    routed = {
+        routing.CHAMPION: result.model,
+        routing.SHORT_HISTORY: "hybrid",
+        routing.POPULARITY: "popularity",
+    }
+    routes = ", ".join(f"{n:,} {route} ({routed.get(route, '?')})" for route, n in result.routes.items())
+    filled = ", ".join(f"{model} {n:,}" for model, n in result.by_model.items())
     lines = [
-        f"score: {result.customers:,} customers (per segment) = {result.published_customers:,} by "
-        f"{result.model} + {result.fallback_customers:,} overall popularity (untrained segments) "
-        f"+ {result.customers - result.published_customers - result.fallback_customers:,} with nothing "
-        f"left to recommend; top {config.models.top_n} each",
+        f"score: {result.customers:,} customers (per segment), top {config.models.top_n} each; "
+        f"by route: {routes}",
+        f"  lists filled by: {filled}; {result.fallback_customers:,} of them overall popularity "
+        f"(untrained segments); "
+        f"{result.customers - result.published_customers - result.fallback_customers:,} with nothing left",
         "  " + ", ".join(f"{k} {v:,}" for k, v in result.rows.items()),
     ]
     return StepReport(metrics, lines)

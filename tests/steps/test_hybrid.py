@@ -39,6 +39,9 @@ EXCLUDED_CATEGORY = "BAG"
 CAP = 2
 
 
+SUMMARY: list[str] = []  # the hybrid run's summary lines
+
+
 @pytest.fixture(scope="module")
 def hybrid_run(spark: SparkSession, make_config: Callable[..., Config]) -> Config:
     config = make_config(
@@ -63,7 +66,7 @@ def hybrid_run(spark: SparkSession, make_config: Callable[..., Config]) -> Confi
             },
         )
     )
-    run_steps(config, ["load-sample", "ingest", "baskets", "train", "evaluate", "score"], spark)
+    SUMMARY[:] = run_steps(config, ["load-sample", "ingest", "baskets", "train", "evaluate", "score"], spark)
     return config
 
 
@@ -211,6 +214,13 @@ def test_short_histories_are_routed_to_the_hybrid(
 
     assert ranked_items(published) == hybrid_with(models.hybrid.short_history_weights)
     assert ranked_items(published) != hybrid_with(models.hybrid.weights)
+    # The summary counts them by route, and says which model filled the lists.
+    score = next(i for i, line in enumerate(SUMMARY) if line.startswith("score:"))
+    assert f"{one_order.count():,} short_history (hybrid)" in SUMMARY[score]
+    filled = dict(recs.groupBy("model").agg(F.countDistinct("segment", "customer_id")).collect())
+    assert SUMMARY[score + 1].startswith(
+        "  lists filled by: " + ", ".join(f"{m} {n:,}" for m, n in sorted(filled.items()))
+    )
 
 
 def ranked_items(lists: DataFrame) -> dict[str, list[str]]:
