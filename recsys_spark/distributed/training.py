@@ -9,6 +9,7 @@ it reads and writes no tables itself.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import warnings
@@ -382,13 +383,14 @@ class Fitted:
     item_factors: DataFrame  # segment, item_id, model, engine, factors
     item_neighbours: DataFrame  # segment, item_id, neighbour_item_id, model, similarity
     cached: list[DataFrame] = field(default_factory=list)
+    models: tuple[str, ...] | None = None  # trained by fit_models (None: read from the tables)
 
     def unpersist(self) -> None:
         for frame in self.cached:
             frame.unpersist()
 
     @staticmethod
-    def of_trained(trained: DataFrame, cached: list[DataFrame]) -> Fitted:
+    def of_trained(trained: DataFrame, cached: list[DataFrame], models: tuple[str, ...]) -> Fitted:
         """The three tables' rows out of ``TRAINED_SCHEMA`` rows."""
         kind = F.col("kind")
         return Fitted(
@@ -406,11 +408,13 @@ class Fitted:
                 F.col("weight").alias("similarity"),
             ),
             cached,
+            models,
         )
 
 
 @dataclass
 class TrainResult:
+    models: list[str] = field(default_factory=list)  # the models trained (left out: no input)
     pairs: int = 0
     segments: int = 0
     skipped_segments: dict[str, str] = field(default_factory=dict)
@@ -449,9 +453,8 @@ def fit_models(
         plan = training_plan(weights, settings)
         threads = _plan_counts(spark, plan, settings, step, result, st.counts)
     with stage(step, "fit models per segment", seconds) as st:
-        texts = None
-        if "content" in settings.models:
-            texts = {r.item_id: r.description for r in item_descriptions(interactions).collect()}
+        settings, texts = _with_texts(settings, interactions, step)
+        result.models = list(settings.models)
         fitted, trained = _fit_all(weights, plan, settings, threads, texts, result.mllib_segments)
         with udf_errors(TrainingError):
             counts = trained.groupBy("kind", "model").count().collect()
@@ -459,7 +462,27 @@ def fit_models(
             models=list(settings.models), rows={f"{r.kind}/{r.model}": r["count"] for r in counts}
         )
     weights.unpersist()
-    return Fitted.of_trained(trained, [fitted])
+    return Fitted.of_trained(trained, [fitted], tuple(settings.models))
+
+
+def _with_texts(
+    settings: TrainSettings, interactions: DataFrame, step: str
+) -> tuple[TrainSettings, dict[str, str | None] | None]:
+    """The item descriptions the content model reads (item id -> text), or, when it is enabled
+    but no word is shared by ``min_df`` descriptions, the settings without it (logged): a
+    content model of all-zero vectors would rank at random."""
+    if "content" not in settings.models:
+        return settings, None
+    texts = {r.item_id: r.description for r in item_descriptions(interactions).collect()}
+    if content.has_vocabulary(list(texts.values()), settings.content.min_df):
+        return settings, texts
+    log.info(
+        "%s: content model left out: no word is in the descriptions of %d or more items "
+        "(input.columns.description, models.content.min_df)",
+        step,
+        settings.content.min_df,
+    )
+    return dataclasses.replace(settings, models=tuple(m for m in settings.models if m != "content")), None
 
 
 def _plan_counts(

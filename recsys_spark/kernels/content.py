@@ -35,6 +35,21 @@ def tokens(text: str | None) -> list[str]:
     return [t.upper() for t in TOKEN_RE.findall(text or "")]
 
 
+def document_frequencies(docs: Sequence[list[str]]) -> dict[str, int]:
+    """Per word, how many of ``docs`` (token lists) hold it."""
+    df: dict[str, int] = {}
+    for doc in docs:
+        for word in set(doc):
+            df[word] = df.get(word, 0) + 1
+    return df
+
+
+def has_vocabulary(texts: Sequence[str | None], min_df: int) -> bool:
+    """Whether any word is used by at least ``min_df`` of ``texts``: without one, every item
+    vector would be zero and the model would rank at random."""
+    return any(n >= min_df for n in document_frequencies([tokens(t) for t in texts]).values())
+
+
 def tfidf(texts: Sequence[str | None], min_df: int = 1) -> tuple[sp.csr_matrix, list[str]]:
     """Items × words TF-IDF, rows L2-normalised, and the vocabulary (sorted).
 
@@ -42,10 +57,7 @@ def tfidf(texts: Sequence[str | None], min_df: int = 1) -> tuple[sp.csr_matrix, 
     scikit-learn); an item without any counted word has an all-zero row.
     """
     docs = [tokens(t) for t in texts]
-    df: dict[str, int] = {}
-    for doc in docs:
-        for word in set(doc):
-            df[word] = df.get(word, 0) + 1
+    df = document_frequencies(docs)
     vocabulary = sorted(w for w, n in df.items() if n >= min_df)
     column = {w: j for j, w in enumerate(vocabulary)}
     rows, cols, counts = [], [], []

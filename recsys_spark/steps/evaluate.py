@@ -20,7 +20,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys_spark.config import Config, EvaluationConfig, on_databricks
-from recsys_spark.config.params import business_rules, hybrid_uses_rules, mining_settings, train_settings
+from recsys_spark.config.params import (
+    DERIVED_MODELS,
+    business_rules,
+    hybrid_uses_rules,
+    mining_settings,
+    train_settings,
+)
 from recsys_spark.distributed import baskets as mining
 from recsys_spark.distributed import evaluation as ev
 from recsys_spark.distributed import lists
@@ -215,7 +221,9 @@ def _test_lists(
     raw = Rules()  # the models as they are; business rules are measured as variants
     depth = config.business_rules.candidates
     context = lists.list_context(data.train, items, raw, depth, mined.rules if mined else None, segment_users)
-    evaluated = [m for m in models.enabled if m != "popularity"] + list(BASELINES)
+    # A model left out of training (its input is missing: content without text) is not evaluated.
+    trained = set(fitted.models or models.enabled) | set(DERIVED_MODELS)
+    evaluated = [m for m in models.enabled if m != "popularity" and m in trained] + list(BASELINES)
     variants = rule_variants(config, blocked_items(spark, config))
     n = max(config.evaluation.k)
     pool = None  # the hybrid's candidates, made once for it and its variants

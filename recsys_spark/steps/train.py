@@ -49,4 +49,7 @@ def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
         f"(min {config.models.min_segment_users} users, {config.models.min_segment_items} items)",
         "  " + ", ".join(f"{k} {v:,}" for k, v in result.rows.items()),
     ]
+    left_out = [m for m in train_settings(config.models).models if m not in result.models]
+    if left_out:
+        lines.append(f"  left out, their input is missing: {', '.join(left_out)} (see the log)")
     return StepReport(metrics, lines)

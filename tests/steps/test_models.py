@@ -285,3 +285,40 @@ def test_training_threads_share_the_cores_without_oversubscribing_an_executor(
     total, per_executor, segments, threads
 ):
     assert threads_per_task(total, per_executor, segments) == threads
+
+
+def test_without_descriptions_the_content_model_is_left_out_not_trained_on_zeros(
+    spark, make_config, synthetic_purchases
+):
+    """No description at all: content is left out of training (logged, and said in the train
+    summary), the hybrid blends only the models that trained, and nothing is published or
+    evaluated under content's name."""
+    config = make_config(
+        models={
+            **SMALL_MODELS,
+            "enabled": ["als", "itemknn", "popularity", "content", "hybrid"],
+            "publish": "hybrid",
+            "hybrid": {"weights": {"als": 1.0, "itemknn": 1.0, "content": 1.0}, "short_history_orders": 0},
+        },
+        evaluation={"split": "last_basket"},
+    )
+    write_interactions(spark, config, synthetic_purchases)  # description: null on every line
+    lines = run_steps(config, ["baskets", "train", "evaluate", "score"], spark)
+    assert "  left out, their input is missing: content (see the log)" in lines
+    factor_models = {
+        r.model for r in table(spark, config, "item_factors").select("model").distinct().collect()
+    }
+    assert factor_models == {"als", "popularity"}
+    recs = table(spark, config, "recommendations")
+    reasons = {r.reason for r in recs.select("reason").distinct().collect()}
+    assert reasons and reasons <= {
+        "factor_score",
+        "because_bought",
+        "bought_with_last_basket",
+        "popular_overall",
+    }
+    assert recs.select("segment", "customer_id").distinct().count() == (
+        synthetic_purchases.groupby("segment").customer_id.nunique().sum()
+    )
+    evaluated = {r.model for r in table(spark, config, "model_metrics").select("model").distinct().collect()}
+    assert "content" not in evaluated and {"als", "itemknn", "hybrid"} <= evaluated
