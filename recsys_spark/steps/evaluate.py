@@ -183,15 +183,15 @@ def _check_split(interactions: DataFrame, conf: EvaluationConfig, result: Evalua
         F.count(F.lit(1)).alias("lines"), F.countDistinct("event_ts").alias("times")
     ).first()
     side = "train on" if result.train_lines == 0 else "test on"
-    if times.lines and times.times == 1:
-        cause = (
-            f"all {times.lines:,} lines share one timestamp, so no time cutoff can split them: give the "
-            "real purchase time (input.columns.event_ts), or set evaluation.split: last_basket"
-        )
-    elif conf.split == "last_basket":
+    if conf.split == "last_basket":  # orders, not times, split it
         cause = (
             "no customer has a second order whose items they had not bought before: the last_basket "
             "split needs repeat customers (input.columns.order_id), or use a time split"
+        )
+    elif times.lines and times.times == 1:
+        cause = (
+            f"all {times.lines:,} lines share one timestamp, so no time cutoff can split them: give the "
+            "real purchase time (input.columns.event_ts), or set evaluation.split: last_basket"
         )
     else:
         cause = (
