@@ -188,12 +188,12 @@ def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
     }
     routes = ", ".join(f"{n:,} {route} ({routed.get(route, '?')})" for route, n in result.routes.items())
     filled = ", ".join(f"{model} {n:,}" for model, n in result.by_model.items())
+    nothing = result.customers - result.published_customers - result.fallback_customers
     lines = [
-        f"score: {result.customers:,} customers (per segment), top {config.models.top_n} each; "
-        f"by route: {routes}",
-        f"  lists filled by: {filled}; {result.fallback_customers:,} of them overall popularity "
-        f"(untrained segments); "
-        f"{result.customers - result.published_customers - result.fallback_customers:,} with nothing left",
+        f"score: {result.customers:,} customers (per segment) = {result.published_customers:,} by their "
+        f"route's model + {result.fallback_customers:,} overall popularity (untrained segments) "
+        f"+ {nothing:,} with nothing left to recommend; top {config.models.top_n} each",
+        f"  by route: {routes}; lists filled by: {filled}",
         "  " + ", ".join(f"{k} {v:,}" for k, v in result.rows.items()),
     ]
     return StepReport(metrics, lines)

@@ -25,7 +25,11 @@ N = r"([\d,]+)"
 INGEST_LINE = rf"check: {N} read = {N} silver \+ {N} quarantine \+ {N}"
 BASKETS_LINE = rf"baskets: {N} baskets = {N} mined \+ {N} oversized.*?\+ {N} in"
 TRAIN_LINE = rf"in {N} segments: {N} trained.*?, {N} too small"
-SCORE_LINE = rf"score: {N} customers \(per segment\) = {N} by \w+ \+ {N} overall popularity.*?\+ {N} with"
+SCORE_LINE = (
+    rf"score: {N} customers \(per segment\) = {N} by their route's model "
+    rf"\+ {N} overall popularity.*?\+ {N} with"
+)
+ROUTES_LINE = r"by route: ([^;]*);"
 EXPORT_LINE = rf"export: {N} customers \(.*?\) of {N} with a list; {N} inactive"
 BASKET_TABLES = ("frequent_itemsets", "association_rules", "frequently_bought_together", "substitutes")
 
@@ -70,6 +74,8 @@ def test_each_step_logs_a_count_invariant_that_holds(runs: PipelineRuns) -> None
         assert segments == trained + small
         customers, published, fallback, nothing = _numbers(SCORE_LINE, text)
         assert customers == published + fallback + nothing
+        routes = re.search(ROUTES_LINE, text).group(1)  # type: ignore[union-attr]
+        assert customers == sum(int(n.replace(",", "")) for n in re.findall(rf"{N} \w+ \(", routes))
         exported, listed, inactive = _numbers(EXPORT_LINE, text)
         assert listed == exported + inactive
     # The second run found every line already ingested.

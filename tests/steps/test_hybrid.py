@@ -216,10 +216,10 @@ def test_short_histories_are_routed_to_the_hybrid(
     assert ranked_items(published) != hybrid_with(models.hybrid.weights)
     # The summary counts them by route, and says which model filled the lists.
     score = next(i for i, line in enumerate(SUMMARY) if line.startswith("score:"))
-    assert f"{one_order.count():,} short_history (hybrid)" in SUMMARY[score]
+    assert f"{one_order.count():,} short_history (hybrid)" in SUMMARY[score + 1]
     filled = dict(recs.groupBy("model").agg(F.countDistinct("segment", "customer_id")).collect())
-    assert SUMMARY[score + 1].startswith(
-        "  lists filled by: " + ", ".join(f"{m} {n:,}" for m, n in sorted(filled.items()))
+    assert SUMMARY[score + 1].endswith(
+        "; lists filled by: " + ", ".join(f"{m} {n:,}" for m, n in sorted(filled.items()))
     )
 
 
