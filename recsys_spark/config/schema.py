@@ -118,30 +118,73 @@ class MlflowConfig:
 
 @dataclass(frozen=True)
 class ColumnMapping:
-    """Input column names for each silver column; segment None means one segment `all`."""
+    """Input column names for each silver column. Only customer and item are required; None (null
+    in conf) means the input has no such column, with the consequence docs/data.md gives:
+    order_id -> one basket per customer and day (per customer without a time); event_ts -> no
+    time split (evaluation holds out a seeded random share); quantity -> each line counts 1;
+    unit_price -> no revenue; description -> no content model; category -> no category rules
+    (unless input.category_from_description); segment -> one segment `all`."""
 
-    order_id: str
-    item_id: str
     customer_id: str
-    event_ts: str
-    quantity: str
-    unit_price: str
+    item_id: str
+    order_id: str | None = None
+    event_ts: str | None = None
+    quantity: str | None = None
+    unit_price: str | None = None
     description: str | None = None
+    category: str | None = None
     segment: str | None = None
+
+
+@dataclass(frozen=True)
+class CsvConfig:
+    """How landing CSV (or TSV, or any delimited text) files are written."""
+
+    delimiter: str = ","
+    quote: str = '"'
+    escape: str = '"'  # RFC 4180 doubles a quote inside a quoted field
+    encoding: str = "UTF-8"  # any Java charset: UTF-8 (BOM or not), ISO-8859-1, UTF-16, windows-1252
+    header: bool = True
+    # Without a header: the columns' names, in file order (else Spark's _c0, _c1, ...).
+    column_names: list[str] = field(default_factory=list)
+
+
+# Landing files read when input.file_glob is null, by format (gzip'd text too).
+DEFAULT_GLOBS = {
+    "csv": ("*.csv", "*.csv.gz", "*.tsv", "*.tsv.gz", "*.txt", "*.txt.gz"),
+    "parquet": ("*.parquet",),
+}
+# Timestamps: a Spark datetime pattern, or one of these names.
+TIMESTAMP_NAMES = ("iso8601", "epoch_seconds", "epoch_millis")
 
 
 @dataclass(frozen=True)
 class InputConfig:
     landing_path: FilePath
+    # csv covers any delimited text file whatever its extension; parquet reads *.parquet.
     landing_format: Literal["csv", "parquet"]
     columns: ColumnMapping
+    # A Spark datetime pattern ("yyyy-MM-dd HH:mm:ss"), iso8601 (offsets and Z honoured),
+    # epoch_seconds or epoch_millis.
     timestamp_format: str
-    cancellation_prefix: str
+    cancellation_prefix: str | None
     non_product_codes: list[str]
     non_product_code_pattern: str | None = None
     uppercase_item_ids: bool = True
     # Events later than now + this many hours are quarantined as future timestamps.
     future_tolerance_hours: int = 24
+    csv: CsvConfig = field(default_factory=CsvConfig)
+    # Which files in landing_path are read (a case-insensitive glob; the others are logged).
+    # None: the format's usual names (DEFAULT_GLOBS).
+    file_glob: str | None = None
+
+    @property
+    def file_globs(self) -> tuple[str, ...]:
+        return (self.file_glob,) if self.file_glob else DEFAULT_GLOBS[self.landing_format]
+
+    # Without a category column: the description's last word as category (retail descriptions
+    # such as "WHITE HANGING HEART T-LIGHT HOLDER"); false: no category.
+    category_from_description: bool = False
 
 
 @dataclass(frozen=True)
@@ -286,14 +329,18 @@ class EvaluationConfig:
     primary_metric: Literal["ndcg", "precision", "recall", "map", "hit_rate", "mrr"]
     primary_k: int
     # How to split: one time cutoff for everyone (a quantile of event times, a date, the last N
-    # days) or each customer's last basket.
-    split: Literal["quantile", "date", "last_days", "last_basket"]
+    # days), each customer's last basket, or a seeded random share of each customer's items
+    # (random: what evaluate uses whatever this says when the input has no time column).
+    split: Literal["quantile", "date", "last_days", "last_basket", "random"]
     cutoff_quantile: float
     min_coverage: float
     # The model a published model must beat: segment popularity or overall popularity.
     baseline: BaselineName
     cutoff_date: str | None = None  # "YYYY-MM-DD" for split: date
     last_days: int | None = None  # for split: last_days
+    holdout_share: float = 0.2  # split: random: this share of customer x item pairs is the test set
+    seed: int = 42  # split: random, and the bootstrap of the metrics' confidence intervals
+    bootstrap_samples: int = 200  # customers resampled this many times for each metric's 95% interval
 
 
 @dataclass(frozen=True)
@@ -413,6 +460,7 @@ def load_config(
             f"{config.evaluation.primary_k} but evaluation.k is {config.evaluation.k}: add it to evaluation.k"
         )
     _check_hybrid(config, origin, files)
+    _check_input(config, origin, files)
     if not 0.0 <= config.export.holdout_share < 1.0:
         raise ConfigError(
             f"{_where('export.holdout_share', origin, files)}: export.holdout_share is "
@@ -449,6 +497,32 @@ def _check_hybrid(config: Config, origin: dict[str, str], files: list[Path]) -> 
         raise ConfigError(
             f"{_where('business_rules.max_per_category', origin, files)}: business_rules.max_per_category "
             f"is {cap}: use 1 or more, or null for no cap"
+        )
+
+
+def _check_input(config: Config, origin: dict[str, str], files: list[Path]) -> None:
+    """Settings that need an input column the conf says the data does not have."""
+    columns = config.input.columns
+    needs = {
+        "models.confidence.weight": (config.models.confidence.weight == "revenue", "unit_price"),
+        "models.popularity.half_life_days": (config.models.popularity.half_life_days is not None, "event_ts"),
+    }
+    for key, (used, column) in needs.items():
+        if used and getattr(columns, column) is None:
+            raise ConfigError(
+                f"{_where(key, origin, files)}: {key} needs input.columns.{column}, which is null "
+                "(the input has none): map the column or change the setting"
+            )
+    timestamp = config.input.timestamp_format
+    if timestamp.startswith(("epoch", "iso")) and timestamp not in TIMESTAMP_NAMES:
+        raise ConfigError(
+            f"{_where('input.timestamp_format', origin, files)}: input.timestamp_format {timestamp!r} "
+            f"is not one of {', '.join(TIMESTAMP_NAMES)} (or a Spark datetime pattern)"
+        )
+    if not 0.0 < config.evaluation.holdout_share < 1.0:
+        raise ConfigError(
+            f"{_where('evaluation.holdout_share', origin, files)}: evaluation.holdout_share is "
+            f"{config.evaluation.holdout_share}: use a share between 0 and 1"
         )
 
 

@@ -1,7 +1,8 @@
 """Dimensions and merchandiser tables as DataFrame transformations (no I/O).
 
 Inputs are silver.interactions rows (segment, customer_id, item_id, order_id, event_ts, revenue,
-description) and gold.association_rules rows.
+description, category; event_ts and revenue null where the input has no time or price) and
+gold.association_rules rows.
 """
 
 from __future__ import annotations
@@ -18,16 +19,26 @@ NODES_SCHEMA = "segment string, item_id string, pagerank double, in_degree int, 
 
 def item_descriptions(interactions: DataFrame) -> DataFrame:
     """Per item, its most frequent description (ties: the alphabetically first): item_id, description."""
+    return _most_frequent(interactions, "description")
+
+
+def item_categories(interactions: DataFrame) -> DataFrame:
+    """Per item with a category, its most frequent one: item_id, category (silver's category is
+    the input's category column, or the description's last word; see docs/data.md)."""
+    return _most_frequent(interactions, "category")
+
+
+def _most_frequent(interactions: DataFrame, column: str) -> DataFrame:
     counted = (
-        interactions.where(F.col("description").isNotNull())
-        .groupBy("item_id", "description")
+        interactions.where(F.col(column).isNotNull())
+        .groupBy("item_id", column)
         .agg(F.count(F.lit(1)).alias("lines"))
     )
-    best = Window.partitionBy("item_id").orderBy(F.desc("lines"), "description")
+    best = Window.partitionBy("item_id").orderBy(F.desc("lines"), column)
     return (
         counted.withColumn("position", F.row_number().over(best))
         .where("position = 1")
-        .select("item_id", "description")
+        .select("item_id", column)
     )
 
 
@@ -52,7 +63,7 @@ def items(interactions: DataFrame) -> DataFrame:
     )
     return (
         sales.join(item_descriptions(interactions), "item_id", "left")
-        .withColumn("category", category_of(F.col("description")))
+        .join(item_categories(interactions), "item_id", "left")
         .select(
             "item_id",
             "description",

@@ -17,8 +17,6 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
-from recsys_spark.distributed.analytics import category_of, item_descriptions
-
 KEYS = ["segment", "customer_id"]
 METRICS = ("precision", "recall", "ndcg", "map", "hit_rate", "mrr")
 
@@ -162,14 +160,6 @@ def history_slices(train: DataFrame, test: DataFrame) -> DataFrame:
         .otherwise("20+")
     )
     return test.select(*KEYS).distinct().join(orders, KEYS, "left").select(*KEYS, name.alias("history"))
-
-
-def item_categories(interactions: DataFrame) -> DataFrame:
-    """Per item, a category for diversity where the data has none (see ``analytics.category_of``)."""
-    described = item_descriptions(interactions)
-    return described.select("item_id", category_of(F.col("description")).alias("category")).where(
-        F.col("category").isNotNull()
-    )
 
 
 def list_metrics(

@@ -20,7 +20,7 @@ from pyspark.sql.window import Window
 
 from recsys_spark.config import ModelsConfig
 from recsys_spark.distributed import scoring
-from recsys_spark.distributed.analytics import category_of, item_descriptions
+from recsys_spark.distributed.analytics import item_categories
 from recsys_spark.distributed.baskets import single_item_rules
 from recsys_spark.distributed.reranking import final_lists
 from recsys_spark.distributed.training import Fitted, confidence_weights
@@ -229,10 +229,9 @@ def list_context(
     association_rules: DataFrame | None,
     segment_users: dict[str, int] | None = None,
 ) -> ListContext:
-    """Categories from item descriptions; MMR vectors from the fused embedding where trained,
+    """Categories from silver's category column; MMR vectors from the fused embedding where trained,
     else content, else ALS factors (``items``: silver.item_factors as pandas)."""
-    described = item_descriptions(interactions).select("item_id", category_of(F.col("description")))
-    categories = {item: category for item, category in described.collect() if category is not None}
+    categories = dict(item_categories(interactions).collect())
     vectors: dict[str, ItemVectors] = {}
     for model in MMR_VECTOR_MODELS:
         for segment, part in _of_model(items, model).groupby("segment"):

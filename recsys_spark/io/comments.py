@@ -37,7 +37,8 @@ SHARED: dict[str, str] = {
     "confidence": "P(consequent | antecedent): share of antecedent baskets that also hold the consequent",
     "lift": "confidence / support of the consequent: 1 = independent, > 1 = bought together more than chance",
     "description": "item description (the most frequent one seen for the item)",
-    "category": "item category: last word of the description (HOLDER, BAG, ...)",
+    "category": "item category: the input's category column, or the description's last word "
+    "(HOLDER, BAG, ...) with input.category_from_description; null: none",
     "source_file": "landing file the row came from",
     "line_id": "stable hash of the input line (source file and content): the dedupe key",
     "ingested_at": "when ingest wrote the row (UTC)",
@@ -59,10 +60,12 @@ TABLES: dict[str, TableDoc] = {
         "Silver: one row per valid purchase line (returns, fees and bad rows are in "
         "interactions_quarantine); insert-only, deduplicated on line_id",
         {
-            "event_ts": "when the order was placed (UTC)",
-            "quantity": "units bought (> 0)",
-            "unit_price": "price per unit in the input's currency (> 0)",
-            "revenue": "quantity x unit_price, in the input's currency",
+            "order_id": "the input's order id; without one, customer_id@date (or customer_id alone "
+            "without a time): one basket per customer and day",
+            "event_ts": "when the order was placed (UTC); null when the input has no time column",
+            "quantity": "units bought (> 0); 1 per line when the input has no quantity column",
+            "unit_price": "price per unit in the input's currency (> 0); null: the input has no price",
+            "revenue": "quantity x unit_price, in the input's currency; null without a price",
             "description": "item description on this line, as in the input",
             "run_id": "MLflow run id of the ingest that inserted the row",
         },

@@ -36,11 +36,12 @@ INTERACTIONS_SCHEMA = T.StructType(
         T.StructField("customer_id", T.StringType(), False),
         T.StructField("item_id", T.StringType(), False),
         T.StructField("order_id", T.StringType(), False),
-        T.StructField("event_ts", T.TimestampType(), False),
+        T.StructField("event_ts", T.TimestampType(), True),  # null: the input has no time column
         T.StructField("quantity", T.DoubleType(), False),
-        T.StructField("unit_price", T.DoubleType(), False),
-        T.StructField("revenue", T.DoubleType(), False),
+        T.StructField("unit_price", T.DoubleType(), True),  # null: the input has no price column
+        T.StructField("revenue", T.DoubleType(), True),
         T.StructField("description", T.StringType(), True),
+        T.StructField("category", T.StringType(), True),
         T.StructField("line_id", T.StringType(), False),
         T.StructField("source_file", T.StringType(), True),
         T.StructField("run_id", T.StringType(), False),
@@ -136,7 +137,22 @@ def ensure_table(
         builder = builder.partitionedBy(*partition_by)
     if not on_databricks():
         builder = builder.location(str(local_location(config, name)))
-    return builder.execute()
+    table = builder.execute()
+    _evolve(spark, name, table, schema)
+    return table
+
+
+def _evolve(spark: SparkSession, name: TableName, table: DeltaTable, schema: T.StructType) -> None:
+    """Bring a table made by an earlier version up to ``schema``: add its new columns and let
+    columns the contract now allows to be null take nulls (optional input columns)."""
+    current = {f.name: f for f in table.toDF().schema.fields}
+    added = [f for f in schema.fields if f.name not in current]
+    if added:
+        columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in added)
+        spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({columns})")
+    for f in schema.fields:
+        if f.nullable and f.name in current and not current[f.name].nullable:
+            spark.sql(f"ALTER TABLE {name} ALTER COLUMN `{f.name}` DROP NOT NULL")
 
 
 def merge_new_rows(
@@ -172,8 +188,9 @@ def overwrite_table(
     """
     doc = table_doc(config, name, rows.columns)
     comments = column_comments(doc, rows.columns)
+    kept = {f.name: f.metadata for f in rows.schema.fields}  # e.g. bronze's raw column names
     rows = rows.select(
-        *(F.col(_quoted(c)).alias(c, metadata=_comment(comments.get(c))) for c in rows.columns)
+        *(F.col(_quoted(c)).alias(c, metadata={**kept[c], **_comment(comments.get(c))}) for c in rows.columns)
     )
     writer = rows.write.format("delta").mode("overwrite")
     if spark.catalog.tableExists(str(name)):

@@ -30,6 +30,7 @@ from recsys_spark.config.params import (
 from recsys_spark.distributed import baskets as mining
 from recsys_spark.distributed import evaluation as ev
 from recsys_spark.distributed import lists
+from recsys_spark.distributed.analytics import item_categories
 from recsys_spark.distributed.evaluation import ALL_SLICES
 from recsys_spark.distributed.training import Fitted, TrainResult, fit_models
 from recsys_spark.io.model_tables import blocked_items
@@ -275,7 +276,7 @@ def _metrics(
         .withColumnRenamed("history", "slice")
         .withColumn("segment", F.lit(GLOBAL_SEGMENT)),
     ]
-    list_metrics = ev.list_metrics(recs, data.train, conf.k, ev.item_categories(interactions))
+    list_metrics = ev.list_metrics(recs, data.train, conf.k, item_categories(interactions))
     overall = summaries[0].join(list_metrics, ["model", "k"], "left").toPandas()
     result.overall = (
         overall.drop(columns=["segment", "slice"])

@@ -8,21 +8,25 @@ bronze inserts nothing and landing a new month inserts only that month's lines.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pyspark.errors import AnalysisException
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recsys_spark.config import Config
+from recsys_spark.config.schema import TIMESTAMP_NAMES, CsvConfig, InputConfig
+from recsys_spark.distributed.analytics import category_of
+from recsys_spark.io.comments import sql_string
 from recsys_spark.io.tables import (
     INTERACTIONS_SCHEMA,
     QUARANTINE_SCHEMA,
-    TableName,
     merge_new_rows,
     overwrite_table,
     run_stamp,
@@ -37,6 +41,9 @@ SOURCE_FILE = "source_file"
 LOADED_AT = "loaded_at"
 MALFORMED = "_corrupt_record"
 BRONZE_META = (SOURCE_FILE, LOADED_AT)
+RAW_NAME = "raw_name"  # bronze column metadata: the column's name in the landing file
+
+log = logging.getLogger(__name__)
 
 # Quarantine reasons in precedence order: a row is quarantined once, under its first reason.
 QUARANTINE_REASONS = (
@@ -55,7 +62,6 @@ QUARANTINE_REASONS = (
     "missing_segment",
     "near_duplicate",  # the same purchase as another line once trimmed and parsed
 )
-LANDING_FILE_RE = re.compile(r"^[A-Za-z0-9._-]+\.(csv|csv\.gz|parquet)$")
 
 
 class IngestError(ValueError):
@@ -102,24 +108,66 @@ class IngestResult:
             )
 
 
-def landing_files(path: Path) -> list[Path]:
-    """The landing files in ``path`` (CSV, gzip'd CSV or Parquet), sorted by name."""
+def landing_files(path: Path, globs: tuple[str, ...]) -> list[Path]:
+    """The landing files in ``path`` whose names match one of ``globs`` (case-insensitively),
+    sorted by name; hidden files (``.``, ``_``) are never read, every other file skipped is logged."""
     if not path.is_dir():
         raise IngestError(f"landing folder {path} not found: set input.landing_path in conf")
-    files = sorted(p for p in path.iterdir() if p.is_file() and LANDING_FILE_RE.match(p.name))
+    files, skipped = [], []
+    for p in sorted(path.iterdir()):
+        if not p.is_file() or p.name.startswith((".", "_")):
+            continue
+        matches = any(fnmatch.fnmatch(p.name.lower(), glob.lower()) for glob in globs)
+        (files if matches else skipped).append(p)
+    if skipped:
+        names = ", ".join(p.name for p in skipped)
+        log.warning(
+            "load-sample: %d files in %s match none of %s (input.file_glob), not read: %s",
+            len(skipped),
+            path,
+            ", ".join(globs),
+            names,
+        )
     if not files:
-        raise IngestError(f"no .csv, .csv.gz or .parquet files in {path}")
+        raise IngestError(f"no file in {path} matches {', '.join(globs)}: set input.file_glob in conf")
     return files
 
 
-def read_landing(spark: SparkSession, files: list[Path], file_format: str) -> DataFrame:
+def safe_column_names(raw: list[str]) -> list[str]:
+    """Bronze names for the input's column names: letters, digits and underscores (``Customer
+    ID`` -> ``Customer_ID``; a byte-order mark dropped), unique, never empty."""
+    names: list[str] = []
+    for position, name in enumerate(raw):
+        safe = re.sub(r"[^0-9A-Za-z_]+", "_", name.replace("\ufeff", "").strip()).strip("_")
+        safe = safe or f"column_{position + 1}"
+        candidate, suffix = safe, 2
+        while candidate.lower() in {n.lower() for n in names}:
+            candidate, suffix = f"{safe}_{suffix}", suffix + 1
+        names.append(candidate)
+    return names
+
+
+def _with_safe_names(df: DataFrame) -> DataFrame:
+    """Columns renamed to bronze-safe names; each keeps its name in the file as ``raw_name``
+    metadata, so quarantine rows show the line as the input spelled it."""
+    raw = [c for c in df.columns if c != MALFORMED]
+    renamed = dict(zip(raw, safe_column_names(raw), strict=True))
+    return df.select(
+        *(
+            F.col(f"`{c}`").alias(renamed[c], metadata={RAW_NAME: c}) if c in renamed else F.col(c)
+            for c in df.columns
+        )
+    )
+
+
+def read_landing(spark: SparkSession, files: list[Path], spec: InputConfig) -> DataFrame:
     """Landing files as raw strings, one row per input line, plus the source file name.
 
     CSV lines that do not parse into the header's columns keep their text in ``_corrupt_record``
     and are quarantined by ingest as ``malformed_line`` rather than silently truncated.
     """
     paths = [str(p) for p in files]
-    if file_format == "parquet":
+    if spec.landing_format == "parquet":
         # Files may type a column differently (Quantity int one month, text the next): each
         # schema group is read on its own and every column becomes a string, as in CSV.
         by_schema: dict[str, list[str]] = {}
@@ -129,28 +177,49 @@ def read_landing(spark: SparkSession, files: list[Path], file_format: str) -> Da
         for group in by_schema.values():
             df = spark.read.parquet(*group)
             df = df.select(*(F.col(f"`{c}`").cast("string").alias(c) for c in df.columns))
-            parts.append(df.withColumn(SOURCE_FILE, F.col("_metadata.file_name")))
+            parts.append(_with_safe_names(df).withColumn(SOURCE_FILE, F.col("_metadata.file_name")))
         return functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), parts)
     # Files may differ in header (a column added one month): read each header group on its own.
     by_header: dict[tuple[str, ...], list[str]] = {}
     for path in paths:
-        header = tuple(spark.read.options(header=True, multiLine=True, escape='"').csv(path).columns)
-        by_header.setdefault(header, []).append(path)
+        by_header.setdefault(_csv_header(spark, path, spec.csv), []).append(path)
     parts = []
     for header, group in by_header.items():
         schema = T.StructType([T.StructField(c, T.StringType()) for c in header])
         part = (
-            spark.read.schema(schema.add(MALFORMED, T.StringType()))
-            .option("header", True)
-            # RFC 4180: quoted fields may hold line breaks and doubled quotes ("" for ").
-            .option("multiLine", True)
-            .option("escape", '"')
+            _csv_reader(spark, spec.csv)
+            .schema(schema.add(MALFORMED, T.StringType()))
             .option("mode", "PERMISSIVE")
             .option("columnNameOfCorruptRecord", MALFORMED)
             .csv(group)
         )
-        parts.append(part.withColumn(SOURCE_FILE, F.col("_metadata.file_name")))
+        parts.append(_with_safe_names(part).withColumn(SOURCE_FILE, F.col("_metadata.file_name")))
     return functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), parts)
+
+
+def _csv_reader(spark: SparkSession, csv: CsvConfig) -> DataFrameReader:
+    # multiLine: quoted fields may hold line breaks, and it is the mode that decodes any charset.
+    return spark.read.options(
+        sep=csv.delimiter,
+        quote=csv.quote,
+        escape=csv.escape,
+        encoding=csv.encoding,
+        header=csv.header,
+        multiLine=True,
+    )
+
+
+def _csv_header(spark: SparkSession, path: str, csv: CsvConfig) -> tuple[str, ...]:
+    """The file's column names: its header, or input.csv.column_names, or _c0, _c1, ..."""
+    columns = _csv_reader(spark, csv).csv(path).columns
+    if csv.header or not csv.column_names:
+        return tuple(columns)
+    if len(csv.column_names) != len(columns):
+        raise IngestError(
+            f"{Path(path).name} has {len(columns)} columns but input.csv.column_names names "
+            f"{len(csv.column_names)}: {', '.join(csv.column_names)}"
+        )
+    return tuple(csv.column_names)
 
 
 def _parquet_schema(spark: SparkSession, path: str) -> T.StructType:
@@ -172,20 +241,17 @@ def load_sample(spark: SparkSession, config: Config) -> LandResult:
     Each file's rows replace that file's earlier rows in one commit (``replaceWhere`` on
     ``source_file``), so landing the same files again adds nothing and a new month adds its rows.
     """
-    files = landing_files(config.landing_path)
+    files = landing_files(config.landing_path, config.input.file_globs)
     name = table_name(config, "purchases")
     with stage("load-sample", "read landing files") as st:
-        df = read_landing(spark, files, config.input.landing_format).withColumn(
-            LOADED_AT, F.current_timestamp()
-        )
+        df = read_landing(spark, files, config.input).withColumn(LOADED_AT, F.current_timestamp())
         df = df.cache()
         rows = df.count()
         st.counts.update(files=len(files), rows=rows)
     with stage("load-sample", f"write {name}") as st:
         exists = spark.catalog.tableExists(str(name))
         before = spark.table(str(name)).count() if exists else 0
-        # File names passed LANDING_FILE_RE, so they are safe inside a quoted SQL literal.
-        quoted = ", ".join(f"'{p.name}'" for p in files)
+        quoted = ", ".join(sql_string(p.name) for p in files)
         overwrite_table(spark, config, name, df, replace_where=f"{SOURCE_FILE} IN ({quoted})")
         after = spark.table(str(name)).count()
         st.counts.update(rows_in=rows, bronze_before=before, bronze_after=after, added=after - before)
@@ -204,7 +270,7 @@ def ingest(spark: SparkSession, config: Config, run_id: str) -> IngestResult:
     with stage("ingest", f"read {bronze_name}") as st:
         bronze = spark.table(str(bronze_name))
         raw_columns = [c for c in bronze.columns if c not in BRONZE_META]
-        _check_columns(config, raw_columns, bronze_name)
+        input_columns(config, bronze.schema)  # fails early, naming a mapped column bronze lacks
         line_id = F.sha2(F.to_json(F.struct(*(F.col(f"`{c}`") for c in raw_columns))), 256)
         keyed = bronze.withColumn("line_id", line_id)
         rows_read = keyed.count()
@@ -250,22 +316,37 @@ def ingest(spark: SparkSession, config: Config, run_id: str) -> IngestResult:
     return result
 
 
-def _check_columns(config: Config, raw_columns: list[str], bronze_name: TableName) -> None:
+def input_columns(config: Config, bronze: T.StructType) -> dict[str, str | None]:
+    """Silver column -> bronze column, for the columns conf maps (None: the input has none).
+
+    Conf may name a column as the file spells it (``Customer ID``) or by its bronze name
+    (``Customer_ID``); a named column bronze lacks is an error that lists bronze's columns.
+    """
+    by_name = {f.name: f.name for f in bronze.fields if f.name not in BRONZE_META}
+    by_name.update({f.metadata[RAW_NAME]: f.name for f in bronze.fields if RAW_NAME in f.metadata})
     mapping = vars(config.input.columns)
-    missing = {target: source for target, source in mapping.items() if source and source not in raw_columns}
+    resolved: dict[str, str | None] = {}
+    missing: dict[str, str] = {}
+    for target, source in mapping.items():
+        found = None if source is None else by_name.get(source) or by_name.get(safe_column_names([source])[0])
+        if source is not None and found is None:
+            missing[target] = source
+        resolved[target] = found
     if missing:
         wanted = ", ".join(f"{src!r} (for {tgt})" for tgt, src in missing.items())
         raise IngestError(
-            f"{bronze_name} has no column {wanted}; its columns are {', '.join(raw_columns)}. "
-            "Fix input.columns in conf to name the input's columns (schema drift or a renamed column?)"
+            f"bronze has no column {wanted}; its columns are {', '.join(sorted(set(by_name)))}. "
+            "Fix input.columns in conf to name the input's columns, or null for a column the "
+            "input does not have (schema drift or a renamed column?)"
         )
+    return resolved
 
 
 def _clean(name: str | None) -> Column:
-    """Trimmed string, empty as null."""
+    """Trimmed string, empty as null (a leading byte-order mark dropped)."""
     if name is None:
         return F.lit(None).cast("string")
-    value = F.trim(F.col(f"`{name}`"))
+    value = F.trim(F.regexp_replace(F.col(f"`{name}`"), "^\ufeff", ""))
     return F.when(value == "", None).otherwise(value)
 
 
@@ -275,57 +356,121 @@ def _number(name: str) -> Column:
     return F.when(~F.isnan(value) & (F.abs(value) < float("inf")), value)
 
 
+def _timestamp(text: Column, timestamp_format: str) -> Column:
+    """Text as a UTC timestamp by conf's format: a Spark pattern, iso8601 (offsets honoured), or
+    epoch seconds / milliseconds; null when it does not parse."""
+    if timestamp_format == "iso8601":
+        return F.try_to_timestamp(text)
+    if timestamp_format in TIMESTAMP_NAMES:
+        number = text.try_cast("double")
+        seconds = number / 1000 if timestamp_format == "epoch_millis" else number
+        return F.when(F.abs(seconds) < 1e11, F.timestamp_micros((seconds * 1e6).cast("long")))
+    return F.try_to_timestamp(text, F.lit(timestamp_format))
+
+
+@dataclass(frozen=True)
+class _Fields:
+    """The typed silver columns of one input line, before validation."""
+
+    customer: Column
+    item: Column
+    order: Column
+    event_ts: Column
+    quantity: Column
+    price: Column
+    segment: Column
+    description: Column
+    category: Column
+
+
+def _fields(spec: InputConfig, cols: dict[str, str | None]) -> _Fields:
+    """Each silver column from its input column, or what its absence means (docs/data.md)."""
+    item = _clean(cols["item_id"])
+    customer = F.regexp_replace(_clean(cols["customer_id"]), r"\.0+$", "")  # spreadsheets: 17850.0
+    event_ts = (
+        _timestamp(_clean(cols["event_ts"]), spec.timestamp_format) if cols["event_ts"] else F.lit(None)
+    )
+    if cols["order_id"]:
+        order = _clean(cols["order_id"])
+    else:  # one basket per customer and day; per customer without a time
+        order = F.concat_ws("@", customer, F.date_format(event_ts, "yyyy-MM-dd"))
+    description = _clean(cols["description"])
+    if cols["category"]:
+        category = _clean(cols["category"])
+    elif spec.category_from_description:
+        category = category_of(description)
+    else:
+        category = F.lit(None).cast("string")
+    return _Fields(
+        customer=customer,
+        item=F.upper(item) if spec.uppercase_item_ids else item,
+        order=order,
+        event_ts=event_ts.cast("timestamp"),
+        quantity=_number(cols["quantity"]) if cols["quantity"] else F.lit(1.0),
+        price=_number(cols["unit_price"]) if cols["unit_price"] else F.lit(None).cast("double"),
+        segment=_clean(cols["segment"]) if cols["segment"] else F.lit(GLOBAL_SEGMENT),
+        description=description,
+        category=category,
+    )
+
+
+def _checks(
+    spec: InputConfig, cols: dict[str, str | None], row: _Fields, raw_columns: list[str]
+) -> list[tuple[str, Column]]:
+    """(reason, failed) per check in QUARANTINE_REASONS order; checks of absent columns never fail."""
+    non_product = F.upper(row.item).isin([c.upper() for c in spec.non_product_codes])
+    if spec.non_product_code_pattern:
+        non_product = non_product | row.item.rlike(spec.non_product_code_pattern)
+    latest_allowed = F.timestamp_add("HOUR", F.lit(spec.future_tolerance_hours), F.current_timestamp())
+    cancelled = F.lit(False)
+    if cols["order_id"] and spec.cancellation_prefix:
+        cancelled = row.order.startswith(spec.cancellation_prefix)
+    never = F.lit(False)
+    has = {name: bool(cols[name]) for name in ("event_ts", "quantity", "unit_price")}
+    checks = [
+        ("malformed_line", F.col(MALFORMED).isNotNull() if MALFORMED in raw_columns else never),
+        ("cancellation", cancelled),
+        ("non_product_code", non_product),
+        ("missing_customer", row.customer.isNull()),
+        ("missing_item", row.item.isNull()),
+        ("missing_order", row.order.isNull()),
+        ("unparseable_timestamp", row.event_ts.isNull() if has["event_ts"] else never),
+        ("future_timestamp", row.event_ts > latest_allowed if has["event_ts"] else never),
+        ("unparseable_quantity", row.quantity.isNull() if has["quantity"] else never),
+        ("non_positive_quantity", row.quantity <= 0),
+        ("unparseable_price", row.price.isNull() if has["unit_price"] else never),
+        ("non_positive_price", row.price <= 0 if has["unit_price"] else never),
+        ("missing_segment", row.segment.isNull()),
+    ]
+    assert tuple(name for name, _ in checks) + ("near_duplicate",) == QUARANTINE_REASONS
+    return checks
+
+
 def _classify(df: DataFrame, config: Config, raw_columns: list[str]) -> DataFrame:
     """Typed silver columns plus ``reason`` (null for a usable row), for every input row."""
     spec = config.input
-    cols = spec.columns
-    item = _clean(cols.item_id)
-    if spec.uppercase_item_ids:
-        item = F.upper(item)
-    customer = F.regexp_replace(_clean(cols.customer_id), r"\.0+$", "")  # spreadsheet exports: 17850.0
-    order = _clean(cols.order_id)
-    ts_text = _clean(cols.event_ts)
-    event_ts = F.try_to_timestamp(ts_text, F.lit(spec.timestamp_format))
-    quantity, price = _number(cols.quantity), _number(cols.unit_price)
-    segment = _clean(cols.segment) if cols.segment else F.lit(GLOBAL_SEGMENT)
-    non_product = F.upper(item).isin([c.upper() for c in spec.non_product_codes])
-    if spec.non_product_code_pattern:
-        non_product = non_product | item.rlike(spec.non_product_code_pattern)
-    latest_allowed = F.timestamp_add("HOUR", F.lit(spec.future_tolerance_hours), F.current_timestamp())
-    malformed = F.col(MALFORMED).isNotNull() if MALFORMED in raw_columns else F.lit(False)
-    checks = [
-        ("malformed_line", malformed),
-        ("cancellation", order.startswith(spec.cancellation_prefix)),
-        ("non_product_code", non_product),
-        ("missing_customer", customer.isNull()),
-        ("missing_item", item.isNull()),
-        ("missing_order", order.isNull()),
-        ("unparseable_timestamp", event_ts.isNull()),
-        ("future_timestamp", event_ts > latest_allowed),
-        ("unparseable_quantity", quantity.isNull()),
-        ("non_positive_quantity", quantity <= 0),
-        ("unparseable_price", price.isNull()),
-        ("non_positive_price", price <= 0),
-        ("missing_segment", segment.isNull()),
-    ]
-    assert tuple(name for name, _ in checks) + ("near_duplicate",) == QUARANTINE_REASONS
+    cols = input_columns(config, df.schema)
+    row = _fields(spec, cols)
     reason = F.lit(None).cast("string")
-    for name, failed in reversed(checks):
+    for name, failed in reversed(_checks(spec, cols, row, raw_columns)):
         reason = F.when(F.coalesce(failed, F.lit(False)), F.lit(name)).otherwise(reason)
-    raw = F.create_map(*(x for c in raw_columns for x in (F.lit(c), F.col(f"`{c}`"))))
+    # The quarantine shows each value under the column's name in the landing file.
+    raw_names = {f.name: f.metadata.get(RAW_NAME, f.name) for f in df.schema.fields}
+    raw = F.create_map(*(x for c in raw_columns for x in (F.lit(raw_names[c]), F.col(f"`{c}`"))))
     typed = df.select(
         raw.alias("raw"),
         F.col("line_id"),
         F.col(SOURCE_FILE),
-        segment.alias("segment"),
-        customer.alias("customer_id"),
-        item.alias("item_id"),
-        order.alias("order_id"),
-        event_ts.alias("event_ts"),
-        quantity.alias("quantity"),
-        price.alias("unit_price"),
-        F.round(quantity * price, 4).alias("revenue"),
-        _clean(cols.description).alias("description"),
+        row.segment.alias("segment"),
+        row.customer.alias("customer_id"),
+        row.item.alias("item_id"),
+        row.order.alias("order_id"),
+        row.event_ts.alias("event_ts"),
+        row.quantity.alias("quantity"),
+        row.price.alias("unit_price"),
+        F.round(row.quantity * row.price, 4).alias("revenue"),
+        row.description.alias("description"),
+        row.category.alias("category"),
         reason.alias("reason"),
     )
     # Usable lines that differ only in spacing, case or number format (" 71053 " vs "71053",

@@ -11,7 +11,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys_spark.config import Config
-from recsys_spark.distributed.analytics import category_of, item_descriptions
+from recsys_spark.distributed.analytics import item_categories
 from recsys_spark.distributed.baskets import single_item_rules
 from recsys_spark.io.model_tables import association_rules, fitted_from_tables
 from recsys_spark.io.tables import table_name
@@ -51,10 +51,7 @@ def served_tables(spark: SparkSession, config: Config, model: str) -> dict[str, 
     if rules is not None:
         pairs = single_item_rules(rules, "antecedent_id", "item_id")
         tables["rules"] = pairs.select("segment", "antecedent_id", "item_id", "confidence").toPandas()
-    described = item_descriptions(interactions).select(
-        "item_id", category_of(F.col("description")).alias("category")
-    )
-    tables["categories"] = described.where(F.col("category").isNotNull()).toPandas()
+    tables["categories"] = item_categories(interactions).toPandas()
     return tables
 
 

@@ -153,8 +153,8 @@ def ingest_folder(spark: SparkSession, make_config: Callable[..., Any], folder: 
 
 @covers("no_landing_files")
 def test_no_landing_files(spark: SparkSession, make_config: Callable[..., Any], tmp_path: Path) -> None:
-    (tmp_path / "notes.txt").write_text("not a purchase file")
-    with pytest.raises(IngestError, match=r"no \.csv, \.csv\.gz or \.parquet files in"):
+    (tmp_path / "notes.md").write_text("not a purchase file")
+    with pytest.raises(IngestError, match=r"no file in .* matches \*\.csv, .*: set input\.file_glob"):
         load_sample(spark, make_config(landing=tmp_path))
 
 
