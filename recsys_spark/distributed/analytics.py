@@ -136,7 +136,8 @@ def category_saturation(interactions: DataFrame, item_categories: DataFrame) -> 
     ``item_categories``: item_id, category; items without one count under category ``OTHER``.
     """
     spend = (
-        interactions.join(item_categories.select("item_id", "category"), "item_id", "left")
+        interactions.drop("category")
+        .join(item_categories.select("item_id", "category"), "item_id", "left")
         .withColumn("category", F.coalesce("category", F.lit("OTHER")))
         .groupBy("customer_id", "category")
         .agg(F.count(F.lit(1)).alias("lines"), F.sum("revenue").alias("spend"))

@@ -76,6 +76,16 @@ def leave_last_basket_out(interactions: DataFrame) -> Split:
     return Split(train, _new_items(train, marked.where(F.col("is_test")).drop("is_test")), None)
 
 
+def random_split(interactions: DataFrame, holdout_share: float, seed: int) -> Split:
+    """For data without purchase times: a seeded random share of each customer's items (every
+    line of a held-out customer x item pair) is the test set, the rest is train. The same seed
+    holds out the same pairs on every run, whatever the partitioning."""
+    bucket = F.abs(F.xxhash64(F.lit(seed), "segment", "customer_id", "item_id")) % 1_000_000
+    held = bucket < F.lit(int(round(holdout_share * 1_000_000)))
+    train = interactions.where(~held)
+    return Split(train, _new_items(train, interactions.where(held)), None)
+
+
 def _new_items(train: DataFrame, test_lines: DataFrame) -> DataFrame:
     pairs = [*KEYS, "item_id"]
     return test_lines.select(*pairs).distinct().join(train.select(*pairs).distinct(), pairs, "left_anti")

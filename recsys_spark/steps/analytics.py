@@ -63,8 +63,12 @@ def run_analytics(spark: SparkSession, config: Config, run_id: str) -> Analytics
 
     with stage("analytics", "category saturation") as st:
         categories = spark.table(str(table_name(config, "items"))).select("item_id", "category")
-        publish("category_saturation", A.category_saturation(interactions, categories))
-        st.counts.update(rows=result.rows["category_saturation"])
+        missing = _saturation_input_missing(interactions, categories)
+        if missing:
+            result.skipped["category_saturation"] = missing
+        else:
+            publish("category_saturation", A.category_saturation(interactions, categories))
+        st.counts.update(rows=result.rows.get("category_saturation", 0))
 
     with stage("analytics", "cross-sell potential") as st:
         _cross_sell(spark, config, interactions, result, publish)
@@ -82,6 +86,18 @@ def run_analytics(spark: SparkSession, config: Config, run_id: str) -> Analytics
     for output, why in result.skipped.items():
         log.warning("analytics: %s not written: %s", output, why)
     return result
+
+
+def _saturation_input_missing(interactions: DataFrame, categories: DataFrame) -> str | None:
+    """Why category saturation cannot be measured on this input, or None."""
+    if categories.where(F.col("category").isNotNull()).limit(1).count() == 0:
+        return (
+            "no item has a category (map input.columns.category, or set "
+            "input.category_from_description for retail descriptions)"
+        )
+    if interactions.where(F.col("revenue").isNotNull()).limit(1).count() == 0:
+        return "the input has no prices (input.columns.unit_price is null), so no spend to share"
+    return None
 
 
 def _rules_graph(spark: SparkSession, config: Config, result: AnalyticsResult, publish) -> None:

@@ -73,14 +73,30 @@ class EvaluateResult:
     seconds: dict[str, float] = field(default_factory=dict)
 
 
-def make_split(interactions: DataFrame, conf: EvaluationConfig) -> ev.Split:
-    if conf.split == "last_basket":
+def split_used(config: Config) -> str:
+    """The split evaluate makes: conf's, or random when the input has no time column."""
+    if config.input.columns.event_ts is None and config.evaluation.split != "random":
+        log.warning(
+            "evaluate: the input has no time column (input.columns.event_ts is null), so the %s split "
+            "cannot be made: a seeded random %.0f%% of each customer's items is held out instead",
+            config.evaluation.split,
+            100 * config.evaluation.holdout_share,
+        )
+        return "random"
+    return config.evaluation.split
+
+
+def make_split(interactions: DataFrame, conf: EvaluationConfig, split: str | None = None) -> ev.Split:
+    split = split or conf.split
+    if split == "random":
+        return ev.random_split(interactions, conf.holdout_share, conf.seed)
+    if split == "last_basket":
         return ev.leave_last_basket_out(interactions)
-    if conf.split == "date":
+    if split == "date":
         if conf.cutoff_date is None:
             raise ValueError("evaluation.split is date but evaluation.cutoff_date is not set (YYYY-MM-DD)")
         return ev.time_split(interactions, cutoff_date=dt.datetime.fromisoformat(conf.cutoff_date))
-    if conf.split == "last_days":
+    if split == "last_days":
         if conf.last_days is None:
             raise ValueError("evaluation.split is last_days but evaluation.last_days is not set")
         return ev.time_split(interactions, last_days=conf.last_days)
@@ -132,8 +148,8 @@ def run_evaluate(spark: SparkSession, config: Config, run_id: str) -> EvaluateRe
     if not re.fullmatch(r"[0-9A-Za-z_-]+", run_id):
         raise ValueError(f"unexpected run id {run_id!r}")
     interactions = spark.table(str(table_name(config, "interactions")))
-    data, result = _split(interactions, config.evaluation)
-    source = f"the {config.evaluation.split} split's train part"
+    data, result = _split(interactions, config.evaluation, split_used(config))
+    source = f"the {result.split} split's train part"
     settings = train_settings(config.models)
     fitted = fit_models(
         spark, config.models, settings, data.train, source, "evaluate", TrainResult(seconds=result.seconds)
@@ -151,12 +167,12 @@ def run_evaluate(spark: SparkSession, config: Config, run_id: str) -> EvaluateRe
     return result
 
 
-def _split(interactions: DataFrame, conf: EvaluationConfig) -> tuple[SplitData, EvaluateResult]:
-    with stage("evaluate", f"split ({conf.split})") as st:
-        split = make_split(interactions, conf)
+def _split(interactions: DataFrame, conf: EvaluationConfig, used: str) -> tuple[SplitData, EvaluateResult]:
+    with stage("evaluate", f"split ({used})") as st:
+        split = make_split(interactions, conf, used)
         train = split.train.persist()
         test = split.test.persist()
-        result = EvaluateResult(conf.split, split.cutoff)
+        result = EvaluateResult(used, split.cutoff)
         result.train_lines, result.test_pairs = train.count(), test.count()
         test_customers = test.select(*ev.KEYS).distinct()
         result.test_customers = test_customers.count()
@@ -164,7 +180,7 @@ def _split(interactions: DataFrame, conf: EvaluationConfig) -> tuple[SplitData, 
         result.cold_start_customers = test_customers.join(known, ev.KEYS, "left_anti").count()
         known_items = train.select("segment", "item_id").distinct()
         result.cold_start_pairs = test.join(known_items, ["segment", "item_id"], "left_anti").count()
-        _check_split(interactions, conf, result)
+        _check_split(interactions, used, result)
         st.counts.update(
             cutoff=split.cutoff,
             train_lines=result.train_lines,
@@ -176,7 +192,7 @@ def _split(interactions: DataFrame, conf: EvaluationConfig) -> tuple[SplitData, 
     return SplitData(train, test, test_customers, known), result
 
 
-def _check_split(interactions: DataFrame, conf: EvaluationConfig, result: EvaluateResult) -> None:
+def _check_split(interactions: DataFrame, split: str, result: EvaluateResult) -> None:
     """Refuse a split with nothing to train or test on, naming the data's own cause."""
     if result.train_lines and result.test_pairs:
         return
@@ -184,7 +200,9 @@ def _check_split(interactions: DataFrame, conf: EvaluationConfig, result: Evalua
         F.count(F.lit(1)).alias("lines"), F.countDistinct("event_ts").alias("times")
     ).first()
     side = "train on" if result.train_lines == 0 else "test on"
-    if conf.split == "last_basket":  # orders, not times, split it
+    if split == "random":
+        cause = f"{times.lines:,} lines, too few customers with two or more items to hold one out"
+    elif split == "last_basket":  # orders, not times, split it
         cause = (
             "no customer has a second order whose items they had not bought before: the last_basket "
             "split needs repeat customers (input.columns.order_id), or use a time split"
@@ -192,7 +210,7 @@ def _check_split(interactions: DataFrame, conf: EvaluationConfig, result: Evalua
     elif times.lines and times.times == 1:
         cause = (
             f"all {times.lines:,} lines share one timestamp, so no time cutoff can split them: give the "
-            "real purchase time (input.columns.event_ts), or set evaluation.split: last_basket"
+            "real purchase time (input.columns.event_ts), or set evaluation.split: random (or last_basket)"
         )
     else:
         cause = (
@@ -200,7 +218,7 @@ def _check_split(interactions: DataFrame, conf: EvaluationConfig, result: Evalua
             f"{result.test_pairs:,} new customer x item pairs after it: move the cutoff "
             "(evaluation.cutoff_quantile, cutoff_date or last_days)"
         )
-    raise ValueError(f"the {conf.split} split left nothing to {side}: {cause}")
+    raise ValueError(f"the {split} split left nothing to {side}: {cause}")
 
 
 def _test_lists(
@@ -276,7 +294,10 @@ def _metrics(
         .withColumnRenamed("history", "slice")
         .withColumn("segment", F.lit(GLOBAL_SEGMENT)),
     ]
-    list_metrics = ev.list_metrics(recs, data.train, conf.k, item_categories(interactions))
+    categories = item_categories(interactions)
+    # Without categories diversity is not measured (null), rather than every item its own category.
+    has_categories = categories.limit(1).count() > 0
+    list_metrics = ev.list_metrics(recs, data.train, conf.k, categories if has_categories else None)
     overall = summaries[0].join(list_metrics, ["model", "k"], "left").toPandas()
     result.overall = (
         overall.drop(columns=["segment", "slice"])
@@ -385,9 +406,9 @@ def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
     }
     conf = config.evaluation
     table_lines = _metric_lines(result.overall, conf.primary_k, metrics)
-    cutoff = f" at {result.cutoff:%Y-%m-%d %H:%M}" if result.cutoff else ""
+    cutoff = f" at {result.cutoff:%Y-%m-%d %H:%M}" if result.cutoff else _held_out(result, conf)
     lines = [
-        f"evaluate: {conf.split} split{cutoff}: {result.train_lines:,} train lines; "
+        f"evaluate: {result.split} split{cutoff}: {result.train_lines:,} train lines; "
         f"{result.test_customers:,} test customers ({result.cold_start_customers:,} cold start), "
         f"{result.test_pairs:,} new customer x item pairs to find ({result.cold_start_pairs:,} of items "
         f"new to their segment, which no model can recommend); at k={conf.primary_k}:",
@@ -401,6 +422,12 @@ def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
     return StepReport(metrics, lines)
 
 
+def _held_out(result: EvaluateResult, conf: EvaluationConfig) -> str:
+    if result.split != "random":
+        return ""
+    return f" ({100 * conf.holdout_share:.0f}% of each customer's items held out at random, seed {conf.seed})"
+
+
 def _metric_lines(overall: pd.DataFrame, k: int, metrics: dict[str, float]) -> list[str]:
     """One line per model at ``k``; its metrics added to ``metrics`` as MLflow names."""
     lines = []
@@ -411,8 +438,9 @@ def _metric_lines(overall: pd.DataFrame, k: int, metrics: dict[str, float]) -> l
             if not math.isnan(value):  # diversity needs item categories
                 # MLflow metric names allow no "+": variant hybrid+mmr is logged as hybrid_mmr.
                 metrics[f"{row.model.replace(VARIANT_MARK, '_')}.{name}_at_{row.k}"] = value
+        diversity = "n/a (no categories)" if math.isnan(float(row.diversity)) else f"{row.diversity:.3f}"
         lines.append(
             f"    {row.model:<18} ndcg {row.ndcg:.4f}  precision {row.precision:.4f}  recall {row.recall:.4f}"
-            f"  hit rate {row.hit_rate:.3f}  coverage {row.coverage:.3f}  diversity {row.diversity:.3f}"
+            f"  hit rate {row.hit_rate:.3f}  coverage {row.coverage:.3f}  diversity {diversity}"
         )
     return lines
