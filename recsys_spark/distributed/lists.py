@@ -22,7 +22,7 @@ from recsys_spark.config import ModelsConfig
 from recsys_spark.distributed import scoring
 from recsys_spark.distributed.analytics import item_categories
 from recsys_spark.distributed.baskets import single_item_rules
-from recsys_spark.distributed.reranking import final_lists
+from recsys_spark.distributed.reranking import LIST_SCHEMA, final_lists
 from recsys_spark.distributed.training import Fitted, confidence_weights
 from recsys_spark.kernels import candidates as kernel_candidates
 from recsys_spark.kernels import routing
@@ -30,8 +30,10 @@ from recsys_spark.kernels.candidates import POPULAR_OVERALL, reason_code
 from recsys_spark.kernels.catalog import Catalog
 from recsys_spark.kernels.factors import FACTOR_MODELS
 from recsys_spark.kernels.fusion import FUSED_MODEL
+from recsys_spark.kernels.popularity import has_own_list
 from recsys_spark.kernels.rerank import CANDIDATE_COLUMNS, MMR_VECTOR_MODELS, ItemVectors, ListSettings, Rules
 from recsys_spark.kernels.routing import GLOBAL_SEGMENT
+from recsys_spark.kernels.topup import Bestsellers, top_up
 
 SCORING_THREADS = 1  # scoring tasks run side by side, one per core
 KEYS = ["segment", "customer_id"]
@@ -130,14 +132,15 @@ def _model_catalogs(
     if publish == "popularity":
         # Popularity exists for every segment; one below the training thresholds still gets
         # overall popularity, as it would with any other published model.
-        return {
-            s: c
-            for s, c in popular.items()
-            if segment_users.get(s, 0) >= models.min_segment_users and len(c.ids) >= models.min_segment_items
-        }
+        return {s: c for s, c in popular.items() if _own_popularity(models, s, segment_users, len(c.ids))}
     if publish == "popularity_global":
         return {}
     return _catalogs(_of_model(items, publish), "item_id", blocked)
+
+
+def _own_popularity(models: ModelsConfig, segment: str, segment_users: dict[str, int], items: int) -> bool:
+    users = segment_users.get(segment, 0)
+    return has_own_list(segment, users, items, models.min_segment_users, models.min_segment_items)
 
 
 def recommend(
@@ -251,10 +254,60 @@ def published_lists(
     weights: dict[str, float] | None = None,
     candidates: DataFrame | None = None,
 ) -> DataFrame:
-    """The top ``n`` of ``publish`` per customer of ``histories``, after the business rules;
-    customers the model has nothing for get overall popularity. For the hybrid: ``weights``
-    when not conf's ``models.hybrid.weights``, and ``candidates`` when already made
-    (``hybrid_candidates``)."""
+    """The top ``n`` of ``publish`` per customer of ``histories``, after the business rules,
+    topped up from popularity where short (``topped_up``); customers the model has nothing for
+    get overall popularity. For the hybrid: ``weights`` when not conf's
+    ``models.hybrid.weights``, and ``candidates`` when already made (``hybrid_candidates``)."""
+    lists = _model_lists(models, publish, fitted, items, histories, context, n, weights, candidates)
+    return topped_up(models, lists, histories, items, context, n)
+
+
+def topped_up(
+    models: ModelsConfig,
+    lists: DataFrame,
+    histories: DataFrame,
+    items: pd.DataFrame,
+    context: ListContext,
+    n: int,
+) -> DataFrame:
+    """``lists`` with each customer's list shorter than ``n`` filled by ``kernels.topup``: the
+    segment's best sellers, then the overall ones, never a bought, listed or blocked item."""
+    popular = _of_model(items, "popularity")
+    counts, users = popular.segment.value_counts(), context.segment_users or {}
+    own = [s for s, size in counts.items() if _own_popularity(models, s, users, size)]
+    bestsellers = Bestsellers.of(popular[popular.segment.isin(own)])
+    listed = lists.groupBy(*KEYS).agg(
+        F.transform(F.array_sort(F.collect_list(F.struct("rank", "item_id"))), lambda e: e["item_id"]).alias(
+            "listed"
+        )
+    )
+    short = (
+        histories.select(*KEYS, "history")
+        .join(listed, KEYS, "left")
+        .where(F.coalesce(F.size("listed"), F.lit(0)) < n)
+    )
+    rules, categories = context.rules, context.categories
+
+    def fill(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for customers in batches:
+            yield top_up(customers, bestsellers, n, rules, categories)
+
+    added = short.mapInPandas(fill, LIST_SCHEMA)
+    return lists.unionByName(added.select(*lists.columns))
+
+
+def _model_lists(
+    models: ModelsConfig,
+    publish: str,
+    fitted: Fitted,
+    items: pd.DataFrame,
+    histories: DataFrame,
+    context: ListContext,
+    n: int,
+    weights: dict[str, float] | None,
+    candidates: DataFrame | None,
+) -> DataFrame:
+    """``publish``'s lists before the top-up (``published_lists``)."""
     if publish == "hybrid":
         weights = weights or models.hybrid.weights
         if candidates is None:

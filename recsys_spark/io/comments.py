@@ -162,10 +162,14 @@ TABLES: dict[str, TableDoc] = {
         },
     ),
     "model_metrics": TableDoc(
-        "Gold: evaluation run x model x segment x slice x metric x k, offline metrics on the time split",
+        "Gold: evaluation run x model x segment x slice x metric x k, offline metrics on the "
+        "evaluation's split, with 95% bootstrap intervals",
         {
             "model": "the model evaluated; <model>+<rule> rows measure a business rule, never published",
             "slice": "customers measured: all, or a history slice (e.g. short history)",
+            "ci_low": "lower end of the value's 95% interval: test customers resampled "
+            "(evaluation.bootstrap_samples); ranking metrics of all customers and of each segment",
+            "ci_high": "upper end of the value's 95% interval",
             "evaluated_at": "when the evaluation ran (UTC)",
         },
     ),

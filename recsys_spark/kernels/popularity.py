@@ -11,7 +11,15 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
+from recsys_spark.kernels.routing import GLOBAL_SEGMENT
 from recsys_spark.kernels.topn import DEFAULT_BLOCK_ROWS, TopN, self_mask, top_matches
+
+
+def has_own_list(segment: str, users: int, items: int, min_users: int, min_items: int) -> bool:
+    """Whether ``segment`` is served its own best sellers: the overall segment always, another
+    when it is big enough to train (models.min_segment_users / min_segment_items); the customers
+    of a smaller one get overall popularity. Batch lists, the top-up and the served model ask here."""
+    return segment == GLOBAL_SEGMENT or (users >= min_users and items >= min_items)
 
 
 @dataclass(frozen=True)

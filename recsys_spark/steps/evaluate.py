@@ -305,7 +305,18 @@ def _metrics(
         .fillna({"coverage": 0.0})  # a model with no list at all covers nothing
     )
     result.decision = choose(result.overall, conf)
-    metrics = _long(summaries, list_metrics, conf.baseline, run_id)
+    intervals = reduce(
+        DataFrame.unionByName,
+        [
+            ev.bootstrap_intervals(per_user, ["model"], conf.bootstrap_samples, conf.seed).withColumn(
+                "segment", F.lit(GLOBAL_SEGMENT)
+            ),
+            ev.bootstrap_intervals(per_user, ["model", "segment"], conf.bootstrap_samples, conf.seed).where(
+                F.col("segment") != GLOBAL_SEGMENT
+            ),
+        ],
+    ).withColumn("slice", F.lit(ALL_SLICES))
+    metrics = _long(summaries, list_metrics, conf.baseline, run_id, intervals)
     name = table_name(config, "model_metrics")
     overwrite_table(spark, config, name, metrics, f"run_id = '{run_id}'")
     return spark.table(str(name)).where(f"run_id = '{run_id}'").count()
@@ -343,8 +354,12 @@ def rule_variants(config: Config, blocked: set[str]) -> dict[str, Rules]:
     return variants
 
 
-def _long(summaries: list[DataFrame], list_metrics: DataFrame, baseline: str, run_id: str) -> DataFrame:
-    """gold.model_metrics rows: one per model × segment × slice × metric × k, with the baseline's value."""
+def _long(
+    summaries: list[DataFrame], list_metrics: DataFrame, baseline: str, run_id: str, intervals: DataFrame
+) -> DataFrame:
+    """gold.model_metrics rows: one per model × segment × slice × metric × k, with the baseline's
+    value and, for the ranking metrics of every customer and of each segment, the bootstrap's
+    95% interval (``intervals``: ``ev.bootstrap_intervals`` rows with segment and slice)."""
     metric_names = [*ev.METRICS, "customers"]
     stacked = []
     for summary in summaries:
@@ -363,6 +378,8 @@ def _long(summaries: list[DataFrame], list_metrics: DataFrame, baseline: str, ru
         "segment", "slice", "metric", "k", F.col("value").alias("baseline_value")
     )
     stamp = run_stamp(run_id, "evaluated_at")
+    cell = ["model", "segment", "slice", "metric", "k"]
+    rows = rows.join(intervals.select(*cell, "ci_low", "ci_high"), cell, "left")
     return rows.join(base, ["segment", "slice", "metric", "k"], "left").select(
         stamp["run_id"].alias("run_id"),
         "model",
@@ -371,6 +388,8 @@ def _long(summaries: list[DataFrame], list_metrics: DataFrame, baseline: str, ru
         "metric",
         F.col("k").cast("int").alias("k"),
         "value",
+        "ci_low",
+        "ci_high",
         "baseline_value",
         stamp["evaluated_at"].alias("evaluated_at"),
     )

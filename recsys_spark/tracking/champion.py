@@ -16,8 +16,8 @@ from recsys_spark.distributed.baskets import single_item_rules
 from recsys_spark.io.model_tables import association_rules, fitted_from_tables
 from recsys_spark.io.tables import table_name
 from recsys_spark.kernels.factors import FACTOR_MODELS
+from recsys_spark.kernels.popularity import has_own_list
 from recsys_spark.kernels.rerank import MMR_VECTOR_MODELS
-from recsys_spark.kernels.routing import GLOBAL_SEGMENT
 
 
 def serving_sources(config: Config, model: str) -> set[str]:
@@ -78,13 +78,14 @@ def serving_settings(config: Config, model: str) -> dict[str, Any]:
 
 def _own_popularity(config: Config, items: DataFrame, interactions: DataFrame) -> DataFrame:
     """``items`` without the popularity rows of segments too small for their own popularity
-    (the batch gives their customers overall popularity: ``distributed.lists.recommend``)."""
+    (the batch gives their customers overall popularity: ``kernels.popularity.has_own_list``)."""
     conf = config.models
-    users = interactions.groupBy("segment").agg(F.countDistinct("customer_id").alias("users"))
+    users = dict(interactions.groupBy("segment").agg(F.countDistinct("customer_id")).collect())
     popular = items.where(F.col("model") == "popularity")
-    sizes = popular.groupBy("segment").agg(F.count(F.lit(1)).alias("items")).join(users, "segment", "left")
-    own = sizes.where(
-        (F.col("segment") == GLOBAL_SEGMENT)
-        | ((F.col("users") >= conf.min_segment_users) & (F.col("items") >= conf.min_segment_items))
-    ).select("segment")
-    return items.where(F.col("model") != "popularity").unionByName(popular.join(own, "segment"))
+    sizes = popular.groupBy("segment").count().collect()
+    own = [
+        segment
+        for segment, size in sizes
+        if has_own_list(segment, users.get(segment, 0), size, conf.min_segment_users, conf.min_segment_items)
+    ]
+    return items.where(F.col("model") != "popularity").unionByName(popular.where(F.col("segment").isin(own)))

@@ -10,8 +10,9 @@ reason, reason_item_id, as in gold.recommendations.
 The batch scoring and this model call the same kernels: ``kernels.routing`` decides the route,
 ``kernels.catalog`` matches, ``kernels.candidates`` makes the candidates and their reasons
 (rules fired by the last basket included), ``kernels.rerank`` blends and applies the business
-rules. A customer the model does not know (or a segment it was not trained on) gets overall
-popularity. Imports no Spark: a serving endpoint has none.
+rules, ``kernels.topup`` fills a short list from the best sellers. A customer the model does
+not know (or a segment it was not trained on) gets overall popularity. Imports no Spark: a
+serving endpoint has none.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from recsys_spark.kernels.candidates import POPULAR_OVERALL, candidate_rows, rea
 from recsys_spark.kernels.catalog import Catalog
 from recsys_spark.kernels.factors import FACTOR_MODELS
 from recsys_spark.kernels.routing import GLOBAL_SEGMENT
+from recsys_spark.kernels.topup import Bestsellers, top_up
 
 OUTPUT_COLUMNS = ["segment", "customer_id", "rank", "item_id", "score", "reason", "reason_item_id"]
 
@@ -63,6 +65,7 @@ class PublishedRecommender(mlflow.pyfunc.PythonModel):
                     segment, rerank.ItemVectors.of(part.item_id.to_numpy(), np.stack(part.factors.to_numpy()))
                 )
         self.catalogs: dict[tuple[str, str], Catalog | None] = {}
+        self.bestsellers = Bestsellers.of(self.items[self.items.model == "popularity"])
 
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         if "orders" in model_input:
@@ -79,10 +82,11 @@ class PublishedRecommender(mlflow.pyfunc.PythonModel):
                 frames.append(self._lists(part, "popularity"))
             else:
                 frames.append(self._lists(part, self.model, self.hybrid.get("weights")))
-        frames = [f for f in frames if len(f)]
-        if not frames:
-            return pd.DataFrame(columns=OUTPUT_COLUMNS)
-        return pd.concat(frames, ignore_index=True)[OUTPUT_COLUMNS]
+        lists = _concat(frames, rerank.LIST_COLUMNS)
+        added = top_up(
+            _with_listed(model_input, lists), self.bestsellers, self.top_n, self.rules, self.categories
+        )
+        return _concat([lists, added], rerank.LIST_COLUMNS)[OUTPUT_COLUMNS]
 
     def _lists(self, part: pd.DataFrame, model: str, weights: dict[str, float] | None = None) -> pd.DataFrame:
         """The final top-N of ``model`` for ``part`` (as ``distributed.lists.published_lists``)."""
@@ -191,6 +195,13 @@ class PublishedRecommender(mlflow.pyfunc.PythonModel):
         if not len(items):
             return None
         return Catalog.of_vectors(items.item_id.to_numpy(), np.stack(items.factors.to_numpy()), blocked)
+
+
+def _with_listed(customers: pd.DataFrame, lists: pd.DataFrame) -> pd.DataFrame:
+    """``customers`` (segment, customer_id, history) with ``listed``: their list's items by rank."""
+    keys = ["segment", "customer_id"]
+    listed = lists.sort_values([*keys, "rank"]).groupby(keys, sort=False).item_id.agg(list).rename("listed")
+    return customers[[*keys, "history"]].join(listed, on=keys)
 
 
 def _optional(context: Any, key: str) -> pd.DataFrame | None:

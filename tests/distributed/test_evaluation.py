@@ -5,14 +5,17 @@ from __future__ import annotations
 import datetime as dt
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 from chispa import assert_approx_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from recsys_spark.distributed.analytics import category_of, item_categories
 from recsys_spark.distributed.evaluation import (
+    bootstrap_intervals,
     history_slices,
-    item_categories,
     leave_last_basket_out,
     list_metrics,
     summarize,
@@ -113,8 +116,8 @@ def test_history_slices_name_cold_start_customers(spark: SparkSession) -> None:
     assert slices == {("A", "2-4"), ("C", "cold_start")}
 
 
-def test_item_categories_take_the_last_word_of_the_usual_description(spark: SparkSession) -> None:
-    lines = spark.createDataFrame(
+def test_item_categories_take_the_usual_last_word_of_the_description(spark: SparkSession) -> None:
+    described = spark.createDataFrame(
         [
             ("a", "WHITE HANGING HEART T-LIGHT HOLDER"),
             ("a", "WHITE HANGING HEART T-LIGHT HOLDER"),
@@ -124,7 +127,33 @@ def test_item_categories_take_the_last_word_of_the_usual_description(spark: Spar
         ],
         "item_id string, description string",
     )
+    lines = described.withColumn("category", category_of(F.col("description")))
     assert {tuple(r) for r in item_categories(lines).collect()} == {("a", "HOLDER"), ("b", "CASES")}
+
+
+def test_bootstrap_intervals_are_seeded_paired_and_as_wide_as_theory(spark: SparkSession) -> None:
+    customers = 2000
+    rng = np.random.default_rng(7)
+    hits = (rng.random(customers) < 0.3).astype(float)
+    rows = [("m", "s", f"c{i}", 10, *(6 * [float(h)])) for i, h in enumerate(hits)]
+    rows += [("const", "s", f"c{i}", 10, *(6 * [0.5])) for i in range(customers)]
+    per_user = spark.createDataFrame(
+        rows,
+        "model string, segment string, customer_id string, k int, precision double, recall double, "
+        "ndcg double, map double, hit_rate double, mrr double",
+    )
+    first = bootstrap_intervals(per_user, ["model"], 200, seed=3).where("metric = 'ndcg'").toPandas()
+    again = bootstrap_intervals(per_user, ["model"], 200, seed=3).where("metric = 'ndcg'").toPandas()
+    pd.testing.assert_frame_equal(first.sort_values("model"), again.sort_values("model"))
+    by_model = first.set_index("model")
+    assert by_model.loc["const", "ci_low"] == pytest.approx(0.5) and by_model.loc[
+        "const", "ci_high"
+    ] == pytest.approx(0.5)
+    low, high = by_model.loc["m", "ci_low"], by_model.loc["m", "ci_high"]
+    mean = hits.mean()
+    theory = 2 * 1.96 * math.sqrt(mean * (1 - mean) / customers)  # the normal interval's width
+    assert low < mean < high
+    assert high - low == pytest.approx(theory, rel=0.25)
 
 
 def test_list_metrics_equal_hand_computed_values(spark: SparkSession) -> None:
