@@ -8,12 +8,15 @@ gold.published_model, which `recsys score` reads when ``models.publish`` is ``ch
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 import logging
 import math
 import re
 from dataclasses import dataclass, field
 from functools import reduce
+from typing import Any
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
@@ -48,6 +51,7 @@ BASELINES = ("popularity", "popularity_global")
 # Business-rule variants are evaluated as "<model>+<rule>": reported, never chosen by the guardrail
 # (the rules apply to whatever is published).
 VARIANT_MARK = "+"
+MODEL_SECTIONS = ("als", "bpr", "itemknn", "popularity", "content", "hybrid")
 LIST_METRICS = ("coverage", "novelty", "popularity_bias", "diversity")
 
 
@@ -160,7 +164,7 @@ def run_evaluate(spark: SparkSession, config: Config, run_id: str) -> EvaluateRe
     with stage("evaluate", "metrics", result.seconds) as st:
         per_user = ev.user_metrics(recs, data.test, config.evaluation.k, models).persist()
         st.counts.update(rows=_metrics(spark, config, run_id, interactions, data, recs, per_user, result))
-    _publish_decision(spark, config, run_id, result.decision)
+    _publish_decision(spark, config, run_id, interactions, result)
     for frame in (data.train, data.test, histories, recs, per_user):
         frame.unpersist()
     fitted.unpersist()
@@ -322,16 +326,42 @@ def _metrics(
     return spark.table(str(name)).where(f"run_id = '{run_id}'").count()
 
 
-def _publish_decision(spark: SparkSession, config: Config, run_id: str, decision: Decision) -> None:
-    conf = config.evaluation
+def _publish_decision(
+    spark: SparkSession, config: Config, run_id: str, interactions: DataFrame, result: EvaluateResult
+) -> None:
+    """gold.published_model: the choice and why, with what it was measured on (data window,
+    split, sizes) and the models' settings, so the report reads the evaluation from tables."""
+    conf, decision = config.evaluation, result.decision
+    window = interactions.agg(F.min("event_ts"), F.max("event_ts")).first()
     row = (run_id, decision.model, decision.reason, conf.primary_metric, conf.primary_k)
+    measured = (result.split, result.cutoff, window[0], window[1], result.train_lines)
     choice = spark.createDataFrame(
-        [(*row, decision.value, decision.baseline_value)],
+        [
+            (
+                *row,
+                decision.value,
+                decision.baseline_value,
+                *measured,
+                result.test_customers,
+                result.test_pairs,
+                json.dumps(model_settings(config), sort_keys=True),
+            )
+        ],
         "run_id string, model string, reason string, metric string, k int, value double, "
-        "baseline_value double",
+        "baseline_value double, split string, cutoff timestamp, data_from timestamp, data_to timestamp, "
+        "train_lines long, test_customers long, test_pairs long, settings string",
     ).withColumn("decided_at", run_stamp(run_id, "decided_at")["decided_at"])
     overwrite_table(spark, config, table_name(config, "published_model"), choice, f"run_id = '{run_id}'")
     log.info("evaluate: publish %s: %s", decision.model, decision.reason)
+
+
+def model_settings(config: Config) -> dict[str, Any]:
+    """The enabled models' hyperparameters as evaluated (and trained by `recsys train`)."""
+    models = config.models
+    sections = {m: dataclasses.asdict(getattr(models, m)) for m in models.enabled if m in MODEL_SECTIONS}
+    if "als" in sections:
+        sections["als"].update(dataclasses.asdict(models.confidence))
+    return sections
 
 
 def rule_variants(config: Config, blocked: set[str]) -> dict[str, Rules]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,14 +86,22 @@ def make_figures(rows: pd.DataFrame, metric: str, k: int) -> dict[str, Figure]:
     for model, part in table.groupby("model"):
         ax.plot(part.k, part[metric], marker="o", label=model)
     ax.set(xlabel="K", ylabel=f"{metric}@K", title=f"{metric} by list length")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize="small")  # beside, never over the lines
     figures["metric_vs_k.png"] = fig
 
     at_k = table[table.k == k]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.scatter(at_k.popularity_bias, at_k.coverage)
-    for row in at_k.itertuples():
-        ax.annotate(row.model, (row.popularity_bias, row.coverage))
+    for position, row in enumerate(at_k.itertuples()):
+        # Alternate the labels above and below their point so neighbours do not print over each other.
+        offset = (4, 6) if position % 2 == 0 else (4, -12)
+        ax.annotate(
+            row.model,
+            (row.popularity_bias, row.coverage),
+            textcoords="offset points",
+            xytext=offset,
+            fontsize="small",
+        )
     ax.set(
         xlabel=f"share of top-1% items in lists @{k}",
         ylabel=f"catalogue coverage @{k}",
@@ -103,8 +112,9 @@ def make_figures(rows: pd.DataFrame, metric: str, k: int) -> dict[str, Figure]:
     sliced = rows[(rows.slice != ALL_SLICES) & (rows.metric == metric) & (rows.k == k)]
     by_slice = sliced.pivot(index="slice", columns="model", values="value").astype(float)
     by_slice = by_slice.reindex([s for s in SLICE_ORDER if s in by_slice.index])
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
     by_slice.plot.bar(ax=ax, rot=0)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize="small")
     ax.set(
         xlabel="orders before the cutoff", ylabel=f"{metric}@{k}", title=f"{metric}@{k} by customer history"
     )
@@ -119,12 +129,19 @@ def render(
     table = overall.pivot_table(index="model", columns="metric", values="value").sort_values(
         metric, ascending=False
     )
+    if "ci_low" in overall:  # the primary metric's 95% interval beside it
+        primary = overall[overall.metric == metric].set_index("model")
+        interval = primary.ci_low.map("{:.4f}".format) + " to " + primary.ci_high.map("{:.4f}".format)
+        table.insert(0, f"{metric} 95% interval", interval.where(primary.ci_low.notna(), "n/a"))
     segments = rows[(rows.segment != GLOBAL_SEGMENT) & (rows.metric == metric) & (rows.k == k)]
     by_segment = segments.pivot(index="segment", columns="model", values="value")
     decision = "<p>No publishing decision recorded for this run.</p>"
     if len(choice):
-        model, reason = html.escape(str(choice.model.iat[0])), html.escape(str(choice.reason.iat[0]))
-        decision = f"<p><b>Published:</b> {model}: {reason}</p>"
+        decision = (
+            f"<p><b>{html.escape(champion_sentence(rows, choice.iloc[0]))}</b></p>"
+            f"<p>The guardrail's reasoning: {html.escape(str(choice.reason.iat[0]))}</p>"
+            f"{measured(choice.iloc[0], rows)}"
+        )
     images = "".join(
         f'<figure><img src="data:image/png;base64,{_png(fig)}" alt="{name}">'
         f"<figcaption>{name}</figcaption></figure>"
@@ -138,6 +155,69 @@ def render(
         f"<h2>All customers, K = {k}</h2>{table.to_html(float_format=lambda v: f'{v:.4f}')}"
         f"<h2>{metric}@{k} by segment</h2>{by_segment.to_html(float_format=lambda v: f'{v:.4f}')}"
         f"<h2>Plots</h2>{images}</body></html>"
+    )
+
+
+def champion_sentence(rows: pd.DataFrame, choice: pd.Series) -> str:
+    """Who is published and why, in one sentence a merchandiser can read."""
+    metric, k = str(choice.metric), int(choice.k)
+    name = f"{metric.upper() if metric in ('ndcg', 'map', 'mrr') else metric.replace('_', ' ')}@{k}"
+    cell = rows[
+        (rows.model == choice.model)
+        & (rows.metric == metric)
+        & (rows.k == k)
+        & (rows.segment == GLOBAL_SEGMENT)
+        & (rows.slice == ALL_SLICES)
+    ]
+    interval = ""
+    if len(cell) and "ci_low" in cell and pd.notna(cell.ci_low.iat[0]):
+        interval = f" (95% interval {cell.ci_low.iat[0]:.4f} to {cell.ci_high.iat[0]:.4f})"
+    if choice.value == choice.baseline_value and "baseline published" in str(choice.reason):
+        return (
+            f"No model beat the baseline, so {choice.model} is published: its {name} is "
+            f"{choice.value:.4f}{interval}."
+        )
+    lift = (choice.value / choice.baseline_value - 1) * 100 if choice.baseline_value else float("nan")
+    return (
+        f"{choice.model} is published: on the held-out purchases its {name} is {choice.value:.4f}"
+        f"{interval}, {lift:+.0f}% against the baseline's {choice.baseline_value:.4f}."
+    )
+
+
+def measured(choice: pd.Series, rows: pd.DataFrame) -> str:
+    """What the evaluation measured on: data window, split, sizes, test customers per segment
+    and the models' settings (empty for runs recorded before these columns existed)."""
+    if "split" not in choice or pd.isna(choice.split):
+        return ""
+    window = (
+        "no purchase times"
+        if pd.isna(choice.data_from)
+        else f"{choice.data_from:%Y-%m-%d} to {choice.data_to:%Y-%m-%d}"
+    )
+    cutoff = f", cutoff {choice.cutoff:%Y-%m-%d %H:%M}" if pd.notna(choice.cutoff) else ""
+    customers = rows[
+        (rows.metric == "customers")
+        & (rows.slice == ALL_SLICES)
+        & (rows.model == choice.model)
+        & (rows.k == choice.k)
+        & (rows.segment != GLOBAL_SEGMENT)
+    ]
+    per_segment = ", ".join(
+        f"{r.segment} {int(r.value):,}" for r in customers.sort_values("value", ascending=False).itertuples()
+    )
+    settings = json.loads(choice.settings) if isinstance(choice.settings, str) else {}
+    listed = "".join(
+        f"<li>{html.escape(model)}: {html.escape(', '.join(f'{k}={v}' for k, v in values.items()))}</li>"
+        for model, values in settings.items()
+    )
+    return (
+        "<h2>What was measured</h2><ul>"
+        f"<li>Data: {window}; split: {html.escape(str(choice.split))}{cutoff}</li>"
+        f"<li>Train: {int(choice.train_lines):,} purchase lines; "
+        f"test: {int(choice.test_customers):,} customers "
+        f"with {int(choice.test_pairs):,} new customer x item pairs</li>"
+        + (f"<li>Test customers per segment: {html.escape(per_segment)}</li>" if per_segment else "")
+        + f"</ul><h3>Model settings</h3><ul>{listed}</ul>"
     )
 
 
