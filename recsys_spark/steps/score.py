@@ -41,6 +41,7 @@ class ScoreResult:
     why: str = ""  # why it was published
     routes: dict[str, int] = field(default_factory=dict)  # customers per cold-start route
     by_model: dict[str, int] = field(default_factory=dict)  # customers per model that filled the list
+    topped_up: int = 0  # customers whose model list was topped up from the best sellers
     seconds: dict[str, float] = field(default_factory=dict)  # per stage
 
 
@@ -110,21 +111,14 @@ def _recommendations(
         )
         _publish(spark, config, "recommendations", recommendations.withColumns(inputs.stamp), result)
         published = spark.table(str(table_name(config, "recommendations")))
-        per_source = dict(
-            published.groupBy(F.col("reason") == POPULAR_OVERALL)
-            .agg(F.countDistinct("segment", "customer_id"))
-            .collect()
-        )
-        result.published_customers = per_source.get(False, 0)
-        result.fallback_customers = per_source.get(True, 0)
-        by_model = published.groupBy("model").agg(F.countDistinct("segment", "customer_id")).collect()
-        result.by_model = dict(sorted(by_model))
+        _count_lists(published, result)
         st.counts.update(
             customers=result.customers,
             published=result.published_customers,
             popularity_fallback=result.fallback_customers,
             routes=result.routes,
             customers_by_model=result.by_model,
+            topped_up=result.topped_up,
             rows=result.rows["recommendations"],
         )
 
@@ -172,12 +166,27 @@ def _publish(spark: SparkSession, config: Config, key: str, frame: DataFrame, re
     result.rows[key] = spark.table(str(name)).count()
 
 
+def _count_lists(published: DataFrame, result: ScoreResult) -> None:
+    """Customers by where their list came from, each counted once by its first row (later rows
+    may be a top-up), and how many model lists were topped up from the best sellers."""
+    keys = ["segment", "customer_id"]
+    first = published.where(F.col("rank") == 1)
+    per_source = dict(first.groupBy(F.col("reason") == POPULAR_OVERALL).count().collect())
+    result.published_customers = per_source.get(False, 0)
+    result.fallback_customers = per_source.get(True, 0)
+    result.by_model = dict(sorted(first.groupBy("model").count().collect()))
+    topped = published.where((F.col("rank") > 1) & (F.col("model") == "popularity")).select(*keys)
+    by_model = first.where(F.col("model") != "popularity").select(*keys)
+    result.topped_up = topped.distinct().join(by_model, keys, "left_semi").count()
+
+
 def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
     result = run_score(spark, config, run.run_id)
     metrics = {
         "customers": result.customers,
         "published_customers": result.published_customers,
         "popularity_fallback_customers": result.fallback_customers,
+        "topped_up_customers": result.topped_up,
         **{f"rows.{k}": v for k, v in result.rows.items()},
         **{f"route.{k}": v for k, v in result.routes.items()},
     }
@@ -193,7 +202,7 @@ def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
         f"score: {result.customers:,} customers (per segment) = {result.published_customers:,} by their "
         f"route's model + {result.fallback_customers:,} overall popularity (untrained segments) "
         f"+ {nothing:,} with nothing left to recommend; top {config.models.top_n} each",
-        f"  by route: {routes}; lists filled by: {filled}",
+        f"  by route: {routes}; lists filled by: {filled}; topped up from best sellers: {result.topped_up:,}",
         "  " + ", ".join(f"{k} {v:,}" for k, v in result.rows.items()),
     ]
     return StepReport(metrics, lines)
