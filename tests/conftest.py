@@ -47,6 +47,8 @@ def make_config(work_dir: Path) -> Callable[..., Config]:
             "schemas": {layer: f"{prefix}_{layer}" for layer in ("bronze", "silver", "gold")},
             "spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "2g"},
             "input": {"landing_path": str(landing)},
+            # Tuning has tests of its own (tests/steps/test_tuning.py); elsewhere conf's values train.
+            "models": {"tuning": {"trials": 0}},
         }
         return load_config("local", overrides=deep_merge(base, overrides))
 

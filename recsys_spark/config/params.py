@@ -7,6 +7,7 @@ reordering either side changes nothing and a renamed field fails loudly (Attribu
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from recsys_spark.config.schema import BasketsConfig, BusinessRulesConfig, ModelsConfig
@@ -25,17 +26,22 @@ def by_name(params: type[P], section: Any, **given: Any) -> P:
     return params(**{name: getattr(section, name) for name in names}, **given)
 
 
-def train_settings(models: ModelsConfig) -> TrainSettings:
+def train_settings(
+    models: ModelsConfig, tuned: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None
+) -> TrainSettings:
+    """conf's model settings, with per-segment values chosen by tuning (``tuned``) over them."""
     return by_name(
         TrainSettings,
         models,
         models=tuple(m for m in models.enabled if m not in DERIVED_MODELS),
-        als=by_name(als.AlsParams, models.als, alpha=models.confidence.alpha),
+        # ALS's own log scale is tuning's choice; conf's confidence.log_scale scales every model's weights.
+        als=by_name(als.AlsParams, models.als, alpha=models.confidence.alpha, log_scale=False),
         bpr=by_name(bpr.BprParams, models.bpr),
         itemknn=by_name(itemknn.ItemKnnParams, models.itemknn),
         popularity=by_name(popularity.PopularityParams, models.popularity),
         content=by_name(content.ContentParams, models.content, seed=models.als.seed),
         fusion=by_name(FusionParams, models.fusion),
+        tuned=tuned or {},
     )
 
 

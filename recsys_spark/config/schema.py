@@ -87,6 +87,8 @@ class TablesConfig:
     substitutes: Identifier = in_layer("gold")
     baskets_quarantine: Identifier = in_layer("silver")
     item_neighbours: Identifier = in_layer("silver")
+    model_settings: Identifier = in_layer("silver")
+    tuning_trials: Identifier = in_layer("gold")
     lookalikes: Identifier = in_layer("gold")
     model_metrics: Identifier = in_layer("gold")
     published_model: Identifier = in_layer("gold")
@@ -259,6 +261,17 @@ BaselineName = Literal["popularity", "popularity_global"]
 
 
 @dataclass(frozen=True)
+class TuningConfig:
+    """Per-segment hyperparameter search on a validation part carved from the training period."""
+
+    trials: int  # per model and segment, conf's values the first; 0: no tuning, conf's values
+    models: list[Literal["als", "bpr", "itemknn"]]  # tuned when enabled (kernels/tuning.py: the grid)
+    validation_share: float  # the latest share of the training period (random without times)
+    min_validation_customers: int  # a segment with fewer keeps conf's values
+    seed: int = 42
+
+
+@dataclass(frozen=True)
 class ModelsConfig:
     enabled: list[ModelName]
     # Whose top-N goes to gold.recommendations: "champion" (the evaluate step's guardrail choice)
@@ -284,6 +297,7 @@ class ModelsConfig:
     content: ContentConfig
     hybrid: HybridConfig
     fusion: FusionConfig
+    tuning: TuningConfig
 
 
 @dataclass(frozen=True)
@@ -518,6 +532,11 @@ def _check_input(config: Config, origin: dict[str, str], files: list[Path]) -> N
         raise ConfigError(
             f"{_where('input.timestamp_format', origin, files)}: input.timestamp_format {timestamp!r} "
             f"is not one of {', '.join(TIMESTAMP_NAMES)} (or a Spark datetime pattern)"
+        )
+    if not 0.0 < config.models.tuning.validation_share < 1.0:
+        raise ConfigError(
+            f"{_where('models.tuning.validation_share', origin, files)}: models.tuning.validation_share "
+            f"is {config.models.tuning.validation_share}: use a share between 0 and 1"
         )
     if not 0.0 < config.evaluation.holdout_share < 1.0:
         raise ConfigError(

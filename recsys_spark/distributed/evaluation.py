@@ -9,6 +9,7 @@ test set and are reported as cold-start slices rather than dropped.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +18,10 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
+from recsys_spark.config import Config, EvaluationConfig
+
 KEYS = ["segment", "customer_id"]
+log = logging.getLogger(__name__)
 METRICS = ("precision", "recall", "ndcg", "map", "hit_rate", "mrr")
 
 
@@ -84,6 +88,45 @@ def random_split(interactions: DataFrame, holdout_share: float, seed: int) -> Sp
     held = bucket < F.lit(int(round(holdout_share * 1_000_000)))
     train = interactions.where(~held)
     return Split(train, _new_items(train, interactions.where(held)), None)
+
+
+def split_used(config: Config) -> str:
+    """The split evaluate makes: conf's, or random when the input has no time column."""
+    if config.input.columns.event_ts is None and config.evaluation.split != "random":
+        log.warning(
+            "the input has no time column (input.columns.event_ts is null), so the %s split cannot be "
+            "made: evaluation (and tuning) hold out a seeded random %.0f%% of each customer's items instead",
+            config.evaluation.split,
+            100 * config.evaluation.holdout_share,
+        )
+        return "random"
+    return config.evaluation.split
+
+
+def make_split(interactions: DataFrame, conf: EvaluationConfig, split: str) -> Split:
+    """The ``split`` (``split_used``'s answer) of ``interactions`` as ``conf`` sets it."""
+    if split == "random":
+        return random_split(interactions, conf.holdout_share, conf.seed)
+    if split == "last_basket":
+        return leave_last_basket_out(interactions)
+    if split == "date":
+        if conf.cutoff_date is None:
+            raise ValueError("evaluation.split is date but evaluation.cutoff_date is not set (YYYY-MM-DD)")
+        return time_split(interactions, cutoff_date=dt.datetime.fromisoformat(conf.cutoff_date))
+    if split == "last_days":
+        if conf.last_days is None:
+            raise ValueError("evaluation.split is last_days but evaluation.last_days is not set")
+        return time_split(interactions, last_days=conf.last_days)
+    return time_split(interactions, cutoff_quantile=conf.cutoff_quantile)
+
+
+def validation_split(train: DataFrame, share: float, seed: int, timed: bool) -> Split:
+    """The validation part tuning scores on, carved from a split's train part: its latest
+    ``share`` of events (``timed``), else a seeded random share of pairs, drawn with another seed
+    than the test's so that the two never coincide."""
+    if timed:
+        return time_split(train, cutoff_quantile=1.0 - share)
+    return random_split(train, share, seed + 1)
 
 
 def _new_items(train: DataFrame, test_lines: DataFrame) -> DataFrame:

@@ -10,11 +10,13 @@ it reads and writes no tables itself.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -58,6 +60,35 @@ class TrainSettings:
     min_segment_users: int
     min_segment_items: int
     mllib_min_pairs: int
+    # Segment -> model -> values chosen by tuning, over the values above.
+    tuned: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+
+    def for_segment(self, segment: str) -> TrainSettings:
+        """These settings with ``segment``'s tuned values in place of conf's."""
+        chosen = self.tuned.get(segment, {})
+        return dataclasses.replace(
+            self,
+            **{
+                model: dataclasses.replace(getattr(self, model), **values) for model, values in chosen.items()
+            },
+        )
+
+
+# The models whose settings silver.model_settings records (popularity's and content's included).
+SETTINGS_MODELS = ("als", "bpr", "itemknn", "popularity", "content")
+
+
+def settings_rows(settings: TrainSettings, segments: list[str]) -> pd.DataFrame:
+    """segment, model, settings (JSON), tuned (JSON or None): what each of ``segments``' models
+    is trained with; the record train leaves and evaluate checks before registering."""
+    rows = []
+    for segment in sorted(segments):
+        here = settings.for_segment(segment)
+        for model in (m for m in settings.models if m in SETTINGS_MODELS):
+            tuned = settings.tuned.get(segment, {}).get(model)
+            values = json.dumps(dataclasses.asdict(getattr(here, model)), sort_keys=True)
+            rows.append((segment, model, values, json.dumps(dict(tuned), sort_keys=True) if tuned else None))
+    return pd.DataFrame(rows, columns=["segment", "model", "settings", "tuned"])
 
 
 def user_item_weights(
@@ -224,6 +255,8 @@ def train_mllib_als(weights: DataFrame, segments: list[str], params: als.AlsPara
         users = _numbered(rows, "customer_id")
         items = _numbered(rows, "item_id")
         ratings = rows.join(users, "customer_id").join(items, "item_id")
+        if params.log_scale:
+            ratings = ratings.withColumn("weight", F.log1p("weight"))
         model = ALS(
             rank=params.factors,
             maxIter=params.iterations,
@@ -278,15 +311,16 @@ def _train_segment(
         segment = frame.segment.iat[0]
         step = "building the matrix"
         outputs = []
+        settings_here = settings.for_segment(segment)
         try:
             data = build_interactions(frame.customer_id, frame.item_id, frame.weight)
             with limit_threads(threads):
                 for model in models_of.get(segment, ["popularity"]):
                     step = f"model {model} ({data.shape[0]} users × {data.shape[1]} items)"
                     if model == "content":
-                        outputs.append(_fit_content(data, settings.content, item_texts))
+                        outputs.append(_fit_content(data, settings_here.content, item_texts))
                     else:
-                        outputs.append(_fit(model, data, frame, settings, threads))
+                        outputs.append(_fit(model, data, frame, settings_here, threads))
         except Exception as exc:
             # Raised, never swallowed: the job fails and names the segment and what failed.
             raise TrainingError(f"segment {segment!r}, {step}: {type(exc).__name__}: {exc}") from exc
@@ -418,6 +452,8 @@ class TrainResult:
     pairs: int = 0
     segments: int = 0
     skipped_segments: dict[str, str] = field(default_factory=dict)
+    trained_segments: list[str] = field(default_factory=list)
+    tuned_segments: list[str] = field(default_factory=list)  # segments with values chosen by tuning
     mllib_segments: list[str] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)  # per output table
     seconds: dict[str, float] = field(default_factory=dict)  # per stage
@@ -499,6 +535,7 @@ def _plan_counts(
     result.segments = len(plan)
     result.skipped_segments = dict(zip(skipped.segment, skipped.skip_reason, strict=True))
     result.mllib_segments = plan.segment[plan.engine == "mllib"].tolist()
+    result.trained_segments = plan.segment[plan.engine.notna()].tolist()
     if len(skipped):
         log.info(
             "%s: %d segments not trained (min %d users, %d items); their customers get "

@@ -173,6 +173,28 @@ TABLES: dict[str, TableDoc] = {
             "evaluated_at": "when the evaluation ran (UTC)",
         },
     ),
+    "model_settings": TableDoc(
+        "Silver: one row per segment and trained model, the settings its factors were trained with",
+        {
+            "model": "the model (als, bpr, itemknn, ...)",
+            "settings": "every setting of the model's kernel, JSON (setting -> value)",
+            "tuned": "the values tuning chose over conf's, JSON; null: conf's values",
+            "trained_at": "when the train step ran (UTC)",
+        },
+    ),
+    "tuning_trials": TableDoc(
+        "Gold: one row per tuning trial (segment, model, values tried) with its validation NDCG",
+        {
+            "model": "the tuned model",
+            "trial": "the trial's number per segment and model; 0 is conf's values",
+            "params": "the searched settings' values in this trial, JSON",
+            "ndcg": "mean NDCG at evaluation.primary_k over the validation customers",
+            "validation_customers": "customers scored on the validation part of the training period",
+            "seconds": "fit and score time of the trial",
+            "chosen": "whether train used this trial's values for the segment",
+            "tuned_at": "when the train step ran (UTC)",
+        },
+    ),
     "published_model": TableDoc(
         "Gold: one row per evaluation run, the model the guardrail chose to publish and why",
         {

@@ -3,6 +3,9 @@ the association rules the hybrid weighs, and the items never to recommend."""
 
 from __future__ import annotations
 
+import json
+
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -22,6 +25,23 @@ def fitted_from_tables(spark: SparkSession, config: Config) -> Fitted:
                 f"{table_name(config, key)} does not exist: run `recsys train` before `recsys score`"
             )
     return Fitted(*(spark.table(str(table_name(config, key))) for key in MODEL_TABLES))
+
+
+def trained_settings(spark: SparkSession, config: Config) -> pd.DataFrame:
+    """silver.model_settings as the last `recsys train` left it: segment, model, settings, tuned
+    (empty when no train has recorded them yet)."""
+    name = table_name(config, "model_settings")
+    if not spark.catalog.tableExists(str(name)):
+        return pd.DataFrame(columns=["segment", "model", "settings", "tuned"])
+    return spark.table(str(name)).select("segment", "model", "settings", "tuned").toPandas()
+
+
+def tuned_values(trained: pd.DataFrame) -> dict[str, dict[str, dict]]:
+    """Segment -> model -> the values tuning chose, from ``trained_settings``' rows."""
+    values: dict[str, dict[str, dict]] = {}
+    for row in trained.dropna(subset=["tuned"]).itertuples():
+        values.setdefault(row.segment, {})[row.model] = json.loads(row.tuned)
+    return values
 
 
 def published_model(spark: SparkSession, config: Config) -> tuple[str, str]:

@@ -138,21 +138,35 @@ def ensure_table(
     if not on_databricks():
         builder = builder.location(str(local_location(config, name)))
     table = builder.execute()
-    _evolve(spark, name, table, schema)
+    if _evolve(spark, name, table, schema):
+        table = DeltaTable.forName(spark, str(name))  # the handle made before knows the old schema
     return table
 
 
-def _evolve(spark: SparkSession, name: TableName, table: DeltaTable, schema: T.StructType) -> None:
+def _evolve(spark: SparkSession, name: TableName, table: DeltaTable, schema: T.StructType) -> bool:
     """Bring a table made by an earlier version up to ``schema``: add its new columns and let
-    columns the contract now allows to be null take nulls (optional input columns)."""
+    columns the contract now allows to be null take nulls (optional input columns). Returns
+    whether anything changed."""
     current = {f.name: f for f in table.toDF().schema.fields}
     added = [f for f in schema.fields if f.name not in current]
+    relaxed = False
     if added:
         columns = ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in added)
         spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({columns})")
     for f in schema.fields:
         if f.nullable and f.name in current and not current[f.name].nullable:
             spark.sql(f"ALTER TABLE {name} ALTER COLUMN `{f.name}` DROP NOT NULL")
+            relaxed = True
+    return bool(added) or relaxed
+
+
+def update_rows(spark: SparkSession, name: TableName, where: Column, values: dict[str, Column]) -> int:
+    """Set ``values`` on the rows matching ``where`` in one commit; returns how many changed."""
+    table = DeltaTable.forName(spark, str(name))
+    with conflicts_explained(name):
+        table.update(where, values)
+    last = table.history(1).select("operation", "operationMetrics").first()
+    return int(last.operationMetrics.get("numUpdatedRows", 0)) if last.operation == "UPDATE" else 0
 
 
 def merge_new_rows(

@@ -19,6 +19,7 @@ class AlsParams:
     iterations: int = 15
     alpha: float = 40.0  # confidence = 1 + alpha × weight
     seed: int = 42
+    log_scale: bool = False  # weight -> log(1 + weight) for ALS alone (tuning may choose it)
 
 
 def fit(user_items: sp.csr_matrix, params: AlsParams, threads: int = 1) -> FactorModel:
@@ -33,5 +34,6 @@ def fit(user_items: sp.csr_matrix, params: AlsParams, threads: int = 1) -> Facto
             random_state=params.seed,
             num_threads=threads,
         )
-        model.fit(user_items.astype(np.float32), show_progress=False)
+        weights = user_items.log1p() if params.log_scale else user_items
+        model.fit(weights.astype(np.float32), show_progress=False)
     return FactorModel(np.asarray(model.user_factors), np.asarray(model.item_factors))

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any
@@ -35,8 +36,8 @@ from recsys_spark.distributed import evaluation as ev
 from recsys_spark.distributed import lists
 from recsys_spark.distributed.analytics import item_categories
 from recsys_spark.distributed.evaluation import ALL_SLICES
-from recsys_spark.distributed.training import Fitted, TrainResult, fit_models
-from recsys_spark.io.model_tables import blocked_items
+from recsys_spark.distributed.training import Fitted, TrainResult, TrainSettings, fit_models, settings_rows
+from recsys_spark.io.model_tables import blocked_items, trained_settings, tuned_values
 from recsys_spark.io.tables import overwrite_table, run_stamp, table_name
 from recsys_spark.kernels.rerank import Rules
 from recsys_spark.kernels.routing import GLOBAL_SEGMENT
@@ -75,36 +76,9 @@ class EvaluateResult:
     overall: pd.DataFrame = field(default_factory=pd.DataFrame)  # model × k: every metric
     decision: Decision | None = None
     seconds: dict[str, float] = field(default_factory=dict)
-
-
-def split_used(config: Config) -> str:
-    """The split evaluate makes: conf's, or random when the input has no time column."""
-    if config.input.columns.event_ts is None and config.evaluation.split != "random":
-        log.warning(
-            "evaluate: the input has no time column (input.columns.event_ts is null), so the %s split "
-            "cannot be made: a seeded random %.0f%% of each customer's items is held out instead",
-            config.evaluation.split,
-            100 * config.evaluation.holdout_share,
-        )
-        return "random"
-    return config.evaluation.split
-
-
-def make_split(interactions: DataFrame, conf: EvaluationConfig, split: str | None = None) -> ev.Split:
-    split = split or conf.split
-    if split == "random":
-        return ev.random_split(interactions, conf.holdout_share, conf.seed)
-    if split == "last_basket":
-        return ev.leave_last_basket_out(interactions)
-    if split == "date":
-        if conf.cutoff_date is None:
-            raise ValueError("evaluation.split is date but evaluation.cutoff_date is not set (YYYY-MM-DD)")
-        return ev.time_split(interactions, cutoff_date=dt.datetime.fromisoformat(conf.cutoff_date))
-    if split == "last_days":
-        if conf.last_days is None:
-            raise ValueError("evaluation.split is last_days but evaluation.last_days is not set")
-        return ev.time_split(interactions, last_days=conf.last_days)
-    return ev.time_split(interactions, cutoff_quantile=conf.cutoff_quantile)
+    settings: TrainSettings | None = None  # what the models were evaluated with
+    # Why silver's factors cannot be registered as evaluated (None: they were trained with these).
+    settings_mismatch: str | None = None
 
 
 def choose(overall: pd.DataFrame, conf: EvaluationConfig) -> Decision:
@@ -152,9 +126,13 @@ def run_evaluate(spark: SparkSession, config: Config, run_id: str) -> EvaluateRe
     if not re.fullmatch(r"[0-9A-Za-z_-]+", run_id):
         raise ValueError(f"unexpected run id {run_id!r}")
     interactions = spark.table(str(table_name(config, "interactions")))
-    data, result = _split(interactions, config.evaluation, split_used(config))
+    data, result = _split(interactions, config.evaluation, ev.split_used(config))
     source = f"the {result.split} split's train part"
-    settings = train_settings(config.models)
+    trained = trained_settings(spark, config)
+    # The values tuning chose for the factors in silver are the ones evaluated (conf's otherwise).
+    tuned = tuned_values(trained) if config.models.tuning.trials > 0 else {}
+    settings = train_settings(config.models, tuned)
+    result.settings, result.settings_mismatch = settings, settings_mismatch(settings, trained)
     fitted = fit_models(
         spark, config.models, settings, data.train, source, "evaluate", TrainResult(seconds=result.seconds)
     )
@@ -171,9 +149,33 @@ def run_evaluate(spark: SparkSession, config: Config, run_id: str) -> EvaluateRe
     return result
 
 
+def settings_mismatch(settings: TrainSettings, trained: pd.DataFrame) -> str | None:
+    """Why the factors in silver differ from ``settings`` (the evaluated ones), or None when
+    every trained segment's models were trained with exactly these."""
+    if trained.empty:
+        return "silver.model_settings is empty: run `recsys train` with this conf first"
+    evaluated = settings_rows(
+        dataclasses.replace(settings, models=tuple(set(trained.model))), list(set(trained.segment))
+    )
+    both = trained.merge(evaluated, on=["segment", "model"], how="left", suffixes=("_trained", "_evaluated"))
+    differ = both[both.settings_trained != both.settings_evaluated]
+    if differ.empty:
+        return None
+    first = differ.iloc[0]
+    was, now = json.loads(first.settings_trained), json.loads(first.settings_evaluated or "{}")
+    changed = ", ".join(
+        f"{k} {was.get(k)} -> {now.get(k)}" for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)
+    )
+    return (
+        f"silver's {first.model} factors for segment {first.segment} were trained with other settings "
+        f"than evaluated ({changed}; {len(differ)} segment x model pairs differ): run `recsys train`, "
+        "then `recsys evaluate`"
+    )
+
+
 def _split(interactions: DataFrame, conf: EvaluationConfig, used: str) -> tuple[SplitData, EvaluateResult]:
     with stage("evaluate", f"split ({used})") as st:
-        split = make_split(interactions, conf, used)
+        split = ev.make_split(interactions, conf, used)
         train = split.train.persist()
         test = split.test.persist()
         result = EvaluateResult(used, split.cutoff)
@@ -344,7 +346,7 @@ def _publish_decision(
                 *measured,
                 result.test_customers,
                 result.test_pairs,
-                json.dumps(model_settings(config), sort_keys=True),
+                json.dumps(model_settings(config, result.settings.tuned), sort_keys=True),
             )
         ],
         "run_id string, model string, reason string, metric string, k int, value double, "
@@ -355,12 +357,15 @@ def _publish_decision(
     log.info("evaluate: publish %s: %s", decision.model, decision.reason)
 
 
-def model_settings(config: Config) -> dict[str, Any]:
-    """The enabled models' hyperparameters as evaluated (and trained by `recsys train`)."""
+def model_settings(config: Config, tuned: Mapping[str, Any]) -> dict[str, Any]:
+    """The enabled models' hyperparameters as evaluated (and trained by `recsys train`): conf's,
+    and under ``tuned`` the values tuning chose per segment (segment -> model -> values)."""
     models = config.models
     sections = {m: dataclasses.asdict(getattr(models, m)) for m in models.enabled if m in MODEL_SECTIONS}
     if "als" in sections:
         sections["als"].update(dataclasses.asdict(models.confidence))
+    if tuned:
+        sections["tuned"] = {segment: dict(values) for segment, values in tuned.items()}
     return sections
 
 
@@ -442,7 +447,9 @@ def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
     path = write_report(report, config.work_path / "reports") if not on_databricks() else None
     log_evaluation(report.figures, report.html, decision.model, decision.reason)
     version = None
-    if decision.model not in BASELINES:
+    if result.settings_mismatch:
+        log.warning("evaluate: nothing registered: %s", result.settings_mismatch)
+    elif decision.model not in BASELINES:
         tables = served_tables(spark, config, decision.model)
         version = log_champion(config, tables, serving_settings(config, decision.model))
     report.close()
@@ -463,12 +470,18 @@ def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
         f"new to their segment, which no model can recommend); at k={conf.primary_k}:",
         *table_lines,
         f"  published: {decision.model} ({decision.reason})",
-        f"  registered: {config.mlflow.registered_model} version {version} (alias champion)"
-        if version
-        else "  registered: nothing (a baseline is published)",
+        _registered_line(config, decision, result, version),
         f"  report: {path}" if path else "  report: in the MLflow run (report/evaluation.html)",
     ]
     return StepReport(metrics, lines)
+
+
+def _registered_line(config: Config, decision: Decision, result: EvaluateResult, version: str | None) -> str:
+    if version:
+        return f"  registered: {config.mlflow.registered_model} version {version} (alias champion)"
+    if result.settings_mismatch:
+        return f"  registered: nothing: {result.settings_mismatch}"
+    return "  registered: nothing (a baseline is published)"
 
 
 def _held_out(result: EvaluateResult, conf: EvaluationConfig) -> str:

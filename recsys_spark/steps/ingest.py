@@ -27,10 +27,12 @@ from recsys_spark.io.comments import sql_string
 from recsys_spark.io.tables import (
     INTERACTIONS_SCHEMA,
     QUARANTINE_SCHEMA,
+    TableName,
     merge_new_rows,
     overwrite_table,
     run_stamp,
     table_name,
+    update_rows,
 )
 from recsys_spark.kernels.routing import GLOBAL_SEGMENT
 from recsys_spark.progress import stage
@@ -301,6 +303,8 @@ def ingest(spark: SparkSession, config: Config, run_id: str) -> IngestResult:
             spark, config, interactions, silver_rows, INTERACTIONS_SCHEMA, keys
         )
         st.counts.update(rows_in=valid, inserted=result.silver_inserted)
+        if config.input.category_from_description and config.input.columns.category is None:
+            st.counts.update(categories_backfilled=_backfill_categories(spark, interactions))
     quarantine = table_name(config, "interactions_quarantine")
     with stage("ingest", f"merge {quarantine}") as st:
         bad_rows = classified.where(F.col("reason").isNotNull()).withColumns(stamp)
@@ -314,6 +318,15 @@ def ingest(spark: SparkSession, config: Config, run_id: str) -> IngestResult:
         st.counts.update(rows_in=result.quarantined_total, inserted=result.quarantine_inserted)
     classified.unpersist()
     return result
+
+
+def _backfill_categories(spark: SparkSession, interactions: TableName) -> int:
+    """Give lines a category from their description where an earlier version, which had no
+    category column, left it null; returns how many lines got one (0 once done)."""
+    derived = category_of(F.col("description"))
+    return update_rows(
+        spark, interactions, F.col("category").isNull() & derived.isNotNull(), {"category": derived}
+    )
 
 
 def input_columns(config: Config, bronze: T.StructType) -> dict[str, str | None]:

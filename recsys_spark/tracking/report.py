@@ -13,6 +13,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -206,9 +207,14 @@ def measured(choice: pd.Series, rows: pd.DataFrame) -> str:
         f"{r.segment} {int(r.value):,}" for r in customers.sort_values("value", ascending=False).itertuples()
     )
     settings = json.loads(choice.settings) if isinstance(choice.settings, str) else {}
+    tuned = settings.pop("tuned", {})
     listed = "".join(
-        f"<li>{html.escape(model)}: {html.escape(', '.join(f'{k}={v}' for k, v in values.items()))}</li>"
-        for model, values in settings.items()
+        f"<li>{html.escape(model)}: {_values(values)}</li>" for model, values in settings.items()
+    )
+    chosen = "".join(
+        f"<li>{html.escape(segment)}, {html.escape(model)}: {_values(values)}</li>"
+        for segment, models in sorted(tuned.items())
+        for model, values in sorted(models.items())
     )
     return (
         "<h2>What was measured</h2><ul>"
@@ -218,7 +224,17 @@ def measured(choice: pd.Series, rows: pd.DataFrame) -> str:
         f"with {int(choice.test_pairs):,} new customer x item pairs</li>"
         + (f"<li>Test customers per segment: {html.escape(per_segment)}</li>" if per_segment else "")
         + f"</ul><h3>Model settings</h3><ul>{listed}</ul>"
+        + (
+            "<h3>Chosen by tuning (per segment, over the settings above; every trial in "
+            f"gold.tuning_trials)</h3><ul>{chosen}</ul>"
+            if chosen
+            else ""
+        )
     )
+
+
+def _values(values: dict[str, Any]) -> str:
+    return html.escape(", ".join(f"{k}={v}" for k, v in values.items()))
 
 
 def _png(fig: Figure) -> str:

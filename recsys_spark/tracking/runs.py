@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 
 # Batch jobs: no progress bars in the logs.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -79,6 +80,18 @@ def step_run(step: str) -> Iterator[dict[str, float]]:
         mlflow.set_tag("recsys.step", step)
         yield metrics
         mlflow.log_metrics(metrics)
+
+
+def log_trials(trials: pd.DataFrame) -> None:
+    """Each tuning trial as a run nested in the active (train step) run: its segment, model and
+    values as params, its validation NDCG as a metric, the chosen ones tagged."""
+    for row in trials.itertuples():
+        with mlflow.start_run(run_name=f"tune {row.model} {row.segment} #{row.trial}", nested=True):
+            mlflow.log_params(
+                {"segment": row.segment, "model": row.model, "trial": row.trial, **json.loads(row.params)}
+            )
+            mlflow.log_metrics({"validation_ndcg": row.ndcg, "seconds": row.seconds})
+            mlflow.set_tags({"recsys.step": "train.tune", "recsys.chosen": str(bool(row.chosen)).lower()})
 
 
 def _param_value(value: Any) -> str:

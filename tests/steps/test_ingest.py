@@ -14,7 +14,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from recsys_spark.config import Config
-from recsys_spark.io.tables import table_name
+from recsys_spark.io.tables import overwrite_table, table_name
 from recsys_spark.steps.ingest import IngestError, ingest, load_sample
 from tests.conftest import DIRTY, SAMPLE
 
@@ -205,6 +205,29 @@ def test_incremental_and_idempotent(
     new_rows = silver(spark, config).where(F.col("run_id") == "run-3")
     assert new_rows.where(F.col("event_ts") < "2011-01-01").count() == 0
     assert silver(spark, config).groupBy("line_id").count().where("count > 1").count() == 0
+
+
+def test_silver_from_a_version_without_categories_is_brought_up_to_the_contract(
+    spark: SparkSession, make_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    config, landing, december, january = december_landed(make_config, tmp_path)
+    land_and_ingest(spark, config)
+    name = table_name(config, "interactions")
+    # Silver as the version before the category column wrote it.
+    overwrite_table(spark, config, name, silver(spark, config).drop("category").localCheckpoint())
+    assert "category" not in silver(spark, config).columns
+    shutil.copy(january, landing)
+    land_and_ingest(spark, config, "run-2")
+    rows = silver(spark, config)
+    december_rows = rows.where(F.col("run_id") == "run-1")
+    assert december_rows.count() > 0
+    derivable = F.regexp_extract("description", "[A-Za-z]", 0) != ""
+    assert december_rows.where(derivable & F.col("category").isNull()).count() == 0
+    assert (
+        rows.where("description = 'WHITE HANGING HEART T-LIGHT HOLDER' AND category != 'HOLDER'").count() == 0
+    )
+    again = land_and_ingest(spark, config, "run-3")
+    assert again.silver_inserted == 0
 
 
 def test_extra_column_in_a_later_file_is_absorbed(

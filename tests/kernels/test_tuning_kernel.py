@@ -1,0 +1,73 @@
+"""The tuning kernel: trial points, NDCG as evaluate measures it, and a search that keeps conf's
+values unless another point validates better."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from recsys_spark import synthetic
+from recsys_spark.kernels import tuning
+from recsys_spark.kernels.als import AlsParams
+from recsys_spark.kernels.itemknn import ItemKnnParams
+from recsys_spark.kernels.matrix import build_interactions
+from recsys_spark.kernels.topn import TopN
+
+
+def test_trial_points_start_with_conf_values_are_distinct_and_seeded():
+    defaults = AlsParams(factors=64, regularization=0.05, alpha=40.0)
+    points = tuning.trial_points("als", defaults, 6, seed=7)
+    assert points[0] == {"factors": 64, "regularization": 0.05, "alpha": 40.0, "log_scale": False}
+    assert len(points) == 6
+    assert len({tuple(sorted(p.items())) for p in points}) == 6
+    assert points == tuning.trial_points("als", defaults, 6, seed=7)
+    assert points != tuning.trial_points("als", defaults, 6, seed=8)
+    for point in points:
+        for name, value in point.items():
+            assert value in tuning.SEARCH_SPACE["als"][name] or value == getattr(defaults, name)
+
+
+def test_fixed_parameters_keep_conf_value_and_budget_caps_at_grid_size():
+    points = tuning.trial_points("itemknn", ItemKnnParams(), 100, seed=1, fixed=("similarity",))
+    assert all("similarity" not in p for p in points)
+    assert len(points) == len(tuning.SEARCH_SPACE["itemknn"]["neighbours"])
+    assert tuning.trial_points("itemknn", ItemKnnParams(), 0, seed=1) == []
+
+
+def test_ndcg_at_k_worked_by_hand():
+    top = TopN(np.array([[2, 0, 1], [5, 6, -1], [0, 1, 2]], np.int32), np.zeros((3, 3), np.float32))
+    relevant = [np.array([0]), np.array([6, 9]), np.array([], np.int32)]
+    values = tuning.ndcg_at_k(top, relevant, 3)
+    # Row 0: one hit at rank 2 of one relevant item: (1 / log2 3) / 1.
+    assert values[0] == pytest.approx(1 / math.log2(3))
+    # Row 1: one hit at rank 2 of two relevant: (1 / log2 3) / (1 + 1 / log2 3).
+    assert values[1] == pytest.approx((1 / math.log2(3)) / (1 + 1 / math.log2(3)))
+    # A padding index (-1) never counts as a hit, and a customer with nothing relevant scores 0.
+    assert values[2] == 0.0
+
+
+def test_search_scores_every_point_and_best_keeps_conf_values_on_a_tie():
+    frame = synthetic.purchases(n_users=150, n_items=40, n_events=2500, n_categories=4, n_segments=1, seed=3)
+    data = build_interactions(frame.customer_id, frame.item_id, np.ones(len(frame)))
+    matrix = data.weights.tolil()
+    users, relevant = [], []
+    for user in range(0, data.shape[0], 3):  # hold out one bought item of every third customer
+        items = matrix.rows[user]
+        if len(items) >= 2:
+            users.append(user)
+            relevant.append(np.array([items[-1]], np.int32))
+            matrix[user, items[-1]] = 0
+    fit_part = matrix.tocsr()
+    fit_part.eliminate_zeros()
+    defaults = AlsParams(factors=8, iterations=3)
+    points = tuning.trial_points("als", defaults, 4, seed=0)
+    trials = tuning.search("als", fit_part, np.array(users), relevant, points, defaults, k=10)
+    assert [t.trial for t in trials] == [0, 1, 2, 3]
+    assert [t.params for t in trials] == points
+    assert all(0.0 <= t.ndcg <= 1.0 for t in trials)
+    best = tuning.best(trials)
+    assert best.ndcg == max(t.ndcg for t in trials)
+    tie = [tuning.Trial("als", 0, {}, 0.5, 1.0), tuning.Trial("als", 1, {}, 0.5, 1.0)]
+    assert tuning.best(tie).trial == 0

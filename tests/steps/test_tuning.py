@@ -1,0 +1,121 @@
+"""Tuning in the train step: trials recorded and logged, the chosen values trained and recorded,
+a re-run choosing the same, and evaluate refusing to register factors trained otherwise."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+
+import mlflow
+import pandas as pd
+import pytest
+from pyspark.sql import SparkSession
+
+from recsys_spark import synthetic
+from recsys_spark.config import Config
+from recsys_spark.pipeline import run_steps
+from recsys_spark.tracking.runs import tracking_uri
+from tests.steps.test_models import table, write_interactions
+
+TUNED = {
+    "enabled": ["als", "itemknn", "popularity"],
+    "publish": "champion",
+    "min_segment_users": 10,
+    "min_segment_items": 10,
+    "als": {"factors": 8, "iterations": 3},
+    "tuning": {"trials": 3, "models": ["als", "itemknn"], "min_validation_customers": 10},
+}
+
+
+@pytest.fixture(scope="module")
+def tuned(spark: SparkSession, make_config: Callable[..., Config]) -> tuple[Config, list[str]]:
+    config = make_config(
+        models=TUNED,
+        mlflow={"experiment": "tuning_test", "registered_model": "tuning_test_model"},
+        evaluation={"min_coverage": 0.0},
+    )
+    frame = synthetic.purchases(n_users=400, n_items=60, n_events=8000, n_categories=6, n_segments=2, seed=5)
+    write_interactions(spark, config, frame)
+    lines = run_steps(config, ["train", "evaluate"], spark)
+    return config, lines
+
+
+def trials_of(spark: SparkSession, config: Config) -> pd.DataFrame:
+    return table(spark, config, "tuning_trials").toPandas()
+
+
+def test_every_trial_is_recorded_and_the_best_is_chosen_per_segment_and_model(spark, tuned):
+    config, lines = tuned
+    trials = trials_of(spark, config)
+    assert set(trials.segment) == {"seg00", "seg01"}
+    assert trials.groupby(["segment", "model"]).size().to_dict() == {
+        (s, m): 3 for s in ("seg00", "seg01") for m in ("als", "itemknn")
+    }
+    first = trials[(trials.trial == 0) & (trials.model == "als")].params.map(json.loads)
+    assert all(p == {"factors": 8, "regularization": 0.05, "alpha": 40.0, "log_scale": False} for p in first)
+    chosen = trials[trials.chosen]
+    assert len(chosen) == 4
+    for row in chosen.itertuples():
+        same = trials[(trials.segment == row.segment) & (trials.model == row.model)]
+        assert row.ndcg == same.ndcg.max()
+        assert row.trial == same[same.ndcg == same.ndcg.max()].trial.min()  # ties: conf's values first
+    assert (trials.validation_customers >= 10).all()
+    assert any(line.strip().startswith("tuned: 2 of 2 segments") for line in lines)
+
+
+def test_train_uses_and_records_the_chosen_values(spark, tuned):
+    config, _ = tuned
+    trials = trials_of(spark, config)
+    settings = table(spark, config, "model_settings").toPandas()
+    for row in trials[trials.chosen].itertuples():
+        recorded = settings[(settings.segment == row.segment) & (settings.model == row.model)].iloc[0]
+        assert json.loads(recorded.tuned) == json.loads(row.params)
+        assert json.loads(recorded.settings).items() >= json.loads(row.params).items()
+        if row.model == "als":
+            factors = (
+                table(spark, config, "item_factors")
+                .where(f"segment = '{row.segment}' AND model = 'als'")
+                .first()
+                .factors
+            )
+            assert len(factors) == json.loads(row.params)["factors"]
+    popularity = settings[settings.model == "popularity"]
+    assert popularity.tuned.isna().all()  # not tuned: conf's values, recorded all the same
+
+
+def test_each_trial_is_a_nested_mlflow_run_and_a_rerun_chooses_the_same(spark, tuned):
+    config, _ = tuned
+    client = mlflow.MlflowClient(tracking_uri(config))
+    experiment = client.get_experiment_by_name("tuning_test")
+    runs = client.search_runs([experiment.experiment_id], "tags.`recsys.step` = 'train.tune'")
+    assert len(runs) == 12
+    assert all("mlflow.parentRunId" in r.data.tags for r in runs)
+    assert sum(r.data.tags["recsys.chosen"] == "true" for r in runs) == 4
+    before = trials_of(spark, config)
+    run_steps(config, ["train"], spark)
+    after = table(spark, config, "tuning_trials").where(f"run_id != '{before.run_id.iat[0]}'").toPandas()
+    columns = ["segment", "model", "trial", "params", "ndcg", "chosen"]
+    key = ["segment", "model", "trial"]
+    pd.testing.assert_frame_equal(
+        before[columns].sort_values(key).reset_index(drop=True),
+        after[columns].sort_values(key).reset_index(drop=True),
+    )
+
+
+def test_evaluate_registers_only_factors_trained_with_the_settings_it_evaluated(spark, tuned, make_config):
+    config, lines = tuned
+    assert any("registered: tuning_test_model version" in line for line in lines)
+    published = table(spark, config, "published_model").orderBy("decided_at").toPandas().iloc[-1]
+    assert set(json.loads(published.settings)["tuned"]) == {"seg00", "seg01"}
+    changed = make_config(
+        models={**TUNED, "als": {"factors": 8, "iterations": 4}},
+        mlflow={"experiment": "tuning_test", "registered_model": "tuning_test_model"},
+        evaluation={"min_coverage": 0.0},
+        schemas=dataclasses.asdict(config.schemas),
+    )
+    lines = run_steps(changed, ["evaluate"], spark)
+    registered = next(line for line in lines if line.strip().startswith("registered:"))
+    assert "trained with other settings than evaluated (iterations 3 -> 4" in registered
+    versions = mlflow.MlflowClient(tracking_uri(config)).search_model_versions("name = 'tuning_test_model'")
+    assert len(versions) == 1
