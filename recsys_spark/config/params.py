@@ -7,12 +7,11 @@ reordering either side changes nothing and a renamed field fails loudly (Attribu
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from recsys_spark.config.schema import BasketsConfig, BusinessRulesConfig, ModelsConfig
 from recsys_spark.distributed.baskets import MiningSettings
-from recsys_spark.distributed.training import FusionParams, TrainSettings
+from recsys_spark.distributed.training import FusionParams, TrainSettings, Tuned
 from recsys_spark.kernels import als, bpr, content, itemknn, popularity
 from recsys_spark.kernels.rerank import Rules
 
@@ -26,9 +25,7 @@ def by_name(params: type[P], section: Any, **given: Any) -> P:
     return params(**{name: getattr(section, name) for name in names}, **given)
 
 
-def train_settings(
-    models: ModelsConfig, tuned: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None
-) -> TrainSettings:
+def train_settings(models: ModelsConfig, tuned: Tuned | None = None) -> TrainSettings:
     """conf's model settings, with per-segment values chosen by tuning (``tuned``) over them."""
     return by_name(
         TrainSettings,
@@ -41,6 +38,7 @@ def train_settings(
         popularity=by_name(popularity.PopularityParams, models.popularity),
         content=by_name(content.ContentParams, models.content, seed=models.als.seed),
         fusion=by_name(FusionParams, models.fusion),
+        hybrid_weights=dict(models.hybrid.weights) if "hybrid" in models.enabled else {},
         tuned=tuned or {},
     )
 

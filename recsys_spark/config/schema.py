@@ -265,7 +265,8 @@ class TuningConfig:
     """Per-segment hyperparameter search on a validation part carved from the training period."""
 
     trials: int  # per model and segment, conf's values the first; 0: no tuning, conf's values
-    models: list[Literal["als", "bpr", "itemknn"]]  # tuned when enabled (kernels/tuning.py: the grid)
+    # Tuned when enabled (kernels/tuning.py: the grids); hybrid: its weights, one set for every segment.
+    models: list[Literal["als", "bpr", "itemknn", "hybrid"]]
     validation_share: float  # the latest share of the training period (random without times)
     min_validation_customers: int  # a segment with fewer keeps conf's values
     seed: int = 42

@@ -64,6 +64,22 @@ def customer_histories(models: ModelsConfig, interactions: DataFrame, publish: s
     return histories if publish == "itemknn" else histories.join(last_baskets(interactions), KEYS)
 
 
+def with_unknown_customers(histories: DataFrame, customers: DataFrame) -> DataFrame:
+    """``histories`` (``customer_histories`` for the hybrid) of ``customers`` (segment,
+    customer_id), each customer without one given an empty history and 0 orders: a customer new
+    since the data the models saw, whom routing sends to popularity as the served model does."""
+    known = histories.join(customers, KEYS, "left_semi")
+    empty_items = F.array().cast("array<string>")
+    unknown = customers.join(histories.select(*KEYS), KEYS, "left_anti").select(
+        *KEYS,
+        empty_items.alias("history"),
+        F.array().cast(histories.schema["history_weights"].dataType).alias("history_weights"),
+        empty_items.alias("last_basket"),
+        F.lit(0).cast(histories.schema["orders"].dataType).alias("orders"),
+    )
+    return known.unionByName(unknown)
+
+
 def last_baskets(interactions: DataFrame) -> DataFrame:
     """Per segment × customer: the items of their latest order (``last_basket``) and ``orders``."""
     latest = interactions.groupBy(*KEYS).agg(
@@ -397,15 +413,57 @@ def routed_lists(
 ) -> DataFrame:
     """``published_lists`` for each cold-start route: the champion ``publish``, the hybrid with
     short-history weights, or segment popularity (``histories`` needs ``orders``)."""
-    routes = histories.withColumn("route", route(models, F.col("orders")))
-    lists_of = [(routing.CHAMPION, publish, None), (routing.POPULARITY, "popularity", None)]
-    if "hybrid" in models.enabled and models.hybrid.short_history_orders > 0:
-        lists_of.append((routing.SHORT_HISTORY, "hybrid", models.hybrid.short_history_weights))
-    frames = []
-    for name, model, weights in lists_of:
-        part = routes.where(F.col("route") == name).drop("route")
-        frames.append(published_lists(models, model, fitted, items, part, context, n, weights))
-    return reduce(DataFrame.unionByName, frames)
+    routed = with_routes(models, histories)
+    champion = published_lists(models, publish, fitted, items, on_route(routed, routing.CHAMPION), context, n)
+    return champion.unionByName(cold_start_lists(models, fitted, items, routed, context, n))
+
+
+def with_routes(models: ModelsConfig, histories: DataFrame) -> DataFrame:
+    """``histories`` (with ``orders``) and each customer's cold-start ``route``."""
+    return histories.withColumn("route", route(models, F.col("orders")))
+
+
+def on_route(routed: DataFrame, name: str) -> DataFrame:
+    """The histories of ``with_routes``' customers on route ``name``."""
+    return routed.where(F.col("route") == name).drop("route")
+
+
+def cold_start_lists(
+    models: ModelsConfig,
+    fitted: Fitted,
+    items: pd.DataFrame,
+    routed: DataFrame,
+    context: ListContext,
+    n: int,
+    short_candidates: DataFrame | None = None,
+) -> DataFrame:
+    """The lists of ``with_routes``' customers off the champion route, whatever the champion:
+    segment popularity without history, the hybrid with short-history weights for short ones
+    (``short_candidates``: its candidates when already made, ``short_history_candidates``)."""
+    lists = published_lists(
+        models, "popularity", fitted, items, on_route(routed, routing.POPULARITY), context, n
+    )
+    if not has_short_history_route(models):
+        return lists
+    weights = models.hybrid.short_history_weights
+    short = on_route(routed, routing.SHORT_HISTORY)
+    hybrid = published_lists(models, "hybrid", fitted, items, short, context, n, weights, short_candidates)
+    return lists.unionByName(hybrid)
+
+
+def has_short_history_route(models: ModelsConfig) -> bool:
+    return "hybrid" in models.enabled and models.hybrid.short_history_orders > 0
+
+
+def short_history_candidates(
+    models: ModelsConfig, fitted: Fitted, items: pd.DataFrame, routed: DataFrame, context: ListContext
+) -> DataFrame | None:
+    """The short-history route's hybrid candidates (None without that route), to make once and
+    reuse across lists that differ only in their business rules."""
+    if not has_short_history_route(models):
+        return None
+    short = on_route(routed, routing.SHORT_HISTORY)
+    return hybrid_candidates(models, fitted, items, short, context, models.hybrid.short_history_weights)
 
 
 def _as_queries(frame: DataFrame, id_column: str, exclude: Column) -> DataFrame:

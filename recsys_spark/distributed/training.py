@@ -44,6 +44,9 @@ WEIGHTS_COLUMNS = ["segment", "customer_id", "item_id", "weight", "age_days"]
 log = logging.getLogger(__name__)
 
 
+Tuned = Mapping[str, Mapping[str, Mapping[str, Any]]]  # segment -> model -> setting -> value
+
+
 class TrainingError(RuntimeError):
     """A model failed on a segment; the message names the segment and the model."""
 
@@ -60,18 +63,25 @@ class TrainSettings:
     min_segment_users: int
     min_segment_items: int
     mllib_min_pairs: int
-    # Segment -> model -> values chosen by tuning, over the values above.
-    tuned: Mapping[str, Mapping[str, Mapping[str, Any]]] = field(default_factory=dict)
+    hybrid_weights: Mapping[str, float] = field(default_factory=dict)  # conf's; {}: no hybrid
+    # Segment -> model -> values chosen by tuning, over the values above; the hybrid's weights,
+    # one set for every segment, under the global segment.
+    tuned: Tuned = field(default_factory=dict)
 
     def for_segment(self, segment: str) -> TrainSettings:
         """These settings with ``segment``'s tuned values in place of conf's."""
         chosen = self.tuned.get(segment, {})
-        return dataclasses.replace(
-            self,
-            **{
-                model: dataclasses.replace(getattr(self, model), **values) for model, values in chosen.items()
-            },
-        )
+        replaced = {
+            model: dataclasses.replace(getattr(self, model), **values)
+            for model, values in chosen.items()
+            if model in SETTINGS_MODELS
+        }
+        return dataclasses.replace(self, **replaced)
+
+    @property
+    def blend_weights(self) -> dict[str, float]:
+        """The hybrid's weights: conf's, with tuning's choice over them."""
+        return {**self.hybrid_weights, **self.tuned.get(GLOBAL_SEGMENT, {}).get("hybrid", {})}
 
 
 # The models whose settings silver.model_settings records (popularity's and content's included).
@@ -88,6 +98,16 @@ def settings_rows(settings: TrainSettings, segments: list[str]) -> pd.DataFrame:
             tuned = settings.tuned.get(segment, {}).get(model)
             values = json.dumps(dataclasses.asdict(getattr(here, model)), sort_keys=True)
             rows.append((segment, model, values, json.dumps(dict(tuned), sort_keys=True) if tuned else None))
+    if settings.hybrid_weights:
+        tuned = settings.tuned.get(GLOBAL_SEGMENT, {}).get("hybrid")
+        rows.append(
+            (
+                GLOBAL_SEGMENT,
+                "hybrid",
+                json.dumps(settings.blend_weights, sort_keys=True),
+                json.dumps(dict(tuned), sort_keys=True) if tuned else None,
+            )
+        )
     return pd.DataFrame(rows, columns=["segment", "model", "settings", "tuned"])
 
 
@@ -454,6 +474,7 @@ class TrainResult:
     skipped_segments: dict[str, str] = field(default_factory=dict)
     trained_segments: list[str] = field(default_factory=list)
     tuned_segments: list[str] = field(default_factory=list)  # segments with values chosen by tuning
+    tuned_blend: dict[str, float] | None = None  # the hybrid's weights chosen by tuning
     mllib_segments: list[str] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)  # per output table
     seconds: dict[str, float] = field(default_factory=dict)  # per stage

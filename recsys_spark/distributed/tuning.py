@@ -5,9 +5,12 @@ the caller carved from the training period. This module takes and returns DataFr
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import reduce
 from typing import Any
 
 import numpy as np
@@ -16,18 +19,25 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys_spark.config import Config
-from recsys_spark.config.params import train_settings
+from recsys_spark.config.params import hybrid_uses_rules, mining_settings, train_settings
+from recsys_spark.distributed import baskets as mining
 from recsys_spark.distributed import evaluation as ev
+from recsys_spark.distributed import lists
 from recsys_spark.distributed.errors import udf_errors
 from recsys_spark.distributed.training import (
+    TrainResult,
     TrainSettings,
+    Tuned,
     confidence_weights,
     executor_cores,
+    fit_models,
     threads_per_task,
     training_plan,
 )
 from recsys_spark.kernels import tuning
 from recsys_spark.kernels.matrix import build_interactions
+from recsys_spark.kernels.rerank import Rules
+from recsys_spark.kernels.routing import GLOBAL_SEGMENT
 from recsys_spark.kernels.topn import limit_threads
 
 TRIALS_SCHEMA = (
@@ -80,17 +90,22 @@ def tune_segments(
     )
 
 
-def search_settings(
-    spark: SparkSession, config: Config, interactions: DataFrame, counts: dict[str, Any]
-) -> pd.DataFrame:
-    """Every trial (``TRIALS_SCHEMA`` rows, on the driver) of the tuned models on every segment
-    that trains on the kernels, fitted on evaluation's train part less its validation part:
-    the test period is never seen. ``counts`` gets the sizes, for the stage's log line."""
-    models, evaluation = config.models, config.evaluation
-    conf = models.tuning
+def validation_carve(config: Config, interactions: DataFrame) -> ev.Split:
+    """Tuning's fit part (``train``) and validation part (``test``): evaluation's train part,
+    its latest ``models.tuning.validation_share`` held out (a random share without times)."""
+    conf = config.models.tuning
+    split = ev.make_split(interactions, config.evaluation, ev.split_used(config))
     timed = config.input.columns.event_ts is not None
-    split = ev.make_split(interactions, evaluation, ev.split_used(config))
-    carved = ev.validation_split(split.train, conf.validation_share, conf.seed, timed)
+    return ev.validation_split(split.train, conf.validation_share, conf.seed, timed)
+
+
+def search_settings(
+    spark: SparkSession, config: Config, carved: ev.Split, counts: dict[str, Any]
+) -> pd.DataFrame:
+    """Every trial (``TRIALS_SCHEMA`` rows, on the driver) of the tuned factor and neighbour
+    models on every segment that trains on the kernels, fitted on ``carved.train`` and scored
+    on ``carved.test``. ``counts`` gets the sizes, for the stage's log line."""
+    models, conf = config.models, config.models.tuning
     weights = confidence_weights(models, carved.train).persist()
     settings = train_settings(models)
     plan = training_plan(weights, settings)
@@ -99,7 +114,7 @@ def search_settings(
     # ALS's own log scale is searched only when conf does not log-scale every weight already.
     fixed = {"als": ("log_scale",)} if models.confidence.log_scale else {}
     plan_of = TuningPlan(
-        tuned, conf.trials, evaluation.primary_k, conf.seed, conf.min_validation_customers, fixed
+        tuned, conf.trials, config.evaluation.primary_k, conf.seed, conf.min_validation_customers, fixed
     )
     threads = threads_per_task(*executor_cores(spark), len(segments))
     with udf_errors(TuningError):
@@ -113,6 +128,60 @@ def search_settings(
         validation_customers=int(trials.groupby("segment").validation_customers.first().sum()),
     )
     return trials
+
+
+def search_hybrid(
+    spark: SparkSession, config: Config, carved: ev.Split, tuned: Tuned, counts: dict[str, Any]
+) -> pd.DataFrame:
+    """Trials (``TRIALS_SCHEMA`` rows, segment ``all``) of the hybrid's source weights, one set
+    for every segment: the sources trained on ``carved.train`` with the ``tuned`` values, their
+    candidates made once, and each weighting's lists made and measured as evaluate makes them."""
+    models, conf, k = config.models, config.models.tuning, config.evaluation.primary_k
+    start = time.perf_counter()
+    fitted = fit_models(
+        spark, models, train_settings(models, tuned), carved.train, "tuning's fit part", "tune", TrainResult()
+    )
+    customers = carved.test.select(*ev.KEYS).distinct()
+    histories = lists.customer_histories(models, carved.train, "hybrid").join(customers, ev.KEYS, "left_semi")
+    histories = histories.persist()
+    items = fitted.item_factors.select("segment", "item_id", "model", "factors").toPandas()
+    mined = None
+    if hybrid_uses_rules(models):
+        mined = mining.mine_rules(spark, carved.train, mining_settings(config.baskets), config.baskets)
+    users = dict(carved.train.groupBy("segment").agg(F.countDistinct("customer_id")).collect())
+    depth = config.business_rules.candidates
+    context = lists.list_context(carved.train, items, Rules(), depth, mined.rules if mined else None, users)
+    pool = lists.hybrid_candidates(models, fitted, items, histories, context, models.hybrid.weights)
+    pool = pool.localCheckpoint()
+    points = tuning.hybrid_points(models.hybrid.weights, conf.trials, conf.seed)
+    frames = [
+        lists.published_lists(
+            models, "hybrid", fitted, items, histories, context, k, {**models.hybrid.weights, **point}, pool
+        ).select(F.lit(str(number)).alias("model"), *ev.KEYS, "rank", "item_id")
+        for number, point in enumerate(points)
+    ]
+    names = [str(number) for number in range(len(points))]
+    per_user = ev.user_metrics(reduce(DataFrame.unionByName, frames), carved.test, [k], names)
+    ndcg = dict(per_user.groupBy("model").agg(F.avg("ndcg")).collect())
+    scored = customers.count()
+    for frame in (histories, pool):
+        frame.unpersist()
+    fitted.unpersist()
+    if mined is not None:
+        mined.unpersist()
+    seconds = (time.perf_counter() - start) / max(1, len(points))
+    counts.update(hybrid_trials=len(points), hybrid_validation_customers=scored)
+    return pd.DataFrame(
+        {
+            "segment": GLOBAL_SEGMENT,
+            "model": "hybrid",
+            "trial": range(len(points)),
+            "params": [json.dumps(p, sort_keys=True) for p in points],
+            "ndcg": [float(ndcg[name]) for name in names],
+            "validation_customers": scored,
+            "seconds": seconds,
+        }
+    )
 
 
 def best_trials(trials: pd.DataFrame) -> pd.DataFrame:
@@ -143,7 +212,9 @@ def _tune_segment(
         found = []
         for model in plan.models:
             defaults = getattr(settings, model)
-            points = tuning.trial_points(model, defaults, plan.trials, plan.seed, plan.fixed.get(model, ()))
+            points = tuning.trial_points(
+                model, dataclasses.asdict(defaults), plan.trials, plan.seed, plan.fixed.get(model, ())
+            )
             try:
                 with limit_threads(threads):
                     found += tuning.search(

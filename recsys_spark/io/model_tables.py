@@ -3,6 +3,7 @@ the association rules the hybrid weighs, and the items never to recommend."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pandas as pd
@@ -13,6 +14,7 @@ from recsys_spark.config import Config
 from recsys_spark.config.params import hybrid_uses_rules
 from recsys_spark.distributed.training import Fitted
 from recsys_spark.io.tables import table_name
+from recsys_spark.kernels.routing import GLOBAL_SEGMENT
 
 MODEL_TABLES = ("user_factors", "item_factors", "item_neighbours")
 
@@ -42,6 +44,18 @@ def tuned_values(trained: pd.DataFrame) -> dict[str, dict[str, dict]]:
     for row in trained.dropna(subset=["tuned"]).itertuples():
         values.setdefault(row.segment, {})[row.model] = json.loads(row.tuned)
     return values
+
+
+def tuned_config(spark: SparkSession, config: Config) -> Config:
+    """``config`` with the hybrid weights the last train's tuning chose over conf's (when tuning
+    is on and chose some): what evaluate measures, score publishes and the served model blends."""
+    if config.models.tuning.trials <= 0:
+        return config
+    chosen = tuned_values(trained_settings(spark, config)).get(GLOBAL_SEGMENT, {}).get("hybrid")
+    if not chosen:
+        return config
+    hybrid = dataclasses.replace(config.models.hybrid, weights={**config.models.hybrid.weights, **chosen})
+    return dataclasses.replace(config, models=dataclasses.replace(config.models, hybrid=hybrid))
 
 
 def published_model(spark: SparkSession, config: Config) -> tuple[str, str]:

@@ -41,7 +41,9 @@ SEARCH_SPACE: dict[str, dict[str, tuple[Any, ...]]] = {
         "neighbours": (20, 50, 100, 200),
     },
 }
-TUNABLE_MODELS = tuple(SEARCH_SPACE)
+# The hybrid's weight of each source it blends (each source's scores are scaled to [0, 1]
+# first, so only the ratios matter); 0 drops a source, but never every source at once.
+HYBRID_WEIGHTS: tuple[float, ...] = (0.0, 0.3, 1.0, 3.0)
 FITS: dict[str, Callable[[sp.csr_matrix, Any, int], Recommender]] = {
     "als": als.fit,
     "bpr": bpr.fit,
@@ -59,13 +61,27 @@ class Trial:
 
 
 def trial_points(
-    model: str, defaults: Any, trials: int, seed: int, fixed: Sequence[str] = ()
+    model: str, defaults: Mapping[str, Any], trials: int, seed: int, fixed: Sequence[str] = ()
 ) -> list[dict[str, Any]]:
-    """Up to ``trials`` distinct points of ``model``'s grid: conf's values (``defaults``, a params
-    dataclass) first, then a seeded random sample of the rest. ``fixed`` names parameters that
-    are not searched (they keep conf's value)."""
+    """Up to ``trials`` distinct points of ``model``'s grid: conf's values (``defaults``) first,
+    then a seeded random sample of the rest. ``fixed`` names parameters that are not searched
+    (they keep conf's value)."""
     space = {name: values for name, values in SEARCH_SPACE[model].items() if name not in fixed}
-    first = {name: getattr(defaults, name) for name in space}
+    return _sampled(space, {name: defaults[name] for name in space}, trials, seed)
+
+
+def hybrid_points(weights: Mapping[str, float], trials: int, seed: int) -> list[dict[str, float]]:
+    """Up to ``trials`` weightings of the hybrid's sources (those conf weighs above 0): conf's
+    weights first, then a seeded sample of ``HYBRID_WEIGHTS`` per source, never all zero."""
+    sources = sorted(s for s, w in weights.items() if w > 0)
+    space = {source: HYBRID_WEIGHTS for source in sources}
+    points = _sampled(space, {s: weights[s] for s in sources}, trials + 1, seed)
+    return [p for p in points if any(p.values())][: max(0, trials)]
+
+
+def _sampled(
+    space: Mapping[str, Sequence[Any]], first: dict[str, Any], trials: int, seed: int
+) -> list[dict[str, Any]]:
     grid = [dict(zip(space, values, strict=True)) for values in product(*space.values())]
     rest = [point for point in grid if point != first]
     random.Random(seed).shuffle(rest)

@@ -37,8 +37,9 @@ from recsys_spark.distributed import lists
 from recsys_spark.distributed.analytics import item_categories
 from recsys_spark.distributed.evaluation import ALL_SLICES
 from recsys_spark.distributed.training import Fitted, TrainResult, TrainSettings, fit_models, settings_rows
-from recsys_spark.io.model_tables import blocked_items, trained_settings, tuned_values
+from recsys_spark.io.model_tables import blocked_items, trained_settings, tuned_config, tuned_values
 from recsys_spark.io.tables import overwrite_table, run_stamp, table_name
+from recsys_spark.kernels import routing
 from recsys_spark.kernels.rerank import Rules
 from recsys_spark.kernels.routing import GLOBAL_SEGMENT
 from recsys_spark.progress import stage
@@ -125,6 +126,7 @@ class SplitData:
 def run_evaluate(spark: SparkSession, config: Config, run_id: str) -> EvaluateResult:
     if not re.fullmatch(r"[0-9A-Za-z_-]+", run_id):
         raise ValueError(f"unexpected run id {run_id!r}")
+    config = tuned_config(spark, config)  # the hybrid blends with the weights tuning chose
     interactions = spark.table(str(table_name(config, "interactions")))
     data, result = _split(interactions, config.evaluation, ev.split_used(config))
     source = f"the {result.split} split's train part"
@@ -230,15 +232,18 @@ def _check_split(interactions: DataFrame, split: str, result: EvaluateResult) ->
 def _test_lists(
     spark: SparkSession, config: Config, data: SplitData, fitted: Fitted
 ) -> tuple[DataFrame, DataFrame, list[str]]:
-    """(every evaluated model's top max(k) for the test customers, checkpointed; their
-    histories, persisted; the evaluated models and business-rule variants)."""
+    """(every evaluated model's top max(k) for the test customers as production would serve
+    them, checkpointed; their routed histories, persisted; the evaluated models and
+    business-rule variants). Each model is measured as the champion: it fills the lists of the
+    champion route, while customers new since the cutoff and short histories get their routes'
+    lists (segment popularity; the hybrid with short-history weights), the same for every model."""
     models = config.models
     items = fitted.item_factors.select("segment", "item_id", "model", "factors").toPandas()
-    histories = (
-        lists.customer_histories(models, data.train, "hybrid")
-        .join(data.test_customers, ev.KEYS, "left_semi")
-        .persist()
+    histories = lists.with_unknown_customers(
+        lists.customer_histories(models, data.train, "hybrid"), data.test_customers
     )
+    routed = lists.with_routes(models, histories).persist()
+    champion = lists.on_route(routed, routing.CHAMPION)
     segment_users = dict(data.known.groupBy("segment").count().collect())
     mined = None
     if hybrid_uses_rules(models):
@@ -251,28 +256,34 @@ def _test_lists(
     evaluated = [m for m in models.enabled if m != "popularity" and m in trained] + list(BASELINES)
     variants = rule_variants(config, blocked_items(spark, config))
     n = max(config.evaluation.k)
-    pool = None  # the hybrid's candidates, made once for it and its variants
+    # Candidates made once and checkpointed: each list below reads them, and a union's plan
+    # would otherwise repeat their whole plan in every branch.
+    short = lists.short_history_candidates(models, fitted, items, routed, context)
+    short = short.localCheckpoint() if short is not None else None
+    pool = None
     if "hybrid" in evaluated:
-        # Checkpointed, not only cached: the hybrid and its variants each read it, and their
-        # union's plan would otherwise repeat the candidates' whole plan in every branch.
         weights = models.hybrid.weights
-        pool = lists.hybrid_candidates(models, fitted, items, histories, context, weights).localCheckpoint()
+        pool = lists.hybrid_candidates(models, fitted, items, champion, context, weights).localCheckpoint()
+    cold = lists.cold_start_lists(models, fitted, items, routed, context, n, short).localCheckpoint()
     frames = []
     for model in evaluated:
-        recs = lists.published_lists(models, model, fitted, items, histories, context, n, candidates=pool)
-        frames.append(recs.select(F.lit(model).alias("model"), *ev.KEYS, "rank", "item_id"))
+        recs = lists.published_lists(models, model, fitted, items, champion, context, n, candidates=pool)
+        frames.append(_labelled(recs.unionByName(cold), model))
     base = "hybrid" if "hybrid" in evaluated else evaluated[0]
     for name, rules in variants.items():
         with_rules = context.with_rules(rules)
-        recs = lists.published_lists(models, base, fitted, items, histories, with_rules, n, candidates=pool)
-        frames.append(
-            recs.select(F.lit(f"{base}{VARIANT_MARK}{name}").alias("model"), *ev.KEYS, "rank", "item_id")
-        )
+        recs = lists.published_lists(models, base, fitted, items, champion, with_rules, n, candidates=pool)
+        recs = recs.unionByName(lists.cold_start_lists(models, fitted, items, routed, with_rules, n, short))
+        frames.append(_labelled(recs, f"{base}{VARIANT_MARK}{name}"))
     # The metrics read it many times: checkpointed for a short plan.
     recs = reduce(DataFrame.unionByName, frames).localCheckpoint()
     if mined is not None:
         mined.unpersist()
-    return recs, histories, evaluated + [f"{base}{VARIANT_MARK}{name}" for name in variants]
+    return recs, routed, evaluated + [f"{base}{VARIANT_MARK}{name}" for name in variants]
+
+
+def _labelled(recs: DataFrame, model: str) -> DataFrame:
+    return recs.select(F.lit(model).alias("model"), *ev.KEYS, "rank", "item_id")
 
 
 def _metrics(
@@ -441,6 +452,7 @@ def _melt(frame: DataFrame, ids: list[str], metrics: list[str]) -> DataFrame:
 
 def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
     """Evaluate, write the report, log it and register the champion (unless a baseline won)."""
+    config = tuned_config(spark, config)
     result = run_evaluate(spark, config, run.run_id)
     decision = result.decision
     report = build_report(spark, config, run.run_id)

@@ -17,7 +17,13 @@ from recsys_spark.distributed import lists
 from recsys_spark.distributed.errors import udf_errors
 from recsys_spark.distributed.scoring import ScoringError
 from recsys_spark.distributed.training import Fitted
-from recsys_spark.io.model_tables import association_rules, blocked_items, fitted_from_tables, published_model
+from recsys_spark.io.model_tables import (
+    association_rules,
+    blocked_items,
+    fitted_from_tables,
+    published_model,
+    tuned_config,
+)
 from recsys_spark.io.tables import overwrite_table, run_stamp, table_name
 from recsys_spark.kernels import routing
 from recsys_spark.kernels.candidates import POPULAR_OVERALL
@@ -62,6 +68,7 @@ def run_score(
     """Score every customer with the published model and publish the gold tables in ``outputs``
     (``item_audience`` also writes ``lookalikes``)."""
     seconds: dict[str, float] = {}
+    config = tuned_config(spark, config)  # the hybrid blends with the weights tuning chose
     publish, why = published_model(spark, config)
     log.info("score: publishing %s (%s)", publish, why)
     fitted = fitted_from_tables(spark, config)

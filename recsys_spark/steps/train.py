@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import dataclasses
 
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 
 from recsys_spark.config import Config
 from recsys_spark.config.params import train_settings
 from recsys_spark.distributed.training import TrainResult, TrainSettings, fit_models, settings_rows
-from recsys_spark.distributed.tuning import TRIALS_SCHEMA, best_trials, chosen_values, search_settings
+from recsys_spark.distributed.tuning import (
+    TRIALS_SCHEMA,
+    best_trials,
+    chosen_values,
+    search_hybrid,
+    search_settings,
+    validation_carve,
+)
 from recsys_spark.io.model_tables import MODEL_TABLES
 from recsys_spark.io.tables import overwrite_table, run_stamp, table_name
+from recsys_spark.kernels.routing import GLOBAL_SEGMENT
 from recsys_spark.progress import stage
 from recsys_spark.tracking.runs import PipelineRun, StepReport, log_trials
 
@@ -61,15 +70,23 @@ def _tune(
     if conf.trials <= 0 or not set(conf.models) & set(config.models.enabled):
         return {}
     with stage("train", "tune", result.seconds) as st:
-        trials = search_settings(spark, config, interactions, st.counts)
+        carved = validation_carve(config, interactions)
+        trials = search_settings(spark, config, carved, st.counts)
+        if "hybrid" in conf.models and "hybrid" in config.models.enabled:
+            chosen = chosen_values(best_trials(trials))
+            trials = pd.concat(
+                [trials, search_hybrid(spark, config, carved, chosen, st.counts)], ignore_index=True
+            )
         best = best_trials(trials)
         trials["chosen"] = trials.index.isin(best.index)
         schema = f"{TRIALS_SCHEMA}, chosen boolean"
         rows = spark.createDataFrame(trials, schema).withColumns(run_stamp(run_id, "tuned_at"))
         overwrite_table(spark, config, table_name(config, "tuning_trials"), rows, f"run_id = '{run_id}'")
         log_trials(trials)
-        result.tuned_segments = sorted(set(best.segment))
-    return chosen_values(best)
+        result.tuned_segments = sorted(set(best[best.model != "hybrid"].segment))
+    chosen = chosen_values(best)
+    result.tuned_blend = chosen.get(GLOBAL_SEGMENT, {}).get("hybrid")
+    return chosen
 
 
 def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
@@ -96,6 +113,9 @@ def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
             f"(fewer than {config.models.tuning.min_validation_customers} validation customers, or "
             "trained on MLlib); the choices are in gold.tuning_trials"
         )
+    if result.tuned_blend:
+        weights = ", ".join(f"{source} {weight:g}" for source, weight in sorted(result.tuned_blend.items()))
+        lines.append(f"  hybrid weights chosen by tuning (every segment): {weights}")
     left_out = [m for m in train_settings(config.models).models if m not in result.models]
     if left_out:
         lines.append(f"  left out, their input is missing: {', '.join(left_out)} (see the log)")

@@ -3,6 +3,7 @@ values unless another point validates better."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -18,22 +19,24 @@ from recsys_spark.kernels.topn import TopN
 
 def test_trial_points_start_with_conf_values_are_distinct_and_seeded():
     defaults = AlsParams(factors=64, regularization=0.05, alpha=40.0)
-    points = tuning.trial_points("als", defaults, 6, seed=7)
+    points = tuning.trial_points("als", dataclasses.asdict(defaults), 6, seed=7)
     assert points[0] == {"factors": 64, "regularization": 0.05, "alpha": 40.0, "log_scale": False}
     assert len(points) == 6
     assert len({tuple(sorted(p.items())) for p in points}) == 6
-    assert points == tuning.trial_points("als", defaults, 6, seed=7)
-    assert points != tuning.trial_points("als", defaults, 6, seed=8)
+    assert points == tuning.trial_points("als", dataclasses.asdict(defaults), 6, seed=7)
+    assert points != tuning.trial_points("als", dataclasses.asdict(defaults), 6, seed=8)
     for point in points:
         for name, value in point.items():
             assert value in tuning.SEARCH_SPACE["als"][name] or value == getattr(defaults, name)
 
 
 def test_fixed_parameters_keep_conf_value_and_budget_caps_at_grid_size():
-    points = tuning.trial_points("itemknn", ItemKnnParams(), 100, seed=1, fixed=("similarity",))
+    points = tuning.trial_points(
+        "itemknn", dataclasses.asdict(ItemKnnParams()), 100, seed=1, fixed=("similarity",)
+    )
     assert all("similarity" not in p for p in points)
     assert len(points) == len(tuning.SEARCH_SPACE["itemknn"]["neighbours"])
-    assert tuning.trial_points("itemknn", ItemKnnParams(), 0, seed=1) == []
+    assert tuning.trial_points("itemknn", dataclasses.asdict(ItemKnnParams()), 0, seed=1) == []
 
 
 def test_ndcg_at_k_worked_by_hand():
@@ -62,7 +65,7 @@ def test_search_scores_every_point_and_best_keeps_conf_values_on_a_tie():
     fit_part = matrix.tocsr()
     fit_part.eliminate_zeros()
     defaults = AlsParams(factors=8, iterations=3)
-    points = tuning.trial_points("als", defaults, 4, seed=0)
+    points = tuning.trial_points("als", dataclasses.asdict(defaults), 4, seed=0)
     trials = tuning.search("als", fit_part, np.array(users), relevant, points, defaults, k=10)
     assert [t.trial for t in trials] == [0, 1, 2, 3]
     assert [t.params for t in trials] == points
@@ -71,3 +74,14 @@ def test_search_scores_every_point_and_best_keeps_conf_values_on_a_tie():
     assert best.ndcg == max(t.ndcg for t in trials)
     tie = [tuning.Trial("als", 0, {}, 0.5, 1.0), tuning.Trial("als", 1, {}, 0.5, 1.0)]
     assert tuning.best(tie).trial == 0
+
+
+def test_hybrid_points_weigh_conf_sources_only_never_all_zero():
+    conf = {"als": 1.0, "itemknn": 1.0, "content": 0.3, "rules": 0.0}
+    points = tuning.hybrid_points(conf, 40, seed=2)
+    assert points[0] == {"als": 1.0, "itemknn": 1.0, "content": 0.3}
+    assert len(points) == 40
+    assert all(set(p) == {"als", "itemknn", "content"} and any(p.values()) for p in points)
+    assert all(v in tuning.HYBRID_WEIGHTS for p in points[1:] for v in p.values())
+    everything = tuning.hybrid_points({"als": 1.0}, 10, seed=2)
+    assert everything == [{"als": 1.0}, {"als": 0.3}, {"als": 3.0}]  # {"als": 0.0} left out

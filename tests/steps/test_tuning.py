@@ -19,12 +19,16 @@ from recsys_spark.tracking.runs import tracking_uri
 from tests.steps.test_models import table, write_interactions
 
 TUNED = {
-    "enabled": ["als", "itemknn", "popularity"],
+    "enabled": ["als", "itemknn", "popularity", "hybrid"],
     "publish": "champion",
     "min_segment_users": 10,
     "min_segment_items": 10,
     "als": {"factors": 8, "iterations": 3},
-    "tuning": {"trials": 3, "models": ["als", "itemknn"], "min_validation_customers": 10},
+    "hybrid": {
+        "weights": {"als": 1.0, "itemknn": 1.0, "content": 0.0, "rules": 0.0},
+        "short_history_weights": {"als": 0.5, "itemknn": 1.0, "content": 0.0, "rules": 0.0},
+    },
+    "tuning": {"trials": 3, "models": ["als", "itemknn", "hybrid"], "min_validation_customers": 10},
 }
 
 
@@ -48,14 +52,18 @@ def trials_of(spark: SparkSession, config: Config) -> pd.DataFrame:
 def test_every_trial_is_recorded_and_the_best_is_chosen_per_segment_and_model(spark, tuned):
     config, lines = tuned
     trials = trials_of(spark, config)
-    assert set(trials.segment) == {"seg00", "seg01"}
+    assert set(trials.segment) == {"seg00", "seg01", "all"}
     assert trials.groupby(["segment", "model"]).size().to_dict() == {
-        (s, m): 3 for s in ("seg00", "seg01") for m in ("als", "itemknn")
+        **{(s, m): 3 for s in ("seg00", "seg01") for m in ("als", "itemknn")},
+        ("all", "hybrid"): 3,  # the hybrid's weights: one set for every segment
     }
+    hybrid = trials[trials.model == "hybrid"].params.map(json.loads).tolist()
+    assert hybrid[0] == {"als": 1.0, "itemknn": 1.0}
+    assert all(set(p) == {"als", "itemknn"} and any(p.values()) for p in hybrid)
     first = trials[(trials.trial == 0) & (trials.model == "als")].params.map(json.loads)
     assert all(p == {"factors": 8, "regularization": 0.05, "alpha": 40.0, "log_scale": False} for p in first)
     chosen = trials[trials.chosen]
-    assert len(chosen) == 4
+    assert len(chosen) == 5
     for row in chosen.itertuples():
         same = trials[(trials.segment == row.segment) & (trials.model == row.model)]
         assert row.ndcg == same.ndcg.max()
@@ -82,6 +90,10 @@ def test_train_uses_and_records_the_chosen_values(spark, tuned):
             assert len(factors) == json.loads(row.params)["factors"]
     popularity = settings[settings.model == "popularity"]
     assert popularity.tuned.isna().all()  # not tuned: conf's values, recorded all the same
+    blend = settings[settings.model == "hybrid"].iloc[0]
+    weights = json.loads(trials[trials.chosen & (trials.model == "hybrid")].params.iat[0])
+    conf = TUNED["hybrid"]["weights"]
+    assert (blend.segment, json.loads(blend.settings)) == ("all", {**conf, **weights})
 
 
 def test_each_trial_is_a_nested_mlflow_run_and_a_rerun_chooses_the_same(spark, tuned):
@@ -89,9 +101,9 @@ def test_each_trial_is_a_nested_mlflow_run_and_a_rerun_chooses_the_same(spark, t
     client = mlflow.MlflowClient(tracking_uri(config))
     experiment = client.get_experiment_by_name("tuning_test")
     runs = client.search_runs([experiment.experiment_id], "tags.`recsys.step` = 'train.tune'")
-    assert len(runs) == 12
+    assert len(runs) == 15
     assert all("mlflow.parentRunId" in r.data.tags for r in runs)
-    assert sum(r.data.tags["recsys.chosen"] == "true" for r in runs) == 4
+    assert sum(r.data.tags["recsys.chosen"] == "true" for r in runs) == 5
     before = trials_of(spark, config)
     run_steps(config, ["train"], spark)
     after = table(spark, config, "tuning_trials").where(f"run_id != '{before.run_id.iat[0]}'").toPandas()
@@ -107,7 +119,13 @@ def test_evaluate_registers_only_factors_trained_with_the_settings_it_evaluated(
     config, lines = tuned
     assert any("registered: tuning_test_model version" in line for line in lines)
     published = table(spark, config, "published_model").orderBy("decided_at").toPandas().iloc[-1]
-    assert set(json.loads(published.settings)["tuned"]) == {"seg00", "seg01"}
+    assert set(json.loads(published.settings)["tuned"]) == {"seg00", "seg01", "all"}
+    trials = trials_of(spark, config)
+    weights = json.loads(trials[trials.chosen & (trials.model == "hybrid")].params.iat[0])
+    mlflow.set_tracking_uri(tracking_uri(config))
+    served = mlflow.pyfunc.load_model("models:/tuning_test_model@champion")
+    # The served blend is the tuned one.
+    assert served.model_config["hybrid"]["weights"] == {**TUNED["hybrid"]["weights"], **weights}
     changed = make_config(
         models={**TUNED, "als": {"factors": 8, "iterations": 4}},
         mlflow={"experiment": "tuning_test", "registered_model": "tuning_test_model"},
@@ -119,3 +137,21 @@ def test_evaluate_registers_only_factors_trained_with_the_settings_it_evaluated(
     assert "trained with other settings than evaluated (iterations 3 -> 4" in registered
     versions = mlflow.MlflowClient(tracking_uri(config)).search_model_versions("name = 'tuning_test_model'")
     assert len(versions) == 1
+
+
+def test_evaluation_gives_new_and_short_history_customers_their_routes_lists(spark, tuned):
+    """Routed as production routes them, customers new since the cutoff (segment popularity) and
+    one-order customers (the hybrid with short-history weights) score the same whatever model
+    is measured as the champion; before, a new customer got no list and scored 0 everywhere."""
+    config, _ = tuned
+    metrics = table(spark, config, "model_metrics").where(
+        "segment = 'all' AND k = 10 AND metric IN ('hit_rate', 'customers') AND model NOT LIKE '%+%'"
+    )
+    rows = metrics.toPandas().pivot_table(index=["slice", "model"], columns="metric", values="value")
+    for slice_name in ("cold_start", "1"):
+        part = rows.loc[slice_name]
+        assert part.customers.min() > 0
+        assert part.hit_rate.nunique() == 1, part
+    assert rows.loc["cold_start"].hit_rate.iat[0] > 0  # popularity finds some of their purchases
+    champion = rows.loc["20+"] if "20+" in rows.index.get_level_values(0) else rows.loc["5-19"]
+    assert champion.hit_rate.nunique() > 1  # on the champion route the models differ
