@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup jars demo test lint clean bench-baskets bench-models
+.PHONY: setup jars demo test lint clean bench-baskets bench-models bench-tuning
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,3 +37,6 @@ bench-baskets: setup
 
 bench-models: setup
 	$(BIN)/python bench/als.py
+
+bench-tuning: setup
+	$(BIN)/python bench/tuning.py

@@ -28,6 +28,13 @@ def item_categories(interactions: DataFrame) -> DataFrame:
     return _most_frequent(interactions, "category")
 
 
+def known_categories(interactions: DataFrame) -> DataFrame | None:
+    """``item_categories``, or None when no item has a category: what needs categories (diversity,
+    category saturation) is then not measured rather than measured on nothing."""
+    categories = item_categories(interactions)
+    return categories if categories.limit(1).count() else None
+
+
 def _most_frequent(interactions: DataFrame, column: str) -> DataFrame:
     counted = (
         interactions.where(F.col(column).isNotNull())

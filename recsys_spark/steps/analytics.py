@@ -63,7 +63,7 @@ def run_analytics(spark: SparkSession, config: Config, run_id: str) -> Analytics
 
     with stage("analytics", "category saturation") as st:
         categories = spark.table(str(table_name(config, "items"))).select("item_id", "category")
-        missing = _saturation_input_missing(interactions, categories)
+        missing = _saturation_input_missing(interactions)
         if missing:
             result.skipped["category_saturation"] = missing
         else:
@@ -88,9 +88,9 @@ def run_analytics(spark: SparkSession, config: Config, run_id: str) -> Analytics
     return result
 
 
-def _saturation_input_missing(interactions: DataFrame, categories: DataFrame) -> str | None:
+def _saturation_input_missing(interactions: DataFrame) -> str | None:
     """Why category saturation cannot be measured on this input, or None."""
-    if categories.where(F.col("category").isNotNull()).limit(1).count() == 0:
+    if A.known_categories(interactions) is None:
         return (
             "no item has a category (map input.columns.category, or set "
             "input.category_from_description for retail descriptions)"

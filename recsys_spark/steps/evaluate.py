@@ -34,7 +34,7 @@ from recsys_spark.config.params import (
 from recsys_spark.distributed import baskets as mining
 from recsys_spark.distributed import evaluation as ev
 from recsys_spark.distributed import lists
-from recsys_spark.distributed.analytics import item_categories
+from recsys_spark.distributed.analytics import known_categories
 from recsys_spark.distributed.evaluation import ALL_SLICES
 from recsys_spark.distributed.training import Fitted, TrainResult, TrainSettings, fit_models, settings_rows
 from recsys_spark.io.model_tables import blocked_items, trained_settings, tuned_config, tuned_values
@@ -311,10 +311,8 @@ def _metrics(
         .withColumnRenamed("history", "slice")
         .withColumn("segment", F.lit(GLOBAL_SEGMENT)),
     ]
-    categories = item_categories(interactions)
     # Without categories diversity is not measured (null), rather than every item its own category.
-    has_categories = categories.limit(1).count() > 0
-    list_metrics = ev.list_metrics(recs, data.train, conf.k, categories if has_categories else None)
+    list_metrics = ev.list_metrics(recs, data.train, conf.k, known_categories(interactions))
     overall = summaries[0].join(list_metrics, ["model", "k"], "left").toPandas()
     result.overall = (
         overall.drop(columns=["segment", "slice"])
