@@ -120,6 +120,8 @@ def test_evaluate_registers_only_factors_trained_with_the_settings_it_evaluated(
     assert any("registered: tuning_test_model version" in line for line in lines)
     published = table(spark, config, "published_model").orderBy("decided_at").toPandas().iloc[-1]
     assert set(json.loads(published.settings)["tuned"]) == {"seg00", "seg01", "all"}
+    report = (config.work_path / "reports" / f"evaluation_{published.run_id}.html").read_text()
+    assert "Chosen by tuning" in report and "seg00, als: " in report
     trials = trials_of(spark, config)
     weights = json.loads(trials[trials.chosen & (trials.model == "hybrid")].params.iat[0])
     mlflow.set_tracking_uri(tracking_uri(config))
