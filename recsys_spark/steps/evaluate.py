@@ -259,7 +259,6 @@ def _test_lists(
     # Candidates made once and checkpointed: each list below reads them, and a union's plan
     # would otherwise repeat their whole plan in every branch.
     short = lists.short_history_candidates(models, fitted, items, routed, context)
-    short = short.localCheckpoint() if short is not None else None
     pool = None
     if "hybrid" in evaluated:
         weights = models.hybrid.weights
@@ -271,10 +270,11 @@ def _test_lists(
         frames.append(_labelled(recs.unionByName(cold), model))
     base = "hybrid" if "hybrid" in evaluated else evaluated[0]
     for name, rules in variants.items():
+        # A rule's effect is measured on the champion route; the routes' lists are the raw ones
+        # (making them again under every rule doubled evaluate's time for little information).
         with_rules = context.with_rules(rules)
         recs = lists.published_lists(models, base, fitted, items, champion, with_rules, n, candidates=pool)
-        recs = recs.unionByName(lists.cold_start_lists(models, fitted, items, routed, with_rules, n, short))
-        frames.append(_labelled(recs, f"{base}{VARIANT_MARK}{name}"))
+        frames.append(_labelled(recs.unionByName(cold), f"{base}{VARIANT_MARK}{name}"))
     # The metrics read it many times: checkpointed for a short plan.
     recs = reduce(DataFrame.unionByName, frames).localCheckpoint()
     if mined is not None:
