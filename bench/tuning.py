@@ -4,7 +4,7 @@ Run: .venv/bin/python bench/tuning.py  (or `make bench-tuning`); writes bench/RE
 Cases: Online Retail (the bundled files, base.yml's conf) and MovieLens as implicit feedback
 (tests/data/movielens: user, movie, a count of 2 x the rating, epoch seconds, tab-separated,
 no orders, prices, descriptions or segments). Per case the pipeline runs load-sample, ingest,
-train and evaluate with ``models.tuning.trials: 0`` (conf's values), then train and evaluate
+baskets, train and evaluate with ``models.tuning.trials: 0`` (conf's values), then train and evaluate
 again with the trials asked for; the evaluation's split is the same both times, and tuning
 only ever validates on the latest tenth of its train part.
 """
@@ -82,7 +82,7 @@ def run_case(
     }
     results = {}
     for label, count, steps in (
-        ("conf", 0, ["load-sample", "ingest", "train", "evaluate"]),
+        ("conf", 0, ["load-sample", "ingest", "baskets", "train", "evaluate"]),
         ("tuned", trials, ["train", "evaluate"]),
     ):
         config = load_config("local", overrides=_merged(base, overrides, count))
@@ -152,7 +152,7 @@ def report(results: dict[str, dict], trials: int) -> str:
             lines.append(f"| {model} | {_cell(before)} | {_cell(after)} | {change:+.0%} |")
         lines += [
             "",
-            f"Pipeline seconds: {conf_seconds:.0f} with conf's settings (load, ingest, train, evaluate), "
+            f"Pipeline seconds: {conf_seconds:.0f} with conf's settings (load, ingest, baskets, train, evaluate), "
             f"{tuned_seconds:.0f} tuned (train with tuning, evaluate).",
             "",
             "Chosen (gold.tuning_trials, validation NDCG@10):",
