@@ -4,9 +4,9 @@ Run: .venv/bin/python bench/tuning.py  (or `make bench-tuning`); writes bench/RE
 Cases: Online Retail (the bundled files, base.yml's conf) and MovieLens as implicit feedback
 (tests/data/movielens: user, movie, a count of 2 x the rating, epoch seconds, tab-separated,
 no orders, prices, descriptions or segments). Per case the pipeline runs load-sample, ingest,
-baskets, train and evaluate with ``models.tuning.trials: 0`` (conf's values), then train and evaluate
-again with the trials asked for; the evaluation's split is the same both times, and tuning
-only ever validates on the latest tenth of its train part.
+baskets, train and evaluate with ``models.tuning.trials: 0`` (conf's values), then train and
+evaluate again with the trials asked for; the evaluation's split is the same both times, and
+tuning only ever validates on the latest tenth of its train part.
 """
 
 from __future__ import annotations
@@ -152,8 +152,8 @@ def report(results: dict[str, dict], trials: int) -> str:
             lines.append(f"| {model} | {_cell(before)} | {_cell(after)} | {change:+.0%} |")
         lines += [
             "",
-            f"Pipeline seconds: {conf_seconds:.0f} with conf's settings (load, ingest, baskets, train, evaluate), "
-            f"{tuned_seconds:.0f} tuned (train with tuning, evaluate).",
+            f"Pipeline seconds: {conf_seconds:.0f} with conf's settings (load, ingest, baskets, train, "
+            f"evaluate), {tuned_seconds:.0f} tuned (train with tuning, evaluate).",
             "",
             "Chosen (gold.tuning_trials, validation NDCG@10):",
             "",
