@@ -65,15 +65,21 @@ def movielens_overrides(work: Path) -> dict[str, Any]:
             "non_product_codes": [],
             "non_product_code_pattern": None,
         },
-        "models": {"enabled": ["als", "itemknn", "bpr", "popularity", "hybrid"], "min_segment_users": 10},
+        "models": {
+            "enabled": ["als", "itemknn", "bpr", "popularity", "hybrid"],
+            "min_segment_users": 10,
+            # No descriptions, so no content model: the hybrid blends the others.
+            "hybrid": {"weights": {"content": 0.0}, "short_history_weights": {"content": 0.0}},
+        },
         "evaluation": {"min_coverage": 0.01},
         "business_rules": {"max_per_category": None},
     }
 
 
 def run_case(
-    name: str, overrides: dict[str, Any], work: Path, trials: int, spark: SparkSession | None
+    name: str, overrides: dict[str, Any], work: Path, trials: int, spark: SparkSession | None, reuse: bool
 ) -> dict:
+    """The case's figures: run both ways, or with ``reuse`` read from the tables of the last run."""
     base = {
         "work_dir": str(work),
         "load_sample": True,
@@ -81,17 +87,19 @@ def run_case(
         "mlflow": {"experiment": f"bench_tuning_{name}", "registered_model": f"bench_tuning_{name}"},
     }
     results = {}
-    for label, count, steps in (
-        ("conf", 0, ["load-sample", "ingest", "baskets", "train", "evaluate"]),
-        ("tuned", trials, ["train", "evaluate"]),
+    for latest, (label, count, steps) in enumerate(
+        (
+            ("conf", 0, ["load-sample", "ingest", "baskets", "train", "evaluate"]),
+            ("tuned", trials, ["train", "evaluate"]),
+        )
     ):
         config = load_config("local", overrides=_merged(base, overrides, count))
         spark = spark or get_spark(config)
         start = time.perf_counter()
-        lines = run_steps(config, steps, spark)
-        seconds = time.perf_counter() - start
-        print("\n".join(lines), flush=True)
-        results[label] = (_metrics(spark, config), seconds)
+        if not reuse:
+            print("\n".join(run_steps(config, steps, spark)), flush=True)
+        seconds = time.perf_counter() - start if not reuse else float("nan")
+        results[label] = (_metrics(spark, config, 1 - latest), seconds)
         if label == "tuned":
             results["chosen"] = _chosen(spark, config)
     return results
@@ -106,12 +114,15 @@ def _merged(base: dict[str, Any], overrides: dict[str, Any], trials: int) -> dic
     return merged
 
 
-def _metrics(spark: SparkSession, config: Config) -> pd.DataFrame:
+def _metrics(spark: SparkSession, config: Config, before_latest: int) -> pd.DataFrame:
+    """NDCG@10 per model of the latest evaluation (``before_latest`` 0) or the one before it (1)."""
     metrics = spark.table(str(table_name(config, "model_metrics")))
-    latest = metrics.agg(F.max("evaluated_at")).first()[0]
+    times = [
+        r[0] for r in metrics.select("evaluated_at").distinct().orderBy(F.desc("evaluated_at")).collect()
+    ]
     return (
         metrics.where(
-            (F.col("evaluated_at") == latest)
+            (F.col("evaluated_at") == times[before_latest])
             & (F.col("segment") == "all")
             & (F.col("slice") == "all")
             & (F.col("metric") == "ndcg")
@@ -175,6 +186,9 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--work", type=Path, default=ROOT / "work", help="work_dir (Delta jars, tables)")
     parser.add_argument("--cases", nargs="+", default=["online_retail", "movielens"])
+    parser.add_argument(
+        "--reuse", nargs="*", default=[], help="cases whose last bench run's tables are read, not run again"
+    )
     args = parser.parse_args()
     setup_logging()
     cases = {
@@ -183,7 +197,7 @@ def main() -> None:
     }
     results, spark = {}, None
     for case in args.cases:
-        results[case] = run_case(case, cases[case](), args.work, args.trials, spark)
+        results[case] = run_case(case, cases[case](), args.work, args.trials, spark, case in args.reuse)
         spark = SparkSession.getActiveSession()
     text = report(results, args.trials)
     (ROOT / "bench" / "RESULTS-tuning.md").write_text(text)
