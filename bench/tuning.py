@@ -99,7 +99,8 @@ def run_case(
         if not reuse:
             print("\n".join(run_steps(config, steps, spark)), flush=True)
         seconds = time.perf_counter() - start if not reuse else float("nan")
-        results[label] = (_metrics(spark, config, 1 - latest), seconds)
+        # Reused, conf's evaluation is the one before the latest; run, each is the latest when read.
+        results[label] = (_metrics(spark, config, 1 - latest if reuse else 0), seconds)
         if label == "tuned":
             results["chosen"] = _chosen(spark, config)
     return results
