@@ -70,6 +70,9 @@ def movielens_overrides(work: Path) -> dict[str, Any]:
             "min_segment_users": 10,
             # No descriptions, so no content model: the hybrid blends the others.
             "hybrid": {"weights": {"content": 0.0}, "short_history_weights": {"content": 0.0}},
+            # Raters come in bursts: the latest 10% of the train part holds too few of them
+            # (fewer than min_validation_customers) to choose on; the latest 30% does not.
+            "tuning": {"validation_share": 0.3},
         },
         "evaluation": {"min_coverage": 0.01},
         "business_rules": {"max_per_category": None},
