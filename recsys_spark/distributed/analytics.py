@@ -28,11 +28,10 @@ def item_categories(interactions: DataFrame) -> DataFrame:
     return _most_frequent(interactions, "category")
 
 
-def known_categories(interactions: DataFrame) -> DataFrame | None:
-    """``item_categories``, or None when no item has a category: what needs categories (diversity,
-    category saturation) is then not measured rather than measured on nothing."""
-    categories = item_categories(interactions)
-    return categories if categories.limit(1).count() else None
+def has_categories(categories: DataFrame) -> bool:
+    """Whether any item of ``categories`` (item_id, category) has one: what needs categories
+    (diversity, category saturation) is otherwise not measured rather than measured on nothing."""
+    return categories.where(F.col("category").isNotNull()).limit(1).count() > 0
 
 
 def _most_frequent(interactions: DataFrame, column: str) -> DataFrame:

@@ -95,20 +95,16 @@ def settings_rows(settings: TrainSettings, segments: list[str]) -> pd.DataFrame:
     for segment in sorted(segments):
         here = settings.for_segment(segment)
         for model in (m for m in settings.models if m in SETTINGS_MODELS):
-            tuned = settings.tuned.get(segment, {}).get(model)
-            values = json.dumps(dataclasses.asdict(getattr(here, model)), sort_keys=True)
-            rows.append((segment, model, values, json.dumps(dict(tuned), sort_keys=True) if tuned else None))
+            values = dataclasses.asdict(getattr(here, model))
+            rows.append((segment, model, _json(values), _json(settings.tuned.get(segment, {}).get(model))))
     if settings.hybrid_weights:
         tuned = settings.tuned.get(GLOBAL_SEGMENT, {}).get("hybrid")
-        rows.append(
-            (
-                GLOBAL_SEGMENT,
-                "hybrid",
-                json.dumps(settings.blend_weights, sort_keys=True),
-                json.dumps(dict(tuned), sort_keys=True) if tuned else None,
-            )
-        )
+        rows.append((GLOBAL_SEGMENT, "hybrid", _json(settings.blend_weights), _json(tuned)))
     return pd.DataFrame(rows, columns=["segment", "model", "settings", "tuned"])
+
+
+def _json(values: Mapping[str, Any] | None) -> str | None:
+    return json.dumps(dict(values), sort_keys=True) if values else None
 
 
 def user_item_weights(

@@ -184,21 +184,6 @@ def search_hybrid(
     )
 
 
-def best_trials(trials: pd.DataFrame) -> pd.DataFrame:
-    """Per segment and model, the trial with the highest NDCG (the earliest among equals, so
-    conf's values win a tie)."""
-    ranked = trials.assign(order=-trials.trial).sort_values(["ndcg", "order"], ascending=False)
-    return ranked.groupby(["segment", "model"], sort=True).head(1).drop(columns="order")
-
-
-def chosen_values(best: pd.DataFrame) -> dict[str, dict[str, dict]]:
-    """Segment -> model -> the values of ``best_trials``' rows, as train settings take them."""
-    values: dict[str, dict[str, dict]] = {}
-    for row in best.itertuples():
-        values.setdefault(row.segment, {})[row.model] = json.loads(row.params)
-    return values
-
-
 def _tune_segment(
     settings: TrainSettings, plan: TuningPlan, threads: int
 ) -> Callable[[pd.DataFrame], pd.DataFrame]:

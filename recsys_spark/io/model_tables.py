@@ -4,17 +4,17 @@ the association rules the hybrid weighs, and the items never to recommend."""
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys_spark.config import Config
-from recsys_spark.config.params import hybrid_uses_rules
-from recsys_spark.distributed.training import Fitted
+from recsys_spark.config.params import hybrid_uses_rules, train_settings
+from recsys_spark.distributed.training import Fitted, Tuned
 from recsys_spark.io.tables import table_name
 from recsys_spark.kernels.routing import GLOBAL_SEGMENT
+from recsys_spark.kernels.tuning import chosen_values
 
 MODEL_TABLES = ("user_factors", "item_factors", "item_neighbours")
 
@@ -38,23 +38,23 @@ def trained_settings(spark: SparkSession, config: Config) -> pd.DataFrame:
     return spark.table(str(name)).select("segment", "model", "settings", "tuned").toPandas()
 
 
-def tuned_values(trained: pd.DataFrame) -> dict[str, dict[str, dict]]:
-    """Segment -> model -> the values tuning chose, from ``trained_settings``' rows."""
-    values: dict[str, dict[str, dict]] = {}
-    for row in trained.dropna(subset=["tuned"]).itertuples():
-        values.setdefault(row.segment, {})[row.model] = json.loads(row.tuned)
-    return values
-
-
-def tuned_config(spark: SparkSession, config: Config) -> Config:
-    """``config`` with the hybrid weights the last train's tuning chose over conf's (when tuning
-    is on and chose some): what evaluate measures, score publishes and the served model blends."""
+def tuned_values(config: Config, trained: pd.DataFrame) -> Tuned:
+    """Segment -> model -> the values the last train's tuning chose (``trained_settings``' rows),
+    or none when conf turns tuning off: then conf's values are what counts."""
     if config.models.tuning.trials <= 0:
+        return {}
+    return chosen_values(trained.dropna(subset=["tuned"]), "tuned")
+
+
+def tuned_config(config: Config, trained: pd.DataFrame) -> Config:
+    """``config`` with the hybrid weights the last train's tuning chose over conf's
+    (``trained``: ``trained_settings``): what evaluate measures, score publishes and the served
+    model blends."""
+    tuned = tuned_values(config, trained)
+    if "hybrid" not in tuned.get(GLOBAL_SEGMENT, {}):
         return config
-    chosen = tuned_values(trained_settings(spark, config)).get(GLOBAL_SEGMENT, {}).get("hybrid")
-    if not chosen:
-        return config
-    hybrid = dataclasses.replace(config.models.hybrid, weights={**config.models.hybrid.weights, **chosen})
+    weights = train_settings(config.models, tuned).blend_weights
+    hybrid = dataclasses.replace(config.models.hybrid, weights=weights)
     return dataclasses.replace(config, models=dataclasses.replace(config.models, hybrid=hybrid))
 
 

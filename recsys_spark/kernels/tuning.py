@@ -8,6 +8,7 @@ measured on validation; ties keep the earlier trial, so conf's values win a tie.
 from __future__ import annotations
 
 import dataclasses
+import json
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -16,6 +17,7 @@ from itertools import product
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import scipy.sparse as sp
 
 from recsys_spark.kernels import als, bpr, itemknn
@@ -123,6 +125,17 @@ def search(
     return trials
 
 
-def best(trials: Sequence[Trial]) -> Trial:
-    """The trial with the highest NDCG; the earliest among equals (conf's values first)."""
-    return max(trials, key=lambda t: (t.ndcg, -t.trial))
+def best_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """Of trial rows (segment, model, trial, ndcg, ...), per segment and model the one with the
+    highest NDCG; the earliest among equals, so conf's values (trial 0) win a tie."""
+    ranked = trials.assign(order=-trials.trial).sort_values(["ndcg", "order"], ascending=False)
+    return ranked.groupby(["segment", "model"], sort=True).head(1).drop(columns="order")
+
+
+def chosen_values(rows: pd.DataFrame, column: str = "params") -> dict[str, dict[str, dict]]:
+    """Segment -> model -> values, from rows whose ``column`` holds the values as JSON (the best
+    trials' ``params``, or silver.model_settings' ``tuned``)."""
+    values: dict[str, dict[str, dict]] = {}
+    for segment, model, text in rows[["segment", "model", column]].itertuples(index=False):
+        values.setdefault(segment, {})[model] = json.loads(text)
+    return values

@@ -63,7 +63,7 @@ def run_analytics(spark: SparkSession, config: Config, run_id: str) -> Analytics
 
     with stage("analytics", "category saturation") as st:
         categories = spark.table(str(table_name(config, "items"))).select("item_id", "category")
-        missing = _saturation_input_missing(interactions)
+        missing = _saturation_input_missing(interactions, categories)
         if missing:
             result.skipped["category_saturation"] = missing
         else:
@@ -88,9 +88,9 @@ def run_analytics(spark: SparkSession, config: Config, run_id: str) -> Analytics
     return result
 
 
-def _saturation_input_missing(interactions: DataFrame) -> str | None:
+def _saturation_input_missing(interactions: DataFrame, categories: DataFrame) -> str | None:
     """Why category saturation cannot be measured on this input, or None."""
-    if A.known_categories(interactions) is None:
+    if not A.has_categories(categories):
         return (
             "no item has a category (map input.columns.category, or set "
             "input.category_from_description for retail descriptions)"

@@ -34,7 +34,7 @@ from recsys_spark.config.params import (
 from recsys_spark.distributed import baskets as mining
 from recsys_spark.distributed import evaluation as ev
 from recsys_spark.distributed import lists
-from recsys_spark.distributed.analytics import known_categories
+from recsys_spark.distributed.analytics import has_categories, item_categories
 from recsys_spark.distributed.evaluation import ALL_SLICES
 from recsys_spark.distributed.training import Fitted, TrainResult, TrainSettings, fit_models, settings_rows
 from recsys_spark.io.model_tables import blocked_items, trained_settings, tuned_config, tuned_values
@@ -123,17 +123,19 @@ class SplitData:
     known: DataFrame
 
 
-def run_evaluate(spark: SparkSession, config: Config, run_id: str) -> EvaluateResult:
+def run_evaluate(
+    spark: SparkSession, config: Config, run_id: str, trained: pd.DataFrame | None = None
+) -> EvaluateResult:
+    """Evaluate with the settings silver.model_settings records (``trained``, read when not
+    given): the values tuning chose for the factors in silver, conf's otherwise."""
     if not re.fullmatch(r"[0-9A-Za-z_-]+", run_id):
         raise ValueError(f"unexpected run id {run_id!r}")
-    config = tuned_config(spark, config)  # the hybrid blends with the weights tuning chose
+    trained = trained_settings(spark, config) if trained is None else trained
+    config = tuned_config(config, trained)  # the hybrid blends with the weights tuning chose
     interactions = spark.table(str(table_name(config, "interactions")))
     data, result = _split(interactions, config.evaluation, ev.split_used(config))
     source = f"the {result.split} split's train part"
-    trained = trained_settings(spark, config)
-    # The values tuning chose for the factors in silver are the ones evaluated (conf's otherwise).
-    tuned = tuned_values(trained) if config.models.tuning.trials > 0 else {}
-    settings = train_settings(config.models, tuned)
+    settings = train_settings(config.models, tuned_values(config, trained))
     result.settings, result.settings_mismatch = settings, settings_mismatch(settings, trained)
     fitted = fit_models(
         spark, config.models, settings, data.train, source, "evaluate", TrainResult(seconds=result.seconds)
@@ -312,7 +314,10 @@ def _metrics(
         .withColumn("segment", F.lit(GLOBAL_SEGMENT)),
     ]
     # Without categories diversity is not measured (null), rather than every item its own category.
-    list_metrics = ev.list_metrics(recs, data.train, conf.k, known_categories(interactions))
+    categories = item_categories(interactions)
+    list_metrics = ev.list_metrics(
+        recs, data.train, conf.k, categories if has_categories(categories) else None
+    )
     overall = summaries[0].join(list_metrics, ["model", "k"], "left").toPandas()
     result.overall = (
         overall.drop(columns=["segment", "slice"])
@@ -450,8 +455,9 @@ def _melt(frame: DataFrame, ids: list[str], metrics: list[str]) -> DataFrame:
 
 def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
     """Evaluate, write the report, log it and register the champion (unless a baseline won)."""
-    config = tuned_config(spark, config)
-    result = run_evaluate(spark, config, run.run_id)
+    trained = trained_settings(spark, config)
+    config = tuned_config(config, trained)  # the served model blends as evaluated
+    result = run_evaluate(spark, config, run.run_id, trained)
     decision = result.decision
     report = build_report(spark, config, run.run_id)
     path = write_report(report, config.work_path / "reports") if not on_databricks() else None
@@ -480,13 +486,13 @@ def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
         f"new to their segment, which no model can recommend); at k={conf.primary_k}:",
         *table_lines,
         f"  published: {decision.model} ({decision.reason})",
-        _registered_line(config, decision, result, version),
+        _registered_line(config, result, version),
         f"  report: {path}" if path else "  report: in the MLflow run (report/evaluation.html)",
     ]
     return StepReport(metrics, lines)
 
 
-def _registered_line(config: Config, decision: Decision, result: EvaluateResult, version: str | None) -> str:
+def _registered_line(config: Config, result: EvaluateResult, version: str | None) -> str:
     if version:
         return f"  registered: {config.mlflow.registered_model} version {version} (alias champion)"
     if result.settings_mismatch:

@@ -22,6 +22,7 @@ from recsys_spark.io.model_tables import (
     blocked_items,
     fitted_from_tables,
     published_model,
+    trained_settings,
     tuned_config,
 )
 from recsys_spark.io.tables import overwrite_table, run_stamp, table_name
@@ -68,7 +69,8 @@ def run_score(
     """Score every customer with the published model and publish the gold tables in ``outputs``
     (``item_audience`` also writes ``lookalikes``)."""
     seconds: dict[str, float] = {}
-    config = tuned_config(spark, config)  # the hybrid blends with the weights tuning chose
+    # The hybrid blends with the weights tuning chose.
+    config = tuned_config(config, trained_settings(spark, config))
     publish, why = published_model(spark, config)
     log.info("score: publishing %s (%s)", publish, why)
     fitted = fitted_from_tables(spark, config)

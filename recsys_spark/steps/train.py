@@ -16,17 +16,11 @@ from pyspark.sql import DataFrame, SparkSession
 from recsys_spark.config import Config
 from recsys_spark.config.params import train_settings
 from recsys_spark.distributed.training import TrainResult, TrainSettings, fit_models, settings_rows
-from recsys_spark.distributed.tuning import (
-    TRIALS_SCHEMA,
-    best_trials,
-    chosen_values,
-    search_hybrid,
-    search_settings,
-    validation_carve,
-)
+from recsys_spark.distributed.tuning import TRIALS_SCHEMA, search_hybrid, search_settings, validation_carve
 from recsys_spark.io.model_tables import MODEL_TABLES
 from recsys_spark.io.tables import overwrite_table, run_stamp, table_name
 from recsys_spark.kernels.routing import GLOBAL_SEGMENT
+from recsys_spark.kernels.tuning import best_trials, chosen_values
 from recsys_spark.progress import stage
 from recsys_spark.tracking.runs import PipelineRun, StepReport, log_trials
 

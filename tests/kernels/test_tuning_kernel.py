@@ -7,6 +7,7 @@ import dataclasses
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from recsys_spark import synthetic
@@ -70,10 +71,32 @@ def test_search_scores_every_point_and_best_keeps_conf_values_on_a_tie():
     assert [t.trial for t in trials] == [0, 1, 2, 3]
     assert [t.params for t in trials] == points
     assert all(0.0 <= t.ndcg <= 1.0 for t in trials)
-    best = tuning.best(trials)
-    assert best.ndcg == max(t.ndcg for t in trials)
-    tie = [tuning.Trial("als", 0, {}, 0.5, 1.0), tuning.Trial("als", 1, {}, 0.5, 1.0)]
-    assert tuning.best(tie).trial == 0
+    rows = pd.DataFrame(
+        {"segment": "s", "model": "als", "trial": [t.trial for t in trials], "ndcg": [t.ndcg for t in trials]}
+    )
+    assert tuning.best_trials(rows).ndcg.item() == max(t.ndcg for t in trials)
+
+
+def test_best_trials_per_segment_and_model_keep_conf_values_on_a_tie():
+    rows = pd.DataFrame(
+        {
+            "segment": ["a", "a", "a", "b", "b"],
+            "model": ["als", "als", "itemknn", "als", "als"],
+            "trial": [0, 1, 0, 0, 1],
+            "ndcg": [0.5, 0.5, 0.2, 0.1, 0.3],
+            "params": ['{"factors": 64}', '{"factors": 32}', '{"neighbours": 100}', "{}", '{"factors": 128}'],
+        }
+    )
+    best = tuning.best_trials(rows)
+    assert sorted(zip(best.segment, best.model, best.trial, strict=True)) == [
+        ("a", "als", 0),  # a tie: conf's values (trial 0) stay
+        ("a", "itemknn", 0),
+        ("b", "als", 1),
+    ]
+    assert tuning.chosen_values(best) == {
+        "a": {"als": {"factors": 64}, "itemknn": {"neighbours": 100}},
+        "b": {"als": {"factors": 128}},
+    }
 
 
 def test_hybrid_points_weigh_conf_sources_only_never_all_zero():
