@@ -267,7 +267,10 @@ class TuningConfig:
     trials: int  # per model and segment, conf's values the first; 0: no tuning, conf's values
     # Tuned when enabled (kernels/tuning.py: the grids); hybrid: its weights, one set for every segment.
     models: list[Literal["als", "bpr", "itemknn", "hybrid"]]
-    validation_share: float  # the latest share of the training period (random without times)
+    validation_share: float  # the share of the training period held out to validate on
+    # "time": the latest share (random without times); "random": a seeded share of each
+    # customer's pairs, for data whose customers come in bursts and seldom return later.
+    validation: Literal["time", "random"]
     min_validation_customers: int  # a segment with fewer keeps conf's values
     seed: int = 42
 

@@ -92,10 +92,11 @@ def tune_segments(
 
 def validation_carve(config: Config, interactions: DataFrame) -> ev.Split:
     """Tuning's fit part (``train``) and validation part (``test``): evaluation's train part,
-    its latest ``models.tuning.validation_share`` held out (a random share without times)."""
+    its ``models.tuning.validation_share`` held out: the latest events, or a random share when
+    conf says ``validation: random`` or the data has no times."""
     conf = config.models.tuning
     split = ev.make_split(interactions, config.evaluation, ev.split_used(config))
-    timed = config.input.columns.event_ts is not None
+    timed = conf.validation == "time" and config.input.columns.event_ts is not None
     return ev.validation_split(split.train, conf.validation_share, conf.seed, timed)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ from chispa import assert_approx_df_equality
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
+from recsys_spark.config import Config
 from recsys_spark.distributed.analytics import category_of, item_categories
 from recsys_spark.distributed.evaluation import (
     bootstrap_intervals,
@@ -22,6 +24,7 @@ from recsys_spark.distributed.evaluation import (
     time_split,
     user_metrics,
 )
+from recsys_spark.distributed.tuning import validation_carve
 
 LOG2 = math.log2
 REC_SCHEMA = "model string, segment string, customer_id string, rank int, item_id string"
@@ -178,3 +181,31 @@ def test_list_metrics_equal_hand_computed_values(spark: SparkSession) -> None:
         "model string, k int, coverage double, novelty double, popularity_bias double, diversity double",
     )
     assert_approx_df_equality(actual, expected, precision=1e-9, ignore_nullable=True)
+
+
+def test_a_random_validation_carve_keeps_customers_who_buy_in_one_burst(
+    spark: SparkSession, make_config: Callable[..., Config]
+) -> None:
+    # 100 customers, each buying 10 items on one day of their own, one day after another.
+    day = dt.datetime(2024, 1, 1)
+    rows = [
+        ("s", f"c{c:03d}", f"i{(c + n) % 60}", f"o{c}", day + dt.timedelta(days=c))
+        for c in range(100)
+        for n in range(10)
+    ]
+    lines = spark.createDataFrame(
+        rows, "segment string, customer_id string, item_id string, order_id string, event_ts timestamp"
+    )
+    evaluation_train = time_split(lines, cutoff_quantile=0.9).train
+    known_validation = {}
+    for carve in ("time", "random"):
+        config = make_config(models={"tuning": {"validation": carve, "validation_share": 0.2}})
+        carved = validation_carve(config, lines)
+        fit_customers = {r.customer_id for r in carved.train.select("customer_id").distinct().collect()}
+        validation = carved.test.toPandas()
+        assert carved.train.join(carved.test, ["segment", "customer_id", "item_id"]).count() == 0
+        assert set(validation.customer_id) <= {r.customer_id for r in evaluation_train.collect()}
+        known_validation[carve] = len(set(validation.customer_id) & fit_customers)
+    assert known_validation["time"] == 0  # the latest days hold only customers the fit part never saw
+    # 90 customers trained on; each has one of 10 items held out with chance 1 - 0.8^10 = 0.89.
+    assert known_validation["random"] >= 65
