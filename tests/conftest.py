@@ -24,6 +24,9 @@ SAMPLE_RUN: dict[str, Any] = {
     "load_sample": True,
     "baskets": {"min_support": 3, "min_count_floor": 3, "min_segment_baskets": 10, "max_len": 3},
     "models": {"min_segment_users": 10, "als": {"factors": 8, "iterations": 3}},
+    # One business rule (the category cap) rather than two: evaluate measures each rule on and
+    # their sum as variants, a full list pass each; MMR has its tests (test_hybrid, kernels).
+    "business_rules": {"mmr_lambda": None},
 }
 
 

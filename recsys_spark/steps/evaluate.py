@@ -277,8 +277,13 @@ def _test_lists(
         with_rules = context.with_rules(rules)
         recs = lists.published_lists(models, base, fitted, items, champion, with_rules, n, candidates=pool)
         frames.append(_labelled(recs.unionByName(cold), f"{base}{VARIANT_MARK}{name}"))
-    # The metrics read it many times: checkpointed for a short plan.
-    recs = reduce(DataFrame.unionByName, frames).localCheckpoint()
+    # The metrics read it many times: checkpointed for a short plan, in as many partitions as
+    # there are cores rather than one per branch of the union (a task each, at every read).
+    recs = (
+        reduce(DataFrame.unionByName, frames)
+        .coalesce(spark.sparkContext.defaultParallelism)
+        .localCheckpoint()
+    )
     if mined is not None:
         mined.unpersist()
     return recs, routed, evaluated + [f"{base}{VARIANT_MARK}{name}" for name in variants]
@@ -315,9 +320,10 @@ def _metrics(
     ]
     # Without categories diversity is not measured (null), rather than every item its own category.
     categories = item_categories(interactions)
+    # Read twice (the decision below, then gold.model_metrics): persisted, not made twice.
     list_metrics = ev.list_metrics(
         recs, data.train, conf.k, categories if has_categories(categories) else None
-    )
+    ).persist()
     overall = summaries[0].join(list_metrics, ["model", "k"], "left").toPandas()
     result.overall = (
         overall.drop(columns=["segment", "slice"])
@@ -339,6 +345,7 @@ def _metrics(
     metrics = _long(summaries, list_metrics, conf.baseline, run_id, intervals)
     name = table_name(config, "model_metrics")
     overwrite_table(spark, config, name, metrics, f"run_id = '{run_id}'")
+    list_metrics.unpersist()
     return spark.table(str(name)).where(f"run_id = '{run_id}'").count()
 
 
