@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import math
 import platform
 import time
 from pathlib import Path
@@ -168,7 +169,9 @@ def report(results: dict[str, dict], trials: int) -> str:
         lines += [
             "",
             f"Pipeline seconds: {conf_seconds:.0f} with conf's settings (load, ingest, baskets, train, "
-            f"evaluate), {tuned_seconds:.0f} tuned (train with tuning, evaluate).",
+            f"evaluate), {tuned_seconds:.0f} tuned (train with tuning, evaluate)."
+            if not math.isnan(conf_seconds)
+            else "Pipeline seconds: not timed (--reuse: read from the tables of an earlier run).",
             "",
             "Chosen (gold.tuning_trials, validation NDCG@10):",
             "",
