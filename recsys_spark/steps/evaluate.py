@@ -266,24 +266,26 @@ def _test_lists(
         weights = models.hybrid.weights
         pool = lists.hybrid_candidates(models, fitted, items, champion, context, weights).localCheckpoint()
     cold = lists.cold_start_lists(models, fitted, items, routed, context, n, short).localCheckpoint()
+    cores = spark.sparkContext.defaultParallelism
+
+    def made(recs: DataFrame, label: str) -> DataFrame:
+        # Each list made on its own: Spark re-plans a query after every stage, and one plan over
+        # every model's lists made that re-planning most of evaluate's time. The metrics read the
+        # lists many times: a partition per core, not one per branch of the plan.
+        return _labelled(recs.unionByName(cold), label).coalesce(cores).localCheckpoint()
+
     frames = []
     for model in evaluated:
         recs = lists.published_lists(models, model, fitted, items, champion, context, n, candidates=pool)
-        frames.append(_labelled(recs.unionByName(cold), model))
+        frames.append(made(recs, model))
     base = "hybrid" if "hybrid" in evaluated else evaluated[0]
     for name, rules in variants.items():
         # A rule's effect is measured on the champion route; the routes' lists are the raw ones
         # (making them again under every rule doubled evaluate's time for little information).
         with_rules = context.with_rules(rules)
         recs = lists.published_lists(models, base, fitted, items, champion, with_rules, n, candidates=pool)
-        frames.append(_labelled(recs.unionByName(cold), f"{base}{VARIANT_MARK}{name}"))
-    # The metrics read it many times: checkpointed for a short plan, in as many partitions as
-    # there are cores rather than one per branch of the union (a task each, at every read).
-    recs = (
-        reduce(DataFrame.unionByName, frames)
-        .coalesce(spark.sparkContext.defaultParallelism)
-        .localCheckpoint()
-    )
+        frames.append(made(recs, f"{base}{VARIANT_MARK}{name}"))
+    recs = reduce(DataFrame.unionByName, frames).coalesce(cores)
     if mined is not None:
         mined.unpersist()
     return recs, routed, evaluated + [f"{base}{VARIANT_MARK}{name}" for name in variants]
