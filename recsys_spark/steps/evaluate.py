@@ -269,9 +269,9 @@ def _test_lists(
     cores = spark.sparkContext.defaultParallelism
 
     def made(recs: DataFrame, label: str) -> DataFrame:
-        # Each list made on its own: Spark re-plans a query after every stage, and one plan over
-        # every model's lists made that re-planning most of evaluate's time. The metrics read the
-        # lists many times: a partition per core, not one per branch of the plan.
+        # Each model's lists made on their own: Spark re-plans a query after each of its stages,
+        # and one plan over every model's lists is large and has all their stages. The metrics
+        # read the lists many times: a partition per core, not one per branch of the plan.
         return _labelled(recs.unionByName(cold), label).coalesce(cores).localCheckpoint()
 
     frames = []
