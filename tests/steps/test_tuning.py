@@ -32,12 +32,18 @@ TUNED = {
 }
 
 
+# The lists as the models make them: each business rule would add a variant to every evaluate
+# here, a full list pass each (the rules have their tests in test_hybrid and the kernels).
+NO_RULES = {"max_per_category": None, "mmr_lambda": None}
+
+
 @pytest.fixture(scope="module")
 def tuned(spark: SparkSession, make_config: Callable[..., Config]) -> tuple[Config, list[str]]:
     config = make_config(
         models=TUNED,
         mlflow={"experiment": "tuning_test", "registered_model": "tuning_test_model"},
         evaluation={"min_coverage": 0.0},
+        business_rules=NO_RULES,
     )
     frame = synthetic.purchases(n_users=400, n_items=60, n_events=8000, n_categories=6, n_segments=2, seed=5)
     write_interactions(spark, config, frame)
@@ -132,6 +138,7 @@ def test_evaluate_registers_only_factors_trained_with_the_settings_it_evaluated(
         models={**TUNED, "als": {"factors": 8, "iterations": 4}},
         mlflow={"experiment": "tuning_test", "registered_model": "tuning_test_model"},
         evaluation={"min_coverage": 0.0},
+        business_rules=NO_RULES,
         schemas=dataclasses.asdict(config.schemas),
     )
     lines = run_steps(changed, ["evaluate"], spark)
