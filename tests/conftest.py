@@ -19,6 +19,9 @@ SAMPLE = DATA / "online_retail_sample"
 DIRTY = DATA / "dirty"
 
 _names = itertools.count()
+# The lists as the models make them (no business rule, so no evaluated rule variant); the rules
+# have their tests in test_hybrid and the kernels.
+NO_RULES: dict[str, Any] = {"max_per_category": None, "mmr_lambda": None}
 # Every step on the bundled sample (42 customers): baskets and models sized for it.
 SAMPLE_RUN: dict[str, Any] = {
     "load_sample": True,

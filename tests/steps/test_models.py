@@ -19,7 +19,7 @@ from recsys_spark.distributed.training import TrainingError, threads_per_task
 from recsys_spark.io.tables import INTERACTIONS_SCHEMA, TableName, overwrite_table, table_name
 from recsys_spark.kernels.matrix import build_interactions
 from recsys_spark.pipeline import run_steps
-from tests.conftest import without_comments
+from tests.conftest import NO_RULES, without_comments
 
 SMALL_MODELS = {
     "enabled": ["als", "bpr", "itemknn", "popularity"],
@@ -61,7 +61,7 @@ def write_interactions(spark: SparkSession, config: Config, frame: pd.DataFrame)
 @pytest.fixture(scope="module")
 def sample(spark: SparkSession, make_config: Callable[..., Config]) -> Config:
     # The models' own lists: the business rules (on in base.yml) are tested in test_hybrid.py.
-    config = make_config(models=SMALL_MODELS, business_rules={"max_per_category": None, "mmr_lambda": None})
+    config = make_config(models=SMALL_MODELS, business_rules=NO_RULES)
     run_steps(config, ["load-sample", "ingest", "train", "score"], spark)
     return config
 
@@ -234,7 +234,7 @@ def test_popularity_publish_with_half_life_equals_pandas(spark, make_config, syn
             "popularity": {"half_life_days": half_life},
         },
         # The synthetic lines carry categories: the cap and MMR would reorder popularity's list.
-        business_rules={"max_per_category": None, "mmr_lambda": None},
+        business_rules=NO_RULES,
     )
     write_interactions(spark, config, synthetic_purchases)
     run_steps(config, ["train", "score"], spark)

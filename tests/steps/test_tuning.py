@@ -16,6 +16,7 @@ from recsys_spark import synthetic
 from recsys_spark.config import Config
 from recsys_spark.pipeline import run_steps
 from recsys_spark.tracking.runs import tracking_uri
+from tests.conftest import NO_RULES
 from tests.steps.test_models import table, write_interactions
 
 TUNED = {
@@ -30,11 +31,6 @@ TUNED = {
     },
     "tuning": {"trials": 3, "models": ["als", "itemknn", "hybrid"], "min_validation_customers": 10},
 }
-
-
-# The lists as the models make them: each business rule would add a variant to every evaluate
-# here, a full list pass each (the rules have their tests in test_hybrid and the kernels).
-NO_RULES = {"max_per_category": None, "mmr_lambda": None}
 
 
 @pytest.fixture(scope="module")
