@@ -6,7 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from recsys_spark.config import DEFAULT_CONF_DIR, TARGETS, ConfigError, load_config, parse_settings
+from recsys_spark.config import DEFAULT_CONF_DIR, TARGETS, Config, ConfigError, load_config, parse_settings
 from recsys_spark.io.session import fetch_delta_jars, get_spark
 from recsys_spark.pipeline import STEPS, run_order, run_steps
 from recsys_spark.progress import setup_logging
@@ -44,18 +44,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"recsys: config error: {exc}", file=sys.stderr)
         return 2
-    if args.command == "fetch-jars":
-        for path in fetch_delta_jars(config):
-            print(path)
-        return 0
-    if args.command == "report":
-        report = build_report(get_spark(config), config, args.run_id)
-        print(write_report(report, config.work_path / "reports"))
-        return 0
-    steps = run_order(config) if args.command == "run" else [args.command]
-    for line in run_steps(config, steps):
-        print(line)
+    try:
+        for line in _run(args.command, config, args.run_id):
+            print(line)
+    except ConfigError as exc:  # found once running, e.g. a work_dir that cannot be written
+        print(f"recsys: config error: {exc}", file=sys.stderr)
+        return 2
     return 0
+
+
+def _run(command: str, config: Config, run_id: str | None) -> list[str]:
+    if command == "fetch-jars":
+        return [str(path) for path in fetch_delta_jars(config)]
+    if command == "report":
+        report = build_report(get_spark(config), config, run_id)
+        return [str(write_report(report, config.work_path / "reports"))]
+    return run_steps(config, run_order(config) if command == "run" else [command])
 
 
 def entry_point() -> None:

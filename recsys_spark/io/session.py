@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pyspark.sql import SparkSession
 
-from recsys_spark.config import Config, on_databricks
+from recsys_spark.config import Config, ConfigError, on_databricks
 from recsys_spark.io.tables import register_local_tables
 from recsys_spark.io.views import create_views
 
@@ -66,6 +66,23 @@ def fetch_delta_jars(config: Config) -> list[Path]:
     return paths
 
 
+def writable_work_dir(config: Config) -> Path:
+    """``config.work_path``, created if missing; a ConfigError (one line) when it cannot be
+    written, before Spark or MLflow fail on it with a long trace."""
+    work = config.work_path
+    probe = work / ".recsys-write-check"
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(
+            f"work_dir {work} cannot be written ({exc.strerror or exc}): set work_dir in conf "
+            "(or --set work_dir=...) to a folder this user can write"
+        ) from None
+    return work
+
+
 def get_spark(config: Config) -> SparkSession:
     """The SparkSession for ``config``: Databricks' own session there, local Spark + Delta here.
 
@@ -76,8 +93,7 @@ def get_spark(config: Config) -> SparkSession:
         return SparkSession.builder.getOrCreate()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    work = config.work_path
-    work.mkdir(parents=True, exist_ok=True)
+    work = writable_work_dir(config)
     java_opts = f"-Dlog4j2.configurationFile={LOG4J_CONF} -Dderby.system.home={work}"
     builder = (
         SparkSession.builder.master(config.spark.master)

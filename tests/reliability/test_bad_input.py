@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import random
 import re
+import subprocess
+import sys
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -346,7 +348,10 @@ CONF_CASES: dict[str, tuple[dict[str, Any], str]] = {
         {"input": {"landing_path": "/Volumes/c/s/v/../../../../etc"}},
         "is not a usable path: no '..' parts",
     ),
-    "conf_holdout_share": ({"export": {"holdout_share": 1.5}}, "export.holdout_share is 1.5"),
+    "conf_holdout_share": (
+        {"export": {"holdout_share": 1.5}},
+        "'export.holdout_share' is 1.5: use a value from 0 below 1",
+    ),
     "conf_hybrid_weighs_disabled_model": (
         {"models": {"enabled": ["als", "popularity", "hybrid"]}},
         "models.hybrid.weights weighs ['itemknn', 'content'] but models.enabled is",
@@ -354,9 +359,111 @@ CONF_CASES: dict[str, tuple[dict[str, Any], str]] = {
     "conf_hybrid_unknown_source": ({"models": {"hybrid": {"weights": {"svd": 1.0}}}}, "must be one of"),
     "conf_mmr_lambda_out_of_range": (
         {"business_rules": {"mmr_lambda": 1.5}},
-        "business_rules.mmr_lambda is 1.5",
+        "'business_rules.mmr_lambda' is 1.5: use a value from 0 to 1",
     ),
-    "conf_category_cap_zero": ({"business_rules": {"max_per_category": 0}}, "max_per_category is 0"),
+    "conf_category_cap_zero": ({"business_rules": {"max_per_category": 0}}, "max_per_category' is 0"),
+    # Out-of-range numbers (each once failed deep in a run, or ran on silently).
+    "conf_top_n_zero": ({"models": {"top_n": 0}}, "'models.top_n' is 0: use a value from 1 to 1000"),
+    "conf_top_n_negative": ({"models": {"top_n": -1}}, "'models.top_n' is -1"),
+    "conf_chunk_baskets_zero": (
+        {"baskets": {"chunk_baskets": 0}},
+        "'baskets.chunk_baskets' is 0: use 1 or more",
+    ),
+    "conf_min_support_zero": (
+        {"baskets": {"min_support": 0}},
+        "'baskets.min_support' is 0: use a value above 0",
+    ),
+    "conf_factors_huge": (
+        {"models": {"als": {"factors": 5000}}},
+        "'models.als.factors' is 5000: use a value from 1 to 1024",
+    ),
+    "conf_bpr_factors_zero": ({"models": {"bpr": {"factors": 0}}}, "'models.bpr.factors' is 0"),
+    "conf_iterations_zero": ({"models": {"als": {"iterations": 0}}}, "'models.als.iterations' is 0"),
+    "conf_negative_regularization": (
+        {"models": {"als": {"regularization": -0.1}}},
+        "'models.als.regularization' is -0.1",
+    ),
+    "conf_learning_rate_zero": ({"models": {"bpr": {"learning_rate": 0}}}, "'models.bpr.learning_rate' is 0"),
+    "conf_negative_seed": ({"models": {"als": {"seed": -1}}}, "'models.als.seed' is -1"),
+    "conf_alpha_zero": ({"models": {"confidence": {"alpha": 0}}}, "'models.confidence.alpha' is 0"),
+    "conf_neighbours_zero": ({"models": {"itemknn": {"neighbours": 0}}}, "'models.itemknn.neighbours' is 0"),
+    "conf_bm25_b_above_one": ({"models": {"itemknn": {"bm25_b": 2}}}, "'models.itemknn.bm25_b' is 2"),
+    "conf_content_dims_negative": ({"models": {"content": {"dims": -5}}}, "'models.content.dims' is -5"),
+    "conf_half_life_zero": (
+        {"models": {"popularity": {"half_life_days": 0}}},
+        "'models.popularity.half_life_days' is 0",
+    ),
+    "conf_hybrid_candidates_zero": (
+        {"models": {"hybrid": {"candidates": 0}}},
+        "'models.hybrid.candidates' is 0",
+    ),
+    "conf_hybrid_negative_weight": (
+        {"models": {"hybrid": {"weights": {"als": -1.0}}}},
+        "'models.hybrid.weights.als' is -1.0: use 0 or more",
+    ),
+    "conf_hybrid_all_weights_zero": (
+        {"models": {"hybrid": {"weights": {"als": 0, "itemknn": 0, "content": 0, "rules": 0}}}},
+        "at least one weight must be above 0",
+    ),
+    "conf_tuning_trials_negative": ({"models": {"tuning": {"trials": -2}}}, "'models.tuning.trials' is -2"),
+    "conf_validation_share_one": (
+        {"models": {"tuning": {"validation_share": 1.0}}},
+        "validation_share' is 1.0",
+    ),
+    "conf_score_block_rows_zero": ({"models": {"score_block_rows": 0}}, "'models.score_block_rows' is 0"),
+    "conf_min_segment_users_zero": ({"models": {"min_segment_users": 0}}, "'models.min_segment_users' is 0"),
+    "conf_max_len_one": ({"baskets": {"max_len": 1}}, "'baskets.max_len' is 1: use a value from 2 to 20"),
+    "conf_min_confidence_above_one": (
+        {"baskets": {"min_confidence": 1.5}},
+        "'baskets.min_confidence' is 1.5",
+    ),
+    "conf_max_basket_items_one": ({"baskets": {"max_basket_items": 1}}, "'baskets.max_basket_items' is 1"),
+    "conf_cutoff_quantile_one": (
+        {"evaluation": {"cutoff_quantile": 1.0}},
+        "'evaluation.cutoff_quantile' is 1.0",
+    ),
+    "conf_k_zero": ({"evaluation": {"k": [0, 10]}}, "'evaluation.k[0]' is 0"),
+    "conf_bootstrap_negative": (
+        {"evaluation": {"bootstrap_samples": -1}},
+        "'evaluation.bootstrap_samples' is -1",
+    ),
+    "conf_min_coverage_above_one": ({"evaluation": {"min_coverage": 5}}, "'evaluation.min_coverage' is 5"),
+    "conf_pagerank_damping_one": (
+        {"analytics": {"pagerank_damping": 1}},
+        "'analytics.pagerank_damping' is 1",
+    ),
+    "conf_shuffle_partitions_zero": ({"spark": {"shuffle_partitions": 0}}, "'spark.shuffle_partitions' is 0"),
+    "conf_future_tolerance_negative": (
+        {"input": {"future_tolerance_hours": -1}},
+        "future_tolerance_hours' is -1",
+    ),
+    # Values with a syntax of their own, and settings that only work together.
+    "conf_invalid_regex": (
+        {"input": {"non_product_code_pattern": "([A-Z"}},
+        "'input.non_product_code_pattern' = '([A-Z' is not a regex",
+    ),
+    "conf_driver_memory": (
+        {"spark": {"driver_memory": "6 GB"}},
+        "'spark.driver_memory' is '6 GB': use a size",
+    ),
+    "conf_unknown_timezone": ({"spark": {"timezone": "Mars/Olympus"}}, "'spark.timezone' is 'Mars/Olympus'"),
+    "conf_unknown_encoding": ({"input": {"csv": {"encoding": "utf-99"}}}, "'input.csv.encoding' is 'utf-99'"),
+    "conf_quote_two_chars": (
+        {"input": {"csv": {"quote": "''"}}},
+        "'input.csv.quote' is \"''\": use one character",
+    ),
+    "conf_split_date_without_date": (
+        {"evaluation": {"split": "date", "cutoff_date": "last week"}},
+        "evaluation.cutoff_date is 'last week': give a date as YYYY-MM-DD",
+    ),
+    "conf_split_last_days_without_days": (
+        {"evaluation": {"split": "last_days"}},
+        "evaluation.split is last_days but evaluation.last_days is null",
+    ),
+    "conf_lapsed_before_active": (
+        {"analytics": {"active_days": 90, "lapsed_days": 30}},
+        "analytics.lapsed_days is 30, fewer than analytics.active_days (90)",
+    ),
 }
 
 
@@ -370,6 +477,35 @@ def test_bad_conf_fails_at_load_naming_the_key(case: str) -> None:
 def test_set_flag_is_validated_like_conf() -> None:
     with pytest.raises(ConfigError, match="not a valid table identifier"):
         load_config("local", overrides=parse_settings(["schemas.silver=s; DROP TABLE t"]))
+
+
+@covers("conf_yaml_backtick")
+def test_yaml_syntax_errors_are_one_line_naming_the_place(tmp_path: Path) -> None:
+    overlay = tmp_path / "overlay.yml"
+    overlay.write_text("project: x\ncatalog: `main`\n")
+    with pytest.raises(ConfigError) as raised:
+        load_config("local", extra_files=[overlay])
+    message = str(raised.value)
+    assert message.startswith(f"{overlay}: line 2, column 10: not valid YAML (found character '`'")
+    assert "\n" not in message
+    with pytest.raises(ConfigError, match=r"--set 'catalog=`main`': line 1, column 1: not valid YAML"):
+        parse_settings(["catalog=`main`"])
+
+
+@covers("work_dir_not_writable")
+def test_a_work_dir_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")  # a folder cannot be made inside a file, even by root
+    work_dir = blocker / "work"
+    result = subprocess.run(
+        [sys.executable, "-m", "recsys_spark.cli", "ingest", "--set", f"work_dir={work_dir}"],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"recsys: config error: work_dir {work_dir} cannot be written (Not a directory): "
+        "set work_dir in conf (or --set work_dir=...) to a folder this user can write"
+    ]
 
 
 def test_quarantine_reasons_are_all_exercised(dirty: Any) -> None:
