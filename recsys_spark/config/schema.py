@@ -186,10 +186,15 @@ class CsvConfig:
     delimiter: str = ","
     quote: str = '"'
     escape: str = '"'  # RFC 4180 doubles a quote inside a quoted field
-    encoding: str = "UTF-8"  # any Java charset: UTF-8 (BOM or not), ISO-8859-1, UTF-16, windows-1252
+    # auto: a byte-order mark's, else UTF-8, else windows-1252 (logged); or any charset Java and
+    # Python both know: UTF-8, ISO-8859-1, UTF-16, windows-1252 ...
+    encoding: str = "auto"
     header: bool = True
     # Without a header: the columns' names, in file order (else Spark's _c0, _c1, ...).
     column_names: list[str] = field(default_factory=list)
+    # A record spanning more lines is an unbalanced quote swallowing the lines after it: the
+    # file is rejected, naming the lines.
+    max_lines_per_record: Annotated[int, Range(1, 100_000)] = 20
 
 
 # Landing files read when input.file_glob is null, by format (gzip'd text too).

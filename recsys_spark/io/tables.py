@@ -204,7 +204,7 @@ def overwrite_table(
     comments = column_comments(doc, rows.columns)
     kept = {f.name: f.metadata for f in rows.schema.fields}  # e.g. bronze's raw column names
     rows = rows.select(
-        *(F.col(_quoted(c)).alias(c, metadata={**kept[c], **_comment(comments.get(c))}) for c in rows.columns)
+        *(F.col(quoted(c)).alias(c, metadata={**kept[c], **_comment(comments.get(c))}) for c in rows.columns)
     )
     writer = rows.write.format("delta").mode("overwrite")
     if spark.catalog.tableExists(str(name)):
@@ -239,7 +239,7 @@ def describe_table(spark: SparkSession, name: TableName, doc: TableDoc) -> None:
         spark.sql(f"COMMENT ON TABLE {name} IS {sql_string(doc.comment)}")
     for column, text in column_comments(doc, [c for c in current if c]).items():
         if current[column] != text:
-            spark.sql(f"ALTER TABLE {name} ALTER COLUMN {_quoted(column)} COMMENT {sql_string(text)}")
+            spark.sql(f"ALTER TABLE {name} ALTER COLUMN {quoted(column)} COMMENT {sql_string(text)}")
 
 
 def table_comments(spark: SparkSession, name: TableName) -> dict[str, str | None]:
@@ -264,7 +264,8 @@ def _with_comment(column: T.StructField, text: str | None) -> T.StructField:
     return T.StructField(column.name, column.dataType, column.nullable, {**column.metadata, **_comment(text)})
 
 
-def _quoted(column: str) -> str:
+def quoted(column: str) -> str:
+    """``column`` as a backquoted SQL name, any backtick in it doubled."""
     return "`" + column.replace("`", "``") + "`"
 
 

@@ -8,28 +8,37 @@ bronze inserts nothing and landing a new month inserts only that month's lines.
 
 from __future__ import annotations
 
-import fnmatch
-import functools
 import logging
-import re
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from pyspark.errors import AnalysisException
-from pyspark.sql import Column, DataFrame, DataFrameReader, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recsys_spark.config import Config
-from recsys_spark.config.schema import TIMESTAMP_NAMES, CsvConfig, InputConfig
+from recsys_spark.config.schema import TIMESTAMP_NAMES, InputConfig
 from recsys_spark.distributed.analytics import category_of
 from recsys_spark.io.comments import sql_string
+from recsys_spark.io.landing import (
+    BRONZE_META,
+    LOADED_AT,
+    MALFORMED,
+    RAW_NAME,
+    SOURCE_FILE,
+    IngestError,
+    audit_files,
+    check_rows_per_file,
+    landing_files,
+    read_landing,
+    safe_column_names,
+)
 from recsys_spark.io.tables import (
     INTERACTIONS_SCHEMA,
     QUARANTINE_SCHEMA,
     TableName,
     merge_new_rows,
     overwrite_table,
+    quoted,
     run_stamp,
     table_name,
     update_rows,
@@ -37,13 +46,6 @@ from recsys_spark.io.tables import (
 from recsys_spark.kernels.routing import GLOBAL_SEGMENT
 from recsys_spark.progress import stage
 from recsys_spark.tracking.runs import PipelineRun, StepReport
-
-# Bronze bookkeeping columns, not part of a raw input line.
-SOURCE_FILE = "source_file"
-LOADED_AT = "loaded_at"
-MALFORMED = "_corrupt_record"
-BRONZE_META = (SOURCE_FILE, LOADED_AT)
-RAW_NAME = "raw_name"  # bronze column metadata: the column's name in the landing file
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +66,6 @@ QUARANTINE_REASONS = (
     "missing_segment",
     "near_duplicate",  # the same purchase as another line once trimmed and parsed
 )
-
-
-class IngestError(ValueError):
-    """The input cannot be ingested as configured; the message says what to change."""
 
 
 @dataclass
@@ -110,133 +108,6 @@ class IngestResult:
             )
 
 
-def landing_files(path: Path, globs: tuple[str, ...]) -> list[Path]:
-    """The landing files in ``path`` whose names match one of ``globs`` (case-insensitively),
-    sorted by name; hidden files (``.``, ``_``) are never read, every other file skipped is logged."""
-    if not path.is_dir():
-        raise IngestError(f"landing folder {path} not found: set input.landing_path in conf")
-    files, skipped = [], []
-    for p in sorted(path.iterdir()):
-        if not p.is_file() or p.name.startswith((".", "_")):
-            continue
-        matches = any(fnmatch.fnmatch(p.name.lower(), glob.lower()) for glob in globs)
-        (files if matches else skipped).append(p)
-    if skipped:
-        names = ", ".join(p.name for p in skipped)
-        log.warning(
-            "load-sample: %d files in %s match none of %s (input.file_glob), not read: %s",
-            len(skipped),
-            path,
-            ", ".join(globs),
-            names,
-        )
-    if not files:
-        raise IngestError(f"no file in {path} matches {', '.join(globs)}: set input.file_glob in conf")
-    return files
-
-
-def safe_column_names(raw: list[str]) -> list[str]:
-    """Bronze names for the input's column names: letters, digits and underscores (``Customer
-    ID`` -> ``Customer_ID``; a byte-order mark dropped), unique, never empty."""
-    names: list[str] = []
-    for position, name in enumerate(raw):
-        safe = re.sub(r"[^0-9A-Za-z_]+", "_", name.replace("\ufeff", "").strip()).strip("_")
-        safe = safe or f"column_{position + 1}"
-        candidate, suffix = safe, 2
-        while candidate.lower() in {n.lower() for n in names}:
-            candidate, suffix = f"{safe}_{suffix}", suffix + 1
-        names.append(candidate)
-    return names
-
-
-def _with_safe_names(df: DataFrame) -> DataFrame:
-    """Columns renamed to bronze-safe names; each keeps its name in the file as ``raw_name``
-    metadata, so quarantine rows show the line as the input spelled it."""
-    raw = [c for c in df.columns if c != MALFORMED]
-    renamed = dict(zip(raw, safe_column_names(raw), strict=True))
-    return df.select(
-        *(
-            F.col(f"`{c}`").alias(renamed[c], metadata={RAW_NAME: c}) if c in renamed else F.col(c)
-            for c in df.columns
-        )
-    )
-
-
-def read_landing(spark: SparkSession, files: list[Path], spec: InputConfig) -> DataFrame:
-    """Landing files as raw strings, one row per input line, plus the source file name.
-
-    CSV lines that do not parse into the header's columns keep their text in ``_corrupt_record``
-    and are quarantined by ingest as ``malformed_line`` rather than silently truncated.
-    """
-    paths = [str(p) for p in files]
-    if spec.landing_format == "parquet":
-        # Files may type a column differently (Quantity int one month, text the next): each
-        # schema group is read on its own and every column becomes a string, as in CSV.
-        by_schema: dict[str, list[str]] = {}
-        for path in paths:
-            by_schema.setdefault(_parquet_schema(spark, path).json(), []).append(path)
-        parts = []
-        for group in by_schema.values():
-            df = spark.read.parquet(*group)
-            df = df.select(*(F.col(f"`{c}`").cast("string").alias(c) for c in df.columns))
-            parts.append(_with_safe_names(df).withColumn(SOURCE_FILE, F.col("_metadata.file_name")))
-        return functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), parts)
-    # Files may differ in header (a column added one month): read each header group on its own.
-    by_header: dict[tuple[str, ...], list[str]] = {}
-    for path in paths:
-        by_header.setdefault(_csv_header(spark, path, spec.csv), []).append(path)
-    parts = []
-    for header, group in by_header.items():
-        schema = T.StructType([T.StructField(c, T.StringType()) for c in header])
-        part = (
-            _csv_reader(spark, spec.csv)
-            .schema(schema.add(MALFORMED, T.StringType()))
-            .option("mode", "PERMISSIVE")
-            .option("columnNameOfCorruptRecord", MALFORMED)
-            .csv(group)
-        )
-        parts.append(_with_safe_names(part).withColumn(SOURCE_FILE, F.col("_metadata.file_name")))
-    return functools.reduce(lambda a, b: a.unionByName(b, allowMissingColumns=True), parts)
-
-
-def _csv_reader(spark: SparkSession, csv: CsvConfig) -> DataFrameReader:
-    # multiLine: quoted fields may hold line breaks, and it is the mode that decodes any charset.
-    return spark.read.options(
-        sep=csv.delimiter,
-        quote=csv.quote,
-        escape=csv.escape,
-        encoding=csv.encoding,
-        header=csv.header,
-        multiLine=True,
-    )
-
-
-def _csv_header(spark: SparkSession, path: str, csv: CsvConfig) -> tuple[str, ...]:
-    """The file's column names: its header, or input.csv.column_names, or _c0, _c1, ..."""
-    columns = _csv_reader(spark, csv).csv(path).columns
-    if csv.header or not csv.column_names:
-        return tuple(columns)
-    if len(csv.column_names) != len(columns):
-        raise IngestError(
-            f"{Path(path).name} has {len(columns)} columns but input.csv.column_names names "
-            f"{len(csv.column_names)}: {', '.join(csv.column_names)}"
-        )
-    return tuple(csv.column_names)
-
-
-def _parquet_schema(spark: SparkSession, path: str) -> T.StructType:
-    try:
-        return spark.read.parquet(path).schema
-    except AnalysisException as exc:
-        if "PARQUET_TYPE_ILLEGAL" not in str(exc):
-            raise
-        raise IngestError(
-            f"{Path(path).name} has a column type Spark cannot read ({str(exc).splitlines()[0]}); "
-            "nanosecond timestamps are the usual cause: write them in microseconds "
-            "(pandas: to_parquet(..., coerce_timestamps='us'))"
-        ) from None
-
-
 def load_sample(spark: SparkSession, config: Config) -> LandResult:
     """Land the files in ``input.landing_path`` as the bronze purchases Delta table.
 
@@ -245,10 +116,15 @@ def load_sample(spark: SparkSession, config: Config) -> LandResult:
     """
     files = landing_files(config.landing_path, config.input.file_globs)
     name = table_name(config, "purchases")
+    with stage("load-sample", "audit landing files") as st:
+        audits = audit_files(spark, files, config.input)
+        st.counts.update(files=len(files), records=sum(a.records or 0 for a in audits))
     with stage("load-sample", "read landing files") as st:
-        df = read_landing(spark, files, config.input).withColumn(LOADED_AT, F.current_timestamp())
+        df = read_landing(spark, audits, config.input).withColumn(LOADED_AT, F.current_timestamp())
         df = df.cache()
-        rows = df.count()
+        per_file = {r[SOURCE_FILE]: r["count"] for r in df.groupBy(SOURCE_FILE).count().collect()}
+        check_rows_per_file(per_file, audits)
+        rows = sum(per_file.values())
         st.counts.update(files=len(files), rows=rows)
     with stage("load-sample", f"write {name}") as st:
         exists = spark.catalog.tableExists(str(name))
@@ -273,7 +149,7 @@ def ingest(spark: SparkSession, config: Config, run_id: str) -> IngestResult:
         bronze = spark.table(str(bronze_name))
         raw_columns = [c for c in bronze.columns if c not in BRONZE_META]
         input_columns(config, bronze.schema)  # fails early, naming a mapped column bronze lacks
-        line_id = F.sha2(F.to_json(F.struct(*(F.col(f"`{c}`") for c in raw_columns))), 256)
+        line_id = F.sha2(F.to_json(F.struct(*(F.col(quoted(c)) for c in raw_columns))), 256)
         keyed = bronze.withColumn("line_id", line_id)
         rows_read = keyed.count()
         st.counts.update(rows=rows_read)
@@ -359,7 +235,7 @@ def _clean(name: str | None) -> Column:
     """Trimmed string, empty as null (a leading byte-order mark dropped)."""
     if name is None:
         return F.lit(None).cast("string")
-    value = F.trim(F.regexp_replace(F.col(f"`{name}`"), "^\ufeff", ""))
+    value = F.trim(F.regexp_replace(F.col(quoted(name)), "^\ufeff", ""))
     return F.when(value == "", None).otherwise(value)
 
 
@@ -469,7 +345,7 @@ def _classify(df: DataFrame, config: Config, raw_columns: list[str]) -> DataFram
         reason = F.when(F.coalesce(failed, F.lit(False)), F.lit(name)).otherwise(reason)
     # The quarantine shows each value under the column's name in the landing file.
     raw_names = {f.name: f.metadata.get(RAW_NAME, f.name) for f in df.schema.fields}
-    raw = F.create_map(*(x for c in raw_columns for x in (F.lit(raw_names[c]), F.col(f"`{c}`"))))
+    raw = F.create_map(*(x for c in raw_columns for x in (F.lit(raw_names[c]), F.col(quoted(c)))))
     typed = df.select(
         raw.alias("raw"),
         F.col("line_id"),

@@ -16,8 +16,9 @@ from chispa import assert_df_equality
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from recsys_spark.io.landing import safe_column_names
 from recsys_spark.io.tables import table_name
-from recsys_spark.steps.ingest import ingest, load_sample, safe_column_names
+from recsys_spark.steps.ingest import ingest, load_sample
 
 SILVER = ["customer_id", "item_id", "order_id", "event_ts", "quantity", "unit_price", "description"]
 EXPECTED = [
