@@ -45,6 +45,7 @@ def run_steps(config: Config, steps: Sequence[str], spark: SparkSession | None =
     lines: list[str] = []
     closing: list[str] = []
     with pipeline_run(config, steps) as run:
+        lines += run.interrupted
         for step in steps:
             start = time.perf_counter()
             with step_run(step) as metrics:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import fnmatch
 import logging
+import os
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,6 +40,7 @@ def stage(step: str, name: str, timings: dict[str, float] | None = None) -> Iter
 
     ``timings``, if given, receives the stage's seconds under its name (for reports and benchmarks).
     """
+    _kill_if_asked(step, name)
     current = Stage(step, name)
     start = time.perf_counter()
     try:
@@ -46,6 +50,18 @@ def stage(step: str, name: str, timings: dict[str, float] | None = None) -> Iter
         if timings is not None:
             timings[name] = current.seconds
         log.info(current.line())
+
+
+# Crash tests (tests/reliability/test_crashes.py): a glob over "<step>|<stage>"; the process kills
+# itself with SIGKILL when a matching stage starts, as a lost driver or node would end it.
+KILL_AT = "RECSYS_KILL_AT"
+
+
+def _kill_if_asked(step: str, name: str) -> None:
+    pattern = os.environ.get(KILL_AT)
+    if pattern and fnmatch.fnmatchcase(f"{step}|{name}", pattern):
+        log.warning("%s=%s: killing this process at %s | %s", KILL_AT, pattern, step, name)
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _fmt(value: Any) -> str:

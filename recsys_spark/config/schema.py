@@ -221,6 +221,11 @@ class InputConfig:
     uppercase_item_ids: bool = True
     # Events later than now + this many hours are quarantined as future timestamps.
     future_tolerance_hours: Annotated[int, Range(0, 24 * 366)] = 24
+    # Plausibility bounds: an event before this date (YYYY-MM-DD), a quantity or unit price above
+    # these is quarantined with its own reason (a year-1 date, a price of 1e300).
+    earliest_event: str = "1990-01-01"
+    max_quantity: PositiveFloat = 1_000_000.0
+    max_unit_price: PositiveFloat = 1_000_000.0
     csv: CsvConfig = field(default_factory=CsvConfig)
     # Which files in landing_path are read (a case-insensitive glob; the others are logged).
     # None: the format's usual names (DEFAULT_GLOBS).
@@ -401,6 +406,8 @@ class EvaluationConfig:
     split: Literal["quantile", "date", "last_days", "last_basket", "random"]
     cutoff_quantile: Share
     min_coverage: Unit
+    # Fewer test customers than this: no model can be judged, the baseline is published (warned).
+    min_test_customers: AtLeastOne
     # The model a published model must beat: segment popularity or overall popularity.
     baseline: BaselineName
     cutoff_date: str | None = None  # "YYYY-MM-DD" for split: date
@@ -615,6 +622,13 @@ def _known_charset(name: str) -> bool:
 
 def _check_windows(config: Config, origin: dict[str, str], files: list[Path]) -> None:
     """Settings that only make sense together: a split and its parameter, two day windows."""
+    try:
+        dt.date.fromisoformat(config.input.earliest_event)
+    except ValueError:
+        raise ConfigError(
+            f"{_where('input.earliest_event', origin, files)}: input.earliest_event is "
+            f"{config.input.earliest_event!r}: give a date as YYYY-MM-DD"
+        ) from None
     conf = config.evaluation
     if conf.split == "date":
         try:

@@ -176,19 +176,25 @@ def merge_new_rows(
     rows: DataFrame,
     schema: T.StructType,
     keys: tuple[str, ...],
-) -> int:
-    """Insert the rows whose ``keys`` are not in the table yet (one atomic MERGE); return how many.
+    retract_where: str | None = None,
+) -> tuple[int, int]:
+    """Insert the rows whose ``keys`` are not in the table yet, and delete the table's rows that
+    match ``retract_where`` (SQL on the table as ``t``) but are not among ``rows``, in one atomic
+    MERGE; return (inserted, retracted).
 
-    Rows already present are left untouched, so re-running on the same input inserts nothing.
+    Rows already present are left untouched, so re-running on the same input changes nothing.
     The table is created with ``schema`` (the contract) on first use.
     """
     table = ensure_table(spark, config, name, schema)
     rows = rows.select(*(rows[f.name].cast(f.dataType) for f in schema.fields))
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    merge = table.alias("t").merge(rows.alias("s"), condition).whenNotMatchedInsertAll()
+    if retract_where:
+        merge = merge.whenNotMatchedBySourceDelete(retract_where)
     with conflicts_explained(name):
-        result = table.alias("t").merge(rows.alias("s"), condition).whenNotMatchedInsertAll().execute()
+        result = merge.execute().first()
     describe_table(spark, name, table_doc(config, name, schema.fieldNames()))
-    return int(result.first()["num_inserted_rows"])
+    return int(result["num_inserted_rows"]), int(result["num_deleted_rows"])
 
 
 def overwrite_table(

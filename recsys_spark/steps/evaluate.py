@@ -82,14 +82,23 @@ class EvaluateResult:
     settings_mismatch: str | None = None
 
 
-def choose(overall: pd.DataFrame, conf: EvaluationConfig) -> Decision:
+def choose(overall: pd.DataFrame, conf: EvaluationConfig, test_customers: int) -> Decision:
     """The guardrail: the best model on the primary metric at primary_k among those that beat the
-    baseline and reach ``min_coverage``; the baseline itself when none does."""
+    baseline and reach ``min_coverage``; the baseline itself when none does, or when the split
+    left fewer than ``min_test_customers`` to judge by."""
     at_k = overall[overall.k == conf.primary_k].set_index("model")
     metric, k, baseline = conf.primary_metric, conf.primary_k, conf.baseline
     if baseline not in at_k.index:
         raise ValueError(f"the baseline {baseline} was not evaluated at k={k}")
     base = float(at_k.loc[baseline, metric])
+    if test_customers < conf.min_test_customers:
+        reason = (
+            f"baseline published: the split (evaluation.split {conf.split}) left {test_customers:,} "
+            f"test customers, fewer than evaluation.min_test_customers={conf.min_test_customers}: "
+            "too few to judge any model; widen the test period (e.g. a lower cutoff_quantile)"
+        )
+        log.warning("evaluate: %s", reason)
+        return Decision(baseline, reason, base, base)
     passing, failing = [], []
     for model in [m for m in at_k.index if m not in BASELINES and VARIANT_MARK not in m]:
         value, coverage = float(at_k.loc[model, metric]), float(at_k.loc[model, "coverage"])
@@ -332,7 +341,7 @@ def _metrics(
         .sort_values(["model", "k"])
         .fillna({"coverage": 0.0})  # a model with no list at all covers nothing
     )
-    result.decision = choose(result.overall, conf)
+    result.decision = choose(result.overall, conf, result.test_customers)
     intervals = reduce(
         DataFrame.unionByName,
         [

@@ -141,7 +141,7 @@ def run_export(spark: SparkSession, config: Config) -> ExportResult:
     with stage("export", "write files") as st:
         folder.mkdir(parents=True, exist_ok=True)
         for fmt in conf.formats:
-            result.files.append(_write_single_file(rows, folder, "recommendations", fmt))
+            result.files.append(write_single_file(spark, rows, folder, "recommendations", fmt, key))
         result.files += _write_rules_graph(spark, config, folder)
         result.rows = kept_count
         _write_manifest(config, result, rows.columns)
@@ -264,29 +264,66 @@ def _write_rules_graph(spark: SparkSession, config: Config, folder: Path) -> lis
         "support",
     )
     return [
-        _write_single_file(nodes, folder, "rules_graph_nodes", "csv"),
-        _write_single_file(edges.orderBy("Source", "Target"), folder, "rules_graph_edges", "csv"),
+        write_single_file(spark, nodes, folder, "rules_graph_nodes", "csv", "Id"),
+        write_single_file(spark, edges.orderBy("Source", "Target"), folder, "rules_graph_edges", "csv"),
     ]
 
 
-def _write_single_file(rows: DataFrame, folder: Path, name: str, fmt: str) -> Path:
-    """Write ``rows`` (already sorted) as one file ``<name>.<fmt>`` in ``folder``; the file is
-    moved into place whole, so a reader never sees a half-written export."""
+# OWASP's CSV-injection advice: a cell starting with one of these is a formula to a spreadsheet.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+CSV_OPTIONS = {
+    "header": True,
+    "escape": '"',  # RFC 4180: descriptions hold commas and quotes
+    # Ids exactly as they are: Spark's writer trims by default, making "\t17850" "17850".
+    "ignoreLeadingWhiteSpace": False,
+    "ignoreTrailingWhiteSpace": False,
+    "timestampFormat": "yyyy-MM-dd HH:mm:ss",
+}
+
+
+def spreadsheet_safe(value: Column) -> Column:
+    """``value`` with a ``'`` before a leading = + - @ tab or CR, so a spreadsheet opening the
+    CSV shows it as text instead of running it (``=HYPERLINK(...)``)."""
+    starts = F.substring(value, 1, 1).isin(list(FORMULA_STARTS))
+    return F.when(starts, F.concat(F.lit("'"), value)).otherwise(value)
+
+
+def write_single_file(
+    spark: SparkSession, rows: DataFrame, folder: Path, name: str, fmt: str, key: str | None = None
+) -> Path:
+    """Write ``rows`` (already sorted) as one file ``<name>.<fmt>`` in ``folder``. The file is
+    checked to hold one row per ``key`` as written, then moved into place whole, so a reader never
+    sees a half-written or wrong export; CSV text is made spreadsheet-safe."""
     staging = folder / f"_staging_{name}_{fmt}"
     shutil.rmtree(staging, ignore_errors=True)
-    writer = rows.coalesce(1).write.mode("overwrite")
     if fmt == "csv":
-        # RFC 4180 quoting (descriptions hold commas and quotes), timestamps without zone noise.
-        writer.options(header=True, escape='"', timestampFormat="yyyy-MM-dd HH:mm:ss").csv(str(staging))
+        text = [f.name for f in rows.schema.fields if f.dataType.typeName() == "string"]
+        rows = rows.withColumns({c: spreadsheet_safe(F.col(c)) for c in text})
+        rows.coalesce(1).write.mode("overwrite").options(**CSV_OPTIONS).csv(str(staging))
     else:
-        writer.parquet(str(staging))
+        rows.coalesce(1).write.mode("overwrite").parquet(str(staging))
     (part,) = [p for p in staging.iterdir() if p.name.startswith("part-")]
+    if key is not None:
+        _check_one_row_per_key(spark, part, fmt, key)
     if fmt == "parquet":
         part = _rewritten_parquet(part)
     target = folder / f"{name}.{fmt}"
     os.replace(part, target)
     shutil.rmtree(staging)
     return target
+
+
+def _check_one_row_per_key(spark: SparkSession, part: Path, fmt: str, key: str) -> None:
+    """Read the written file back: each ``key`` once, or ExportError naming the repeated ones
+    (the file is not moved into place)."""
+    reader = spark.read.options(header=True, multiLine=True, escape='"') if fmt == "csv" else spark.read
+    written = reader.format(fmt).load(str(part))
+    repeated = written.groupBy(key).count().where("count > 1")
+    if names := [r[key] for r in repeated.limit(5).collect()]:
+        raise ExportError(
+            f"{part.parent.name}: {key} repeats in the written file ({', '.join(map(repr, names))}): "
+            "two customers' ids differ only in ways the file cannot keep; the previous export stays"
+        )
 
 
 def _rewritten_parquet(path: Path) -> Path:

@@ -59,11 +59,15 @@ QUARANTINE_REASONS = (
     "missing_order",
     "unparseable_timestamp",
     "future_timestamp",
+    "implausible_timestamp",  # before input.earliest_event
     "unparseable_quantity",
     "non_positive_quantity",
+    "implausible_quantity",  # above input.max_quantity
     "unparseable_price",
     "non_positive_price",
+    "implausible_price",  # above input.max_unit_price
     "missing_segment",
+    "reserved_segment",  # the global segment's name, which no data segment may take
     "near_duplicate",  # the same purchase as another line once trimmed and parsed
 )
 
@@ -88,6 +92,9 @@ class IngestResult:
     quarantined: dict[str, int] = field(default_factory=dict)
     silver_inserted: int = 0
     quarantine_inserted: int = 0
+    # Lines taken out: no longer in their file as bronze holds it now, or rejected by a rule now.
+    silver_retracted: int = 0
+    quarantine_retracted: int = 0
 
     @property
     def quarantined_total(self) -> int:
@@ -145,6 +152,7 @@ def ingest(spark: SparkSession, config: Config, run_id: str) -> IngestResult:
             f"bronze table {bronze_name} does not exist: land purchases first (`recsys load-sample` "
             "locally, or point tables.purchases / schemas.bronze at your purchases table)"
         )
+    _check_pattern(spark, config.input.non_product_code_pattern)
     with stage("ingest", f"read {bronze_name}") as st:
         bronze = spark.table(str(bronze_name))
         raw_columns = [c for c in bronze.columns if c not in BRONZE_META]
@@ -157,7 +165,10 @@ def ingest(spark: SparkSession, config: Config, run_id: str) -> IngestResult:
     with stage("ingest", "deduplicate exact lines") as st:
         deduped = keyed.dropDuplicates(["line_id"])
         classified = _classify(deduped, config, raw_columns).persist()
-        by_reason = {r["reason"]: r["count"] for r in classified.groupBy("reason").count().collect()}
+        counts = classified.groupBy("reason", SOURCE_FILE).count().collect()
+        by_reason: dict[str | None, int] = {}
+        for r in counts:
+            by_reason[r["reason"]] = by_reason.get(r["reason"], 0) + r["count"]
         distinct = sum(by_reason.values())
         st.counts.update(rows_in=rows_read, rows_out=distinct, duplicates_dropped=rows_read - distinct)
 
@@ -169,31 +180,63 @@ def ingest(spark: SparkSession, config: Config, run_id: str) -> IngestResult:
         st.counts.update(
             rows_in=distinct, valid=valid, quarantined=result.quarantined_total, reasons=quarantined
         )
+    files = sorted({r[SOURCE_FILE] for r in counts if r[SOURCE_FILE] is not None})
+    _merge_lines(spark, config, classified, files, run_stamp(run_id, "ingested_at"), result)
+    classified.unpersist()
+    return result
 
-    stamp = run_stamp(run_id, "ingested_at")
+
+def _check_pattern(spark: SparkSession, pattern: str | None) -> None:
+    """Conf's regex as Spark (Java) reads it, asked once before any job can fail on it midway."""
+    if not pattern:
+        return
+    try:
+        spark.range(1).select(F.lit("").rlike(pattern)).collect()
+    except Exception as exc:  # noqa: BLE001 - Spark raises the JVM's PatternSyntaxException
+        raise IngestError(
+            f"input.non_product_code_pattern {pattern!r} is not a regular expression Spark accepts: "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
+
+
+def _merge_lines(
+    spark: SparkSession,
+    config: Config,
+    classified: DataFrame,
+    files: list[str],
+    stamp: dict[str, Column],
+    result: IngestResult,
+) -> None:
+    """Silver gets the usable lines and the quarantine the others, each MERGEd on line_id.
+
+    Both tables equal bronze's current lines: a line of a file bronze holds that is no longer in
+    it (the file landed again, corrected) or that a rule now rejects is retracted in the same
+    commit, so a line is never in both tables and the counts above are the tables'. Lines of
+    files bronze no longer holds at all stay (a bronze table pruned to recent files).
+    """
+    in_bronze = f"t.{SOURCE_FILE} IN ({', '.join(sql_string(f) for f in files)})" if files else None
     interactions = table_name(config, "interactions")
     with stage("ingest", f"merge {interactions}") as st:
         silver_rows = classified.where(F.col("reason").isNull()).withColumns(stamp)
-        keys = ("line_id",)
-        result.silver_inserted = merge_new_rows(
-            spark, config, interactions, silver_rows, INTERACTIONS_SCHEMA, keys
+        result.silver_inserted, result.silver_retracted = merge_new_rows(
+            spark, config, interactions, silver_rows, INTERACTIONS_SCHEMA, ("line_id",), in_bronze
         )
-        st.counts.update(rows_in=valid, inserted=result.silver_inserted)
+        st.counts.update(
+            rows_in=result.valid, inserted=result.silver_inserted, retracted=result.silver_retracted
+        )
         if config.input.category_from_description and config.input.columns.category is None:
             st.counts.update(categories_backfilled=_backfill_categories(spark, interactions))
     quarantine = table_name(config, "interactions_quarantine")
     with stage("ingest", f"merge {quarantine}") as st:
         bad_rows = classified.where(F.col("reason").isNotNull()).withColumns(stamp)
-        # A line never sits in both tables: one that an earlier run put in silver stays there
-        # even if a newer rule (e.g. near_duplicate) would reject it now.
-        in_silver = spark.table(str(interactions)).select("line_id")
-        bad_rows = bad_rows.join(in_silver, "line_id", "left_anti")
-        result.quarantine_inserted = merge_new_rows(
-            spark, config, quarantine, bad_rows, QUARANTINE_SCHEMA, ("line_id",)
+        result.quarantine_inserted, result.quarantine_retracted = merge_new_rows(
+            spark, config, quarantine, bad_rows, QUARANTINE_SCHEMA, ("line_id",), in_bronze
         )
-        st.counts.update(rows_in=result.quarantined_total, inserted=result.quarantine_inserted)
-    classified.unpersist()
-    return result
+        st.counts.update(
+            rows_in=result.quarantined_total,
+            inserted=result.quarantine_inserted,
+            retracted=result.quarantine_retracted,
+        )
 
 
 def _backfill_categories(spark: SparkSession, interactions: TableName) -> int:
@@ -239,10 +282,17 @@ def _clean(name: str | None) -> Column:
     return F.when(value == "", None).otherwise(value)
 
 
+# Numbers as retailers write them: decimal digits with an optional point, or Spark's own 1.0E7
+# (a typed Parquet double cast to text); "1e18", "0x1F", "1_000", "NaN" are not numbers here.
+DECIMAL = r"^[+-]?([0-9]+[.]?[0-9]*|[.][0-9]+)$"
+SPARK_SCIENTIFIC = r"^[+-]?[0-9][.][0-9]+E[+-]?[0-9]+$"
+
+
 def _number(name: str) -> Column:
-    """The column as a finite double, or null when it is not a number (NaN and infinities too)."""
-    value = _clean(name).try_cast("double")
-    return F.when(~F.isnan(value) & (F.abs(value) < float("inf")), value)
+    """The column as a finite double, or null when it is not a number written as above."""
+    text = _clean(name)
+    value = F.when(text.rlike(DECIMAL) | text.rlike(SPARK_SCIENTIFIC), text.try_cast("double"))
+    return F.when(F.abs(value) < float("inf"), value)
 
 
 def _timestamp(text: Column, timestamp_format: str) -> Column:
@@ -314,8 +364,9 @@ def _checks(
     cancelled = F.lit(False)
     if cols["order_id"] and spec.cancellation_prefix:
         cancelled = row.order.startswith(spec.cancellation_prefix)
+    earliest = F.lit(spec.earliest_event).cast("timestamp")
     never = F.lit(False)
-    has = {name: bool(cols[name]) for name in ("event_ts", "quantity", "unit_price")}
+    has = {name: bool(cols[name]) for name in ("event_ts", "quantity", "unit_price", "segment")}
     checks = [
         ("malformed_line", F.col(MALFORMED).isNotNull() if MALFORMED in raw_columns else never),
         ("cancellation", cancelled),
@@ -325,11 +376,15 @@ def _checks(
         ("missing_order", row.order.isNull()),
         ("unparseable_timestamp", row.event_ts.isNull() if has["event_ts"] else never),
         ("future_timestamp", row.event_ts > latest_allowed if has["event_ts"] else never),
+        ("implausible_timestamp", row.event_ts < earliest if has["event_ts"] else never),
         ("unparseable_quantity", row.quantity.isNull() if has["quantity"] else never),
         ("non_positive_quantity", row.quantity <= 0),
+        ("implausible_quantity", row.quantity > spec.max_quantity),
         ("unparseable_price", row.price.isNull() if has["unit_price"] else never),
         ("non_positive_price", row.price <= 0 if has["unit_price"] else never),
+        ("implausible_price", row.price > spec.max_unit_price if has["unit_price"] else never),
         ("missing_segment", row.segment.isNull()),
+        ("reserved_segment", row.segment == GLOBAL_SEGMENT if has["segment"] else never),
     ]
     assert tuple(name for name, _ in checks) + ("near_duplicate",) == QUARANTINE_REASONS
     return checks
@@ -394,17 +449,22 @@ def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
         "quarantined_rows": result.quarantined_total,
         "silver_inserted": result.silver_inserted,
         "quarantine_inserted": result.quarantine_inserted,
+        "silver_retracted": result.silver_retracted,
+        "quarantine_retracted": result.quarantine_retracted,
         **{f"quarantined.{reason}": n for reason, n in result.quarantined.items()},
     }
     reasons = "\n".join(f"    {reason:<24}{n:>10,}" for reason, n in result.quarantined.items())
     lines = [
         f"ingest: rows read {result.rows_read:,}",
-        f"  valid (silver)          {result.valid:>10,}   new {result.silver_inserted:,}",
-        f"  quarantined             {result.quarantined_total:>10,}   new {result.quarantine_inserted:,}",
+        f"  valid (silver)          {result.valid:>10,}   new {result.silver_inserted:,}, "
+        f"retracted {result.silver_retracted:,}",
+        f"  quarantined             {result.quarantined_total:>10,}   new {result.quarantine_inserted:,}, "
+        f"retracted {result.quarantine_retracted:,}",
         reasons,
         f"  exact duplicates dropped{result.duplicates_dropped:>10,}",
         f"  check: {result.rows_read:,} read = {result.valid:,} silver + {result.quarantined_total:,} "
         f"quarantine + {result.duplicates_dropped:,} duplicates",
         f"  already ingested by earlier runs: {result.already_ingested:,}",
+        "  retracted: lines no longer in their landing file (it landed again) or rejected now",
     ]
     return StepReport(metrics, lines)

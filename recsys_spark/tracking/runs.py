@@ -6,9 +6,11 @@ store is a file store under the work folder; on Databricks it is the workspace.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
+import socket
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
@@ -56,30 +58,88 @@ class PipelineRun:
     run_id: str
     experiment_id: str
     tracking_uri: str
+    interrupted: list[str] = field(default_factory=list)  # earlier runs found killed, one line each
 
 
 @contextmanager
 def pipeline_run(config: Config, steps: Sequence[str]) -> Iterator[PipelineRun]:
-    """Start the parent MLflow run, log the resolved config as params, and end it (FAILED on error)."""
+    """Start the parent MLflow run, log the resolved config as params, and end it (FAILED on error).
+
+    Runs that a killed process left RUNNING are marked FAILED first, each with a warning.
+    """
     uri = tracking_uri(config)
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.set_experiment(config.mlflow.experiment)
-    with mlflow.start_run(run_name="pipeline: " + " > ".join(steps)) as run:
+    interrupted = close_interrupted_runs(experiment.experiment_id)
+    with mlflow.start_run(run_name="pipeline: " + " > ".join(steps), tags=_process_tags()) as run:
         params = {k: _param_value(v) for k, v in config.to_flat_dict().items()}
         mlflow.log_params(params)
         mlflow.set_tags({"recsys.steps": ",".join(steps), "recsys.target": config.target})
         mlflow.log_dict(params, "config/resolved_config.json")
-        yield PipelineRun(run.info.run_id, experiment.experiment_id, uri)
+        yield PipelineRun(run.info.run_id, experiment.experiment_id, uri, interrupted)
 
 
 @contextmanager
 def step_run(step: str) -> Iterator[dict[str, float]]:
     """A nested run for one step; the metrics the caller puts in the dict are logged at its end."""
     metrics: dict[str, float] = {}
-    with mlflow.start_run(run_name=step, nested=True):
+    with mlflow.start_run(run_name=step, nested=True, tags=_process_tags()):
         mlflow.set_tag("recsys.step", step)
         yield metrics
         mlflow.log_metrics(metrics)
+
+
+# A run on another machine (a Databricks job cluster, gone when its job ends) still RUNNING after
+# this long is taken as interrupted: the job's max_concurrent_runs is 1 and jobs take minutes.
+STALE_ELSEWHERE = dt.timedelta(hours=24)
+
+
+def _process_tags() -> dict[str, str]:
+    return {"recsys.host": socket.gethostname(), "recsys.pid": str(os.getpid())}
+
+
+def close_interrupted_runs(experiment_id: str) -> list[str]:
+    """Mark FAILED the experiment's runs still RUNNING whose process is gone (killed, or its
+    machine lost); return one line per pipeline run found, naming the step it was in."""
+    client = mlflow.MlflowClient()
+    running = client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=5000)
+    gone = [r for r in running if _process_gone(r.data.tags, r.info.start_time)]
+    steps = {
+        r.data.tags.get("mlflow.parentRunId"): r.data.tags.get("recsys.step", r.info.run_name)
+        for r in gone
+        if r.data.tags.get("recsys.step") and r.data.tags.get("recsys.step") != "train.tune"
+    }
+    lines = []
+    for run in gone:
+        client.set_tag(run.info.run_id, "recsys.interrupted", "true")
+        client.set_terminated(run.info.run_id, "FAILED")
+        if "mlflow.parentRunId" not in run.data.tags:
+            started = dt.datetime.fromtimestamp(run.info.start_time / 1000, dt.UTC).strftime(
+                "%Y-%m-%d %H:%M:%S"
+            )
+            lines.append(
+                f"previous run {run.info.run_id} (started {started} UTC, {run.info.run_name}) was "
+                f"interrupted in step {steps.get(run.info.run_id, 'before its first step')}: marked "
+                "FAILED; its step's tables may be from two runs until this run rewrites them"
+            )
+            log.warning(lines[-1])
+    return lines
+
+
+def _process_gone(tags: dict[str, str], start_ms: int) -> bool:
+    if tags.get("recsys.host") != socket.gethostname():
+        started = dt.datetime.fromtimestamp(start_ms / 1000, dt.UTC)
+        return dt.datetime.now(dt.UTC) - started > STALE_ELSEWHERE
+    pid = int(tags.get("recsys.pid", "0"))
+    if pid == os.getpid() or pid <= 0:
+        return False  # this process's own runs are ended by their context managers
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
 
 
 def log_trials(trials: pd.DataFrame) -> None:

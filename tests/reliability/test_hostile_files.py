@@ -8,11 +8,14 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from pyspark.sql import SparkSession
 
-from recsys_spark.config import Config
+from recsys_spark.config import Config, load_config
 from recsys_spark.io.tables import table_name
+from recsys_spark.steps import export
+from recsys_spark.steps.evaluate import choose
 from recsys_spark.steps.ingest import IngestError, ingest, load_sample
 from tests.reliability.test_bad_input import HEADER, covers, line
 
@@ -170,3 +173,107 @@ def test_a_column_name_with_a_backtick_never_wedges_ingest(
     assert "Chan_nel" in bronze.columns and bronze.schema["Chan_nel"].metadata["raw_name"] == "Chan`nel"
     for run in ("run_a", "run_b"):
         assert ingest(spark, config, run).valid == len(GOOD)
+
+
+@covers("relanded_correction", "rule_tightened")
+def test_a_corrected_file_landed_again_replaces_its_lines_in_silver(
+    spark: SparkSession, make_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    """Once both the old and the corrected lines stayed in silver (quantity 48 and 480 for one
+    order line) and the summary's valid count differed from the table's."""
+    first = [line("order_line", order="990001", quantity="48"), *GOOD]
+    (tmp_path / "march.csv").write_text(csv_text(first))
+    config = make_config(landing=tmp_path)
+    load_sample(spark, config)
+    assert ingest(spark, config, "run_1").silver_inserted == len(first)
+    corrected = [line("order_line", order="990001", quantity="480"), *GOOD[:-3]]
+    (tmp_path / "march.csv").write_text(csv_text(corrected))
+    load_sample(spark, config)
+    result = ingest(spark, config, "run_2")
+    assert (result.silver_inserted, result.silver_retracted) == (1, 4)
+    silver = spark.table(str(table_name(config, "interactions")))
+    assert silver.count() == result.valid == len(corrected)
+    quantities = [r.quantity for r in silver.where("order_id = '990001'").collect()]
+    assert quantities == [480.0]
+
+    # A tighter rule retracts silver's lines it now rejects and quarantines them, in one run.
+    strict = make_config(landing=tmp_path, schemas=vars(config.schemas), input={"max_quantity": 100})
+    result = ingest(spark, strict, "run_3")
+    assert (result.silver_retracted, result.quarantine_inserted) == (1, 1)
+    assert result.quarantined == {"implausible_quantity": 1}
+    assert silver.count() == result.valid == len(corrected) - 1
+    quarantine = spark.table(str(table_name(config, "interactions_quarantine")))
+    assert [r.reason for r in quarantine.collect()] == ["implausible_quantity"]
+
+
+@covers("too_few_test_customers")
+def test_a_split_with_too_few_test_customers_publishes_the_baseline_saying_why() -> None:
+    """One bulk order of 100k lines once moved the quantile split so that the test period held
+    one customer, and popularity was published for everyone without a word."""
+    conf = load_config("local").evaluation
+    overall = pd.DataFrame(
+        [{"model": m, "k": 10, "ndcg": v, "coverage": 0.5} for m, v in [("als", 0.3), ("popularity", 0.1)]]
+    )
+    assert choose(overall, conf, test_customers=30).model == "als"
+    too_few = choose(overall, conf, test_customers=1)
+    assert too_few.model == "popularity" and too_few.reason == (
+        "baseline published: the split (evaluation.split quantile) left 1 test customers, fewer than "
+        "evaluation.min_test_customers=30: too few to judge any model; widen the test period (e.g. a "
+        "lower cutoff_quantile)"
+    )
+
+
+ODD_IDS = [
+    "17850",
+    "\t17850",
+    "17850 ",
+    '=HYPERLINK("http://x","y")',
+    "+44",
+    "-1",
+    "@SUM(A1)",
+    "\rCR",
+    'a,"b"',
+]
+
+
+@covers("export_ids_exact_and_formula_safe")
+def test_export_keeps_ids_exact_and_neutralises_formulas(spark: SparkSession, tmp_path: Path) -> None:
+    """Once the CSV writer stripped a leading tab, so one id had two rows with different lists,
+    and an id such as =HYPERLINK(...) was written as a live spreadsheet formula."""
+    rows = spark.createDataFrame(
+        [(i, f"ITEM{n}") for n, i in enumerate(ODD_IDS)], "customer_id string, item_1 string"
+    )
+    for fmt in ("csv", "parquet"):
+        written = export.write_single_file(
+            spark, rows.orderBy("customer_id"), tmp_path, "recs", fmt, "customer_id"
+        )
+        frame = (
+            pd.read_csv(written, dtype=str, keep_default_na=False)
+            if fmt == "csv"
+            else pd.read_parquet(written)
+        )
+        got = dict(zip(frame.item_1, frame.customer_id, strict=True))
+        if fmt == "parquet":  # typed, never opened as a spreadsheet: ids untouched
+            assert got == {f"ITEM{n}": i for n, i in enumerate(ODD_IDS)}
+            continue
+        safe = {f"ITEM{n}": ("'" + i if i[0] in "=+-@\t\r" else i) for n, i in enumerate(ODD_IDS)}
+        assert got == safe
+        assert (
+            got["ITEM1"] == "'\t17850" and got["ITEM2"] == "17850 " and got["ITEM3"].startswith("'=HYPERLINK")
+        )
+
+
+@covers("export_one_row_per_customer")
+def test_an_export_file_with_a_customer_twice_is_never_moved_into_place(
+    spark: SparkSession, tmp_path: Path
+) -> None:
+    previous = tmp_path / "recs.csv"
+    previous.write_text("the previous export\n")
+    rows = spark.createDataFrame(
+        [("17850", "A"), ("17850", "B"), ("13047", "C")], "customer_id string, item_1 string"
+    )
+    with pytest.raises(
+        export.ExportError, match=r"_staging_recs_csv: customer_id repeats in the written file \('17850'\)"
+    ):
+        export.write_single_file(spark, rows, tmp_path, "recs", "csv", "customer_id")
+    assert previous.read_text() == "the previous export\n"

@@ -28,11 +28,12 @@ def _overall(rows: list[tuple[str, float, float]]) -> pd.DataFrame:
 
 def test_guardrail_publishes_the_best_model_that_beats_the_baseline_with_enough_coverage() -> None:
     conf = load_config("local").evaluation
-    best = choose(_overall([("als", 0.05, 0.3), ("itemknn", 0.07, 0.2), ("popularity", 0.02, 0.03)]), conf)
+    overall = _overall([("als", 0.05, 0.3), ("itemknn", 0.07, 0.2), ("popularity", 0.02, 0.03)])
+    best = choose(overall, conf, test_customers=500)
     assert best.model == "itemknn" and "also passing: als" in best.reason
-    narrow = choose(_overall([("als", 0.05, 0.01), ("popularity", 0.02, 0.03)]), conf)
+    narrow = choose(_overall([("als", 0.05, 0.01), ("popularity", 0.02, 0.03)]), conf, 500)
     assert narrow.model == "popularity" and "coverage 0.010 below evaluation.min_coverage" in narrow.reason
-    worse = choose(_overall([("als", 0.02, 0.5), ("popularity", 0.02, 0.03)]), conf)
+    worse = choose(_overall([("als", 0.02, 0.5), ("popularity", 0.02, 0.03)]), conf, 500)
     assert worse.model == "popularity" and "does not beat popularity" in worse.reason
 
 

@@ -249,15 +249,20 @@ def test_extra_column_in_a_later_file_is_absorbed(
 def test_renamed_column_fails_with_what_to_fix(
     spark: SparkSession, make_config: Callable[..., Config], tmp_path: Path
 ) -> None:
+    """A file lacking a mapped column never lands (tests/reliability/test_hostile_files.py); a
+    bronze table that lacks one (conf changed after landing, or a table of the user's own) fails
+    ingest before anything is written, naming the column and what to fix."""
     landing = tmp_path / "landing"
     landing.mkdir()
-    pd.read_csv(DIRTY / "purchases_2011-03.csv", dtype=str, nrows=3).rename(
-        columns={"CustomerID": "Customer"}
-    ).to_csv(landing / "renamed.csv", index=False)
+    pd.read_csv(DIRTY / "purchases_2011-03.csv", dtype=str, nrows=3).to_csv(landing / "m.csv", index=False)
     config = make_config(landing)
     load_sample(spark, config)
-    with pytest.raises(IngestError, match=r"no column 'CustomerID' \(for customer_id\).*Fix input.columns"):
-        ingest(spark, config, "run-1")
+    renamed = make_config(
+        landing, schemas=vars(config.schemas), input={"columns": {"customer_id": "Customer"}}
+    )
+    with pytest.raises(IngestError, match=r"no column 'Customer' \(for customer_id\).*Fix input.columns"):
+        ingest(spark, renamed, "run-1")
+    assert not spark.catalog.tableExists(str(table_name(config, "interactions")))
 
 
 def test_ingest_without_bronze_says_what_to_do(
