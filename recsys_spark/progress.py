@@ -52,9 +52,15 @@ def stage(step: str, name: str, timings: dict[str, float] | None = None) -> Iter
         log.info(current.line())
 
 
-# Crash tests (tests/reliability/test_crashes.py): a glob over "<step>|<stage>"; the process kills
-# itself with SIGKILL when a matching stage starts, as a lost driver or node would end it.
+# Crash tests (tests/reliability/test_crashes.py): a glob over "<step>|<stage>" or
+# "write|<table>"; the process kills itself with SIGKILL when a matching stage starts or that
+# table's write begins, as a lost driver or node would end it.
 KILL_AT = "RECSYS_KILL_AT"
+
+
+def kill_point(step: str, name: str) -> None:
+    """A place a crash test may kill the process at (stage starts, and each table write)."""
+    _kill_if_asked(step, name)
 
 
 def _kill_if_asked(step: str, name: str) -> None:

@@ -24,6 +24,7 @@ from pyspark.sql import types as T
 from recsys_spark.config import Config, on_databricks, validate_identifier
 from recsys_spark.config.schema import TablesConfig
 from recsys_spark.io.comments import TABLES, TableDoc, bronze_doc, column_comments, sql_string
+from recsys_spark.progress import kill_point
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +186,7 @@ def merge_new_rows(
     Rows already present are left untouched, so re-running on the same input changes nothing.
     The table is created with ``schema`` (the contract) on first use.
     """
+    kill_point("write", name.key or name.table)
     table = ensure_table(spark, config, name, schema)
     rows = rows.select(*(rows[f.name].cast(f.dataType) for f in schema.fields))
     condition = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
@@ -206,6 +208,7 @@ def overwrite_table(
     use (locally as an external table under the work folder); new columns are added. The
     columns carry their comments into the commit.
     """
+    kill_point("write", name.key or name.table)
     doc = table_doc(config, name, rows.columns)
     comments = column_comments(doc, rows.columns)
     kept = {f.name: f.metadata for f in rows.schema.fields}  # e.g. bronze's raw column names

@@ -1,0 +1,81 @@
+"""Crashes: a pipeline process killed with SIGKILL (``RECSYS_KILL_AT``, progress.py) between two
+table commits leaves every table readable, its MLflow run is marked FAILED by the next run, which
+says so, and the rerun completes every table with its own run."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import mlflow
+import yaml
+from pyspark.sql import SparkSession
+
+from recsys_spark.config import Config
+from recsys_spark.io.tables import register_local_tables, table_name
+from recsys_spark.progress import KILL_AT
+from recsys_spark.steps.ingest import ingest, load_sample
+from recsys_spark.tracking.runs import tracking_uri
+from tests.conftest import SAMPLE_RUN
+from tests.reliability.tables import run_ids
+from tests.reliability.test_bad_input import covers
+
+BASKETS_TABLES = ("frequent_itemsets", "association_rules", "frequently_bought_together", "substitutes")
+
+
+def recsys(
+    config: Config, folder: Path, command: str, kill_at: str | None = None
+) -> subprocess.CompletedProcess:
+    """``recsys <command>`` in a process of its own, over exactly ``config``."""
+    overlay = folder / "conf.yml"
+    values = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("sources", "root")}
+    overlay.write_text(yaml.safe_dump(values))
+    env = {k: v for k, v in os.environ.items() if k != KILL_AT} | ({KILL_AT: kill_at} if kill_at else {})
+    return subprocess.run(
+        [sys.executable, "-m", "recsys_spark.cli", command, "--conf", str(overlay)],
+        capture_output=True, text=True, timeout=600, cwd=folder, env=env,
+    )  # fmt: skip
+
+
+@covers("killed_between_table_commits")
+def test_a_run_killed_between_two_commits_is_marked_failed_and_the_rerun_completes(
+    spark: SparkSession, make_config: Callable[..., Config], tmp_path: Path
+) -> None:
+    config = make_config(**SAMPLE_RUN, mlflow={"experiment": "crashes"})
+    load_sample(spark, config)
+    ingest(spark, config, "run_0")
+
+    killed = recsys(config, tmp_path, "baskets", kill_at="write|association_rules")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    register_local_tables(spark, config)  # made by the other process: name them here too
+    # The table written before the kill has the killed run; the ones after it were never written.
+    assert len(run_ids(spark, config, "frequent_itemsets")) == 1
+    for key in BASKETS_TABLES[1:]:
+        assert not spark.catalog.tableExists(str(table_name(config, key)))
+    mlflow.set_tracking_uri(tracking_uri(config))
+    client = mlflow.MlflowClient()
+    experiment = client.get_experiment_by_name("crashes").experiment_id
+    (left_running,) = client.search_runs(
+        [experiment], "attributes.status = 'RUNNING' AND tags.`recsys.steps` = 'baskets'"
+    )
+
+    rerun = recsys(config, tmp_path, "baskets")
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    register_local_tables(spark, config)
+    assert (
+        rerun.stdout.startswith(f"previous run {left_running.info.run_id} (started ")
+        and "pipeline: baskets) was interrupted in step baskets: marked FAILED" in rerun.stdout
+    )
+    assert client.get_run(left_running.info.run_id).info.status == "FAILED"
+    assert client.get_run(left_running.info.run_id).data.tags["recsys.interrupted"] == "true"
+    assert not client.search_runs([experiment], "attributes.status = 'RUNNING'")
+    # Every table there and readable, each from the rerun alone (the sample has no substitutes).
+    runs = {key: run_ids(spark, config, key) for key in BASKETS_TABLES}
+    (rerun_id,) = runs["frequent_itemsets"]
+    assert rerun_id != left_running.info.run_id
+    assert runs == {**{key: {rerun_id} for key in BASKETS_TABLES}, "substitutes": set()}
