@@ -11,8 +11,10 @@ from pyspark.sql import SparkSession
 
 from recsys_spark.config import Config
 from recsys_spark.io.session import get_spark
-from recsys_spark.io.tables import TABLE_LAYERS, local_location, table_name
-from recsys_spark.io.views import VIEWS, view_name
+from recsys_spark.io.step_runs import mark_step_complete
+from recsys_spark.io.tables import TABLE_LAYERS, local_location, recording_writes, table_name
+from recsys_spark.io.views import VIEWS, create_views, view_name
+from recsys_spark.progress import stage
 from recsys_spark.steps import analytics, baskets, evaluate, export, ingest, score, train
 from recsys_spark.tracking.runs import PipelineRun, StepReport, pipeline_run, step_run
 
@@ -48,9 +50,12 @@ def run_steps(config: Config, steps: Sequence[str], spark: SparkSession | None =
         lines += run.interrupted
         for step in steps:
             start = time.perf_counter()
-            with step_run(step) as metrics:
+            with step_run(step) as metrics, recording_writes() as written:
                 report = STEPS[step](spark, config, run)
                 metrics.update(report.metrics, seconds=time.perf_counter() - start)
+            with stage(step, "mark complete") as st:  # last: readers move on to this step's tables
+                mark_step_complete(spark, config, run.run_id, step, written)
+                st.counts.update(tables=len(written), views=len(create_views(spark, config, set(written))))
             seconds = time.perf_counter() - start
             log.info("step %s done in %.1fs", step, seconds)
             lines += [f"{report.lines[0]}  [{seconds:.1f}s]", *report.lines[1:]] if report.lines else []

@@ -139,6 +139,7 @@ class TablesConfig:
     cross_sell_potential: Identifier = in_layer("gold")
     rules_graph_nodes: Identifier = in_layer("gold")
     rules_graph_edges: Identifier = in_layer("gold")
+    step_runs: Identifier = in_layer("gold")
 
 
 @dataclass(frozen=True)

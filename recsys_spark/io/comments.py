@@ -215,6 +215,16 @@ TABLES: dict[str, TableDoc] = {
             "decided_at": "when the choice was made (UTC)",
         },
     ),
+    "step_runs": TableDoc(
+        "Gold: one row per completed step of a pipeline run, written after all its tables; "
+        "the analyst views and the export read each table at the version recorded here",
+        {
+            "run_id": RUN,
+            "step": "the step: ingest, baskets, train, evaluate, score, analytics or export",
+            "tables": "each table the step wrote -> the Delta version its write made",
+            "completed_at": "when the step finished (UTC)",
+        },
+    ),
     "items": TableDoc(
         "Gold: one row per item, the item dimension with its sales",
         {

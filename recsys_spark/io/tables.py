@@ -166,8 +166,33 @@ def update_rows(spark: SparkSession, name: TableName, where: Column, values: dic
     table = DeltaTable.forName(spark, str(name))
     with conflicts_explained(name):
         table.update(where, values)
-    last = table.history(1).select("operation", "operationMetrics").first()
+    last = table.history(1).select("version", "operation", "operationMetrics").first()
+    _record(name, last.version)
     return int(last.operationMetrics.get("numUpdatedRows", 0)) if last.operation == "UPDATE" else 0
+
+
+# The tables written by the step now running, with the Delta version each write made: the step's
+# completion marker (gold.step_runs) records them, and readers pin each table to that version.
+_recording: list[dict[str, int]] = []
+
+
+@contextmanager
+def recording_writes() -> Iterator[dict[str, int]]:
+    """Collect ``logical table -> Delta version`` of every write made inside the block."""
+    written: dict[str, int] = {}
+    _recording.append(written)
+    try:
+        yield written
+    finally:
+        _recording.pop()
+
+
+def _record(name: TableName, version: int | None = None, spark: SparkSession | None = None) -> None:
+    if not _recording or name.key is None:
+        return
+    if version is None and spark is not None:
+        version = DeltaTable.forName(spark, str(name)).history(1).select("version").first()[0]
+    _recording[-1][name.key] = int(version)
 
 
 def merge_new_rows(
@@ -195,6 +220,7 @@ def merge_new_rows(
         merge = merge.whenNotMatchedBySourceDelete(retract_where)
     with conflicts_explained(name):
         result = merge.execute().first()
+    _record(name, spark=spark)
     describe_table(spark, name, table_doc(config, name, schema.fieldNames()))
     return int(result["num_inserted_rows"]), int(result["num_deleted_rows"])
 
@@ -227,6 +253,7 @@ def overwrite_table(
             writer = writer.option("path", str(local_location(config, name)))
     with conflicts_explained(name):
         writer.saveAsTable(str(name))
+    _record(name, spark=spark)
     describe_table(spark, name, doc)
 
 

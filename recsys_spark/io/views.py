@@ -1,6 +1,8 @@
 """Analyst views over the gold tables (docs/analysts.md): ids joined to descriptions, latest runs.
 
-The views live in the gold schema. Locally the session catalog is in memory, so get_spark
+Each view reads its tables at the versions the latest completed steps recorded (gold.step_runs),
+so a run killed between two commits never shows half a step; run_steps re-creates the views
+after every step. The views live in the gold schema. Locally the session catalog is in memory, so get_spark
 re-creates them at start-up over the tables that earlier runs left behind.
 """
 
@@ -13,6 +15,7 @@ from pyspark.sql import SparkSession
 from recsys_spark.config import Config
 from recsys_spark.io.comments import VIEWS as VIEW_DOCS
 from recsys_spark.io.comments import column_comments, sql_string
+from recsys_spark.io.step_runs import complete_versions, table_at
 from recsys_spark.io.tables import TableName, table_name
 
 log = logging.getLogger(__name__)
@@ -80,21 +83,27 @@ def view_name(config: Config, view: str) -> TableName:
     return TableName(gold.schema, view, gold.catalog)
 
 
-def create_views(spark: SparkSession, config: Config) -> list[TableName]:
-    """Create or replace every view whose tables exist; return the ones created.
+def create_views(spark: SparkSession, config: Config, changed: set[str] | None = None) -> list[TableName]:
+    """Create or replace every view whose tables exist (only those reading a table in
+    ``changed``, when given); return the ones created.
 
     A view over a table that is not there yet (e.g. no baskets step has run) is skipped, with a
     log line, and created by the next run that has it.
     """
-    created = []
-    for view, (keys, select) in VIEWS.items():
+    created: list[TableName] = []
+    wanted = {view: spec for view, spec in VIEWS.items() if changed is None or changed & set(spec[0])}
+    if not wanted:
+        return created
+    versions = complete_versions(spark, config)
+    for view, (keys, select) in wanted.items():
         names = {key: table_name(config, key) for key in keys}
         missing = [str(n) for n in names.values() if not spark.catalog.tableExists(str(n))]
         if missing:
             log.info("view %s not created: %s not written yet", view, ", ".join(missing))
             continue
         name = view_name(config, view)
-        query = select.format(**{key: str(n) for key, n in names.items()})
+        # Each table at the version its latest completed step left (gold.step_runs).
+        query = select.format(**{key: table_at(config, key, versions) for key in names})
         doc = VIEW_DOCS[view]
         query_columns = spark.sql(query).columns  # analysed, not run
         comments = column_comments(doc, query_columns)

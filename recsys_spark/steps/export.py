@@ -27,6 +27,7 @@ from pyspark.sql import functions as F
 from recsys_spark.config import Config, on_databricks
 from recsys_spark.distributed.lists import customer_histories, recommend
 from recsys_spark.io.model_tables import blocked_items, fitted_from_tables
+from recsys_spark.io.step_runs import complete_versions, read_complete
 from recsys_spark.io.tables import table_name
 from recsys_spark.progress import stage
 from recsys_spark.tracking.runs import PipelineRun, StepReport
@@ -98,7 +99,9 @@ def run_export(spark: SparkSession, config: Config) -> ExportResult:
     """Write the export files for the latest published recommendations run."""
     conf = config.export
     salt = export_salt(config, spark) if conf.hash_customer_ids else None
-    recommendations = spark.table(str(table_name(config, "recommendations")))
+    # The tables as their latest completed steps left them: never half of a killed run.
+    versions = complete_versions(spark, config)
+    recommendations = read_complete(spark, config, "recommendations", versions)
     latest = recommendations.select(
         F.max_by("run_id", "generated_at").alias("run_id"), F.max("generated_at").alias("generated_at")
     ).first()
@@ -113,7 +116,7 @@ def run_export(spark: SparkSession, config: Config) -> ExportResult:
 
     with stage("export", "choose customers") as st:
         published = recommendations.where(F.col("run_id") == run_id)
-        chosen = _one_segment_per_customer(published, spark.table(str(customers_name)))
+        chosen = _one_segment_per_customer(published, read_complete(spark, config, "customers", versions))
         result.customers_published = chosen.count()
         if conf.active_days is not None:
             chosen = chosen.where(F.col("days_since_last_order") <= conf.active_days)
@@ -131,7 +134,8 @@ def run_export(spark: SparkSession, config: Config) -> ExportResult:
 
     with stage("export", "lists") as st:
         lists = _model_lists(published, kept).unionByName(_holdout_lists(spark, config, kept))
-        rows = _flat_rows(spark, config, lists, kept, run_id, latest.generated_at)
+        items = read_complete(spark, config, "items", versions)
+        rows = _flat_rows(config, items, lists, kept, run_id, latest.generated_at)
         if salt is not None:
             rows = hash_ids(rows, "customer_id", salt, "customer_hash")
         key = "customer_hash" if salt is not None else "customer_id"
@@ -142,7 +146,7 @@ def run_export(spark: SparkSession, config: Config) -> ExportResult:
         folder.mkdir(parents=True, exist_ok=True)
         for fmt in conf.formats:
             result.files.append(write_single_file(spark, rows, folder, "recommendations", fmt, key))
-        result.files += _write_rules_graph(spark, config, folder)
+        result.files += _write_rules_graph(spark, config, folder, versions)
         result.rows = kept_count
         _write_manifest(config, result, rows.columns)
         st.counts.update(files=len(result.files), rows=result.rows)
@@ -203,8 +207,8 @@ def _holdout_lists(spark: SparkSession, config: Config, kept: DataFrame) -> Data
 
 
 def _flat_rows(
-    spark: SparkSession,
     config: Config,
+    items: DataFrame,
     lists: DataFrame,
     kept: DataFrame,
     run_id: str,
@@ -212,7 +216,7 @@ def _flat_rows(
 ) -> DataFrame:
     """One row per customer: segment, variant, model, item_1, description_1, ..., run_id,
     generated_at (of the published run)."""
-    descriptions = spark.table(str(table_name(config, "items"))).select("item_id", "description")
+    descriptions = items.select("item_id", "description")
     ranked = F.array_sort(F.collect_list(F.struct("rank", "item_id", "description", "model")))
     per_customer = (
         lists.join(descriptions, "item_id", "left")
@@ -238,24 +242,26 @@ def _flat_rows(
     )
 
 
-def _write_rules_graph(spark: SparkSession, config: Config, folder: Path) -> list[Path]:
+def _write_rules_graph(
+    spark: SparkSession, config: Config, folder: Path, versions: dict[str, int]
+) -> list[Path]:
     """The rules graph as Gephi-ready CSV: rules_graph_nodes.csv (Id, Label, PageRank, degrees)
     and rules_graph_edges.csv (Source, Target, Weight = lift, confidence, support)."""
     names = {key: table_name(config, key) for key in ("rules_graph_nodes", "rules_graph_edges", "items")}
     if not all(spark.catalog.tableExists(str(n)) for n in names.values()):
         log.info("export: no rules graph tables yet (run `recsys analytics`): graph files not written")
         return []
-    labels = spark.table(str(names["items"])).select(
+    labels = read_complete(spark, config, "items", versions).select(
         F.col("item_id").alias("Id"), F.col("description").alias("Label")
     )
     nodes = (
-        spark.table(str(names["rules_graph_nodes"]))
+        read_complete(spark, config, "rules_graph_nodes", versions)
         .select(F.col("item_id").alias("Id"), "pagerank", "in_degree", "out_degree", "rank")
         .join(labels, "Id", "left")
         .select("Id", "Label", "pagerank", "in_degree", "out_degree", "rank")
         .orderBy("rank")
     )
-    edges = spark.table(str(names["rules_graph_edges"])).select(
+    edges = read_complete(spark, config, "rules_graph_edges", versions).select(
         F.col("source_item_id").alias("Source"),
         F.col("target_item_id").alias("Target"),
         F.lit("Directed").alias("Type"),

@@ -12,9 +12,12 @@ from recsys_spark.config import Config
 from recsys_spark.io.tables import TABLE_LAYERS, table_name
 
 # Columns that say when and by which run a row was written: they differ between runs by design.
-STAMPS = ("run_id", "generated_at", "ingested_at", "trained_at", "evaluated_at", "decided_at", "loaded_at")
-# Tables that keep every run's rows (replaceWhere on run_id): compare the latest run's.
-PER_RUN = {"model_metrics": "evaluated_at", "published_model": "decided_at"}
+STAMPS = (
+    "run_id", "generated_at", "ingested_at", "trained_at", "evaluated_at", "decided_at", "loaded_at",
+    "completed_at",
+)  # fmt: skip
+# Tables that keep every run's rows (replaceWhere on run_id, or appended): compare the latest run's.
+PER_RUN = {"model_metrics": "evaluated_at", "published_model": "decided_at", "step_runs": "completed_at"}
 
 
 def content(spark: SparkSession, config: Config, key: str) -> DataFrame:
@@ -22,6 +25,8 @@ def content(spark: SparkSession, config: Config, key: str) -> DataFrame:
     if key in PER_RUN:
         latest = frame.agg(F.max_by("run_id", PER_RUN[key])).first()[0]
         frame = frame.where(F.col("run_id") == latest)
+    if key == "step_runs":  # Delta versions grow run by run: compare which tables each step wrote
+        frame = frame.withColumn("tables", F.array_sort(F.map_keys("tables")))
     # Maps cannot be sorted or hashed (chispa sorts rows): compare them as sorted entries.
     maps = {
         f.name: F.array_sort(F.map_entries(f.name))

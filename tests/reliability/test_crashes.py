@@ -1,6 +1,6 @@
 """Crashes: a pipeline process killed with SIGKILL (``RECSYS_KILL_AT``, progress.py) between two
-table commits leaves every table readable, its MLflow run is marked FAILED by the next run, which
-says so, and the rerun completes every table with its own run."""
+table commits leaves every table readable and readers on the last complete step, its MLflow run
+is marked FAILED by the next run, which says so, and the rerun completes every table."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ import yaml
 from pyspark.sql import SparkSession
 
 from recsys_spark.config import Config
-from recsys_spark.io.tables import register_local_tables, table_name
+from recsys_spark.io.step_runs import complete_versions, read_complete
+from recsys_spark.pipeline import run_steps
 from recsys_spark.progress import KILL_AT
 from recsys_spark.steps.ingest import ingest, load_sample
 from recsys_spark.tracking.runs import tracking_uri
@@ -49,14 +50,20 @@ def test_a_run_killed_between_two_commits_is_marked_failed_and_the_rerun_complet
     config = make_config(**SAMPLE_RUN, mlflow={"experiment": "crashes"})
     load_sample(spark, config)
     ingest(spark, config, "run_0")
+    run_steps(config, ["baskets"], spark)  # a complete run of the step first
+    complete = complete_versions(spark, config)
+    (first_id,) = run_ids(spark, config, "frequent_itemsets")
 
     killed = recsys(config, tmp_path, "baskets", kill_at="write|association_rules")
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
-    register_local_tables(spark, config)  # made by the other process: name them here too
-    # The table written before the kill has the killed run; the ones after it were never written.
-    assert len(run_ids(spark, config, "frequent_itemsets")) == 1
-    for key in BASKETS_TABLES[1:]:
-        assert not spark.catalog.tableExists(str(table_name(config, key)))
+    # The table written before the kill has the killed run, the later ones the complete run's;
+    # readers (views, export) still see the complete run's tables only.
+    (killed_id,) = run_ids(spark, config, "frequent_itemsets")
+    assert killed_id != first_id
+    assert all(run_ids(spark, config, key) == {first_id} for key in BASKETS_TABLES[1:3])
+    assert complete_versions(spark, config) == complete
+    seen = read_complete(spark, config, "frequent_itemsets").select("run_id").distinct().collect()
+    assert [r.run_id for r in seen] == [first_id]
     mlflow.set_tracking_uri(tracking_uri(config))
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name("crashes").experiment_id
@@ -66,7 +73,6 @@ def test_a_run_killed_between_two_commits_is_marked_failed_and_the_rerun_complet
 
     rerun = recsys(config, tmp_path, "baskets")
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    register_local_tables(spark, config)
     assert (
         rerun.stdout.startswith(f"previous run {left_running.info.run_id} (started ")
         and "pipeline: baskets) was interrupted in step baskets: marked FAILED" in rerun.stdout
@@ -77,5 +83,7 @@ def test_a_run_killed_between_two_commits_is_marked_failed_and_the_rerun_complet
     # Every table there and readable, each from the rerun alone (the sample has no substitutes).
     runs = {key: run_ids(spark, config, key) for key in BASKETS_TABLES}
     (rerun_id,) = runs["frequent_itemsets"]
-    assert rerun_id != left_running.info.run_id
+    assert rerun_id not in (left_running.info.run_id, first_id)
     assert runs == {**{key: {rerun_id} for key in BASKETS_TABLES}, "substitutes": set()}
+    seen = read_complete(spark, config, "association_rules").select("run_id").distinct().collect()
+    assert [r.run_id for r in seen] == [rerun_id]
