@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup jars demo test lint clean bench-baskets bench-models bench-tuning
+.PHONY: setup jars demo test lint clean bench-baskets bench-models bench-tuning bench-crashes
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,6 @@ bench-models: setup
 
 bench-tuning: setup
 	$(BIN)/python bench/tuning.py
+
+bench-crashes: setup
+	$(BIN)/python bench/crashes.py --points 20 --seed 7

@@ -9,7 +9,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from recsys_spark.config import Config
-from recsys_spark.io.tables import TABLE_LAYERS, table_name
+from recsys_spark.io.tables import TABLE_LAYERS, local_location, table_name
 
 # Columns that say when and by which run a row was written: they differ between runs by design.
 STAMPS = (
@@ -48,3 +48,16 @@ def snapshot(spark: SparkSession, config: Config) -> dict[str, Any]:
 def run_ids(spark: SparkSession, config: Config, key: str) -> set[str]:
     frame = spark.table(str(table_name(config, key)))
     return {r.run_id for r in frame.select("run_id").distinct().collect()}
+
+
+def delta_rs_counts(config: Config) -> dict[str, int]:
+    """Rows of every table on disk as delta-rs (no Spark) reads it: what pandas, Polars or DuckDB
+    users see. Raises if one cannot be read."""
+    from deltalake import DeltaTable
+
+    counts = {}
+    for key in TABLE_LAYERS:
+        location = local_location(config, table_name(config, key))
+        if (location / "_delta_log").is_dir():
+            counts[key] = DeltaTable(str(location)).to_pyarrow_table().num_rows
+    return counts

@@ -18,12 +18,13 @@ from pyspark.sql import SparkSession
 
 from recsys_spark.config import Config
 from recsys_spark.io.step_runs import complete_versions, read_complete
+from recsys_spark.io.tables import table_name
 from recsys_spark.pipeline import run_steps
 from recsys_spark.progress import KILL_AT
 from recsys_spark.steps.ingest import ingest, load_sample
 from recsys_spark.tracking.runs import tracking_uri
 from tests.conftest import SAMPLE_RUN
-from tests.reliability.tables import run_ids
+from tests.reliability.tables import delta_rs_counts, run_ids
 from tests.reliability.test_bad_input import covers
 
 BASKETS_TABLES = ("frequent_itemsets", "association_rules", "frequently_bought_together", "substitutes")
@@ -64,6 +65,10 @@ def test_a_run_killed_between_two_commits_is_marked_failed_and_the_rerun_complet
     assert complete_versions(spark, config) == complete
     seen = read_complete(spark, config, "frequent_itemsets").select("run_id").distinct().collect()
     assert [r.run_id for r in seen] == [first_id]
+    # Every table readable by Spark and by delta-rs, with the same rows.
+    by_delta_rs = delta_rs_counts(config)
+    assert len(by_delta_rs) >= 8
+    assert by_delta_rs == {key: spark.table(str(table_name(config, key))).count() for key in by_delta_rs}
     mlflow.set_tracking_uri(tracking_uri(config))
     client = mlflow.MlflowClient()
     experiment = client.get_experiment_by_name("crashes").experiment_id
