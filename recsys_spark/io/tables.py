@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,26 +174,28 @@ def update_rows(spark: SparkSession, name: TableName, where: Column, values: dic
 
 # The tables written by the step now running, with the Delta version each write made: the step's
 # completion marker (gold.step_runs) records them, and readers pin each table to that version.
-_recording: list[dict[str, int]] = []
+# A context variable, so that two runs in two threads of one process keep their own records.
+_recording: ContextVar[tuple[dict[str, int], ...]] = ContextVar("recsys_recording", default=())
 
 
 @contextmanager
 def recording_writes() -> Iterator[dict[str, int]]:
     """Collect ``logical table -> Delta version`` of every write made inside the block."""
     written: dict[str, int] = {}
-    _recording.append(written)
+    token = _recording.set((*_recording.get(), written))
     try:
         yield written
     finally:
-        _recording.pop()
+        _recording.reset(token)
 
 
 def _record(name: TableName, version: int | None = None, spark: SparkSession | None = None) -> None:
-    if not _recording or name.key is None:
+    recording = _recording.get()
+    if not recording or name.key is None:
         return
     if version is None and spark is not None:
         version = DeltaTable.forName(spark, str(name)).history(1).select("version").first()[0]
-    _recording[-1][name.key] = int(version)
+    recording[-1][name.key] = int(version)
 
 
 def merge_new_rows(

@@ -186,6 +186,19 @@ def ingest(spark: SparkSession, config: Config, run_id: str) -> IngestResult:
     return result
 
 
+def _retraction(spark: SparkSession, table: TableName, rows: DataFrame, files: list[str]) -> str | None:
+    """The MERGE condition that retracts the table's lines of bronze's ``files`` missing from
+    ``rows``, limited to the files that have such lines; None when none has. Asked first because a
+    MERGE that may delete rewrites every file in its scope: a run with nothing to retract must
+    leave the table's files alone."""
+    if not files or not spark.catalog.tableExists(str(table)):
+        return None
+    current = spark.table(str(table)).where(F.col(SOURCE_FILE).isin(files)).select("line_id", SOURCE_FILE)
+    gone = current.join(rows.select("line_id"), "line_id", "left_anti").select(SOURCE_FILE).distinct()
+    changed = sorted(r[0] for r in gone.collect())
+    return f"t.{SOURCE_FILE} IN ({', '.join(sql_string(f) for f in changed)})" if changed else None
+
+
 def _check_pattern(spark: SparkSession, pattern: str | None) -> None:
     """Conf's regex as Spark (Java) reads it, asked once before any job can fail on it midway."""
     if not pattern:
@@ -214,12 +227,12 @@ def _merge_lines(
     commit, so a line is never in both tables and the counts above are the tables'. Lines of
     files bronze no longer holds at all stay (a bronze table pruned to recent files).
     """
-    in_bronze = f"t.{SOURCE_FILE} IN ({', '.join(sql_string(f) for f in files)})" if files else None
     interactions = table_name(config, "interactions")
     with stage("ingest", f"merge {interactions}") as st:
         silver_rows = classified.where(F.col("reason").isNull()).withColumns(stamp)
+        retract = _retraction(spark, interactions, silver_rows, files)
         result.silver_inserted, result.silver_retracted = merge_new_rows(
-            spark, config, interactions, silver_rows, INTERACTIONS_SCHEMA, ("line_id",), in_bronze
+            spark, config, interactions, silver_rows, INTERACTIONS_SCHEMA, ("line_id",), retract
         )
         st.counts.update(
             rows_in=result.valid, inserted=result.silver_inserted, retracted=result.silver_retracted
@@ -229,8 +242,9 @@ def _merge_lines(
     quarantine = table_name(config, "interactions_quarantine")
     with stage("ingest", f"merge {quarantine}") as st:
         bad_rows = classified.where(F.col("reason").isNotNull()).withColumns(stamp)
+        retract = _retraction(spark, quarantine, bad_rows, files)
         result.quarantine_inserted, result.quarantine_retracted = merge_new_rows(
-            spark, config, quarantine, bad_rows, QUARANTINE_SCHEMA, ("line_id",), in_bronze
+            spark, config, quarantine, bad_rows, QUARANTINE_SCHEMA, ("line_id",), retract
         )
         st.counts.update(
             rows_in=result.quarantined_total,
