@@ -188,11 +188,12 @@ def _parse(path: Path, encoding: str, spec: CsvConfig) -> tuple[tuple[str, ...],
     ``max_lines_per_record`` lines, or a field never closed, fail naming their lines."""
     python_encoding = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
     too_long: list[str] = []
-    records, columns = 0, tuple(spec.column_names)
+    # With a header the file names its columns; without one, conf does (else Spark's _c0, ...).
+    records, columns = 0, () if spec.header else tuple(spec.column_names)
     with _open_bytes(path) as raw:
         text = io.TextIOWrapper(raw, encoding=python_encoding, newline="")
         reader = csv.reader(_single_char_delimiter(text, spec.delimiter), **_dialect(spec))
-        for first_line, fields in _records(reader, path):
+        for first_line, fields in _records(reader):
             if not fields:
                 continue  # a blank line: no record for Spark either
             span = reader.line_num - first_line
@@ -215,7 +216,7 @@ def _parse(path: Path, encoding: str, spec: CsvConfig) -> tuple[tuple[str, ...],
     return columns, records
 
 
-def _records(reader: Iterator[list[str]], path: Path) -> Iterator[tuple[int, list[str]]]:
+def _records(reader: Iterator[list[str]]) -> Iterator[tuple[int, list[str]]]:
     """(the line before the record, its fields) per record; a csv error names its line."""
     while True:
         before = reader.line_num  # type: ignore[attr-defined]
