@@ -341,8 +341,9 @@ class ModelsConfig:
     lookalike_top_k: ListLength
     min_segment_users: AtLeastOne
     min_segment_items: AtLeastOne
-    # Segments with more user × item pairs than this train ALS on Spark MLlib (distributed).
-    mllib_min_pairs: AtLeastOne
+    # Segments with more user × item pairs than this train ALS on Spark MLlib (distributed);
+    # 0: every segment.
+    mllib_min_pairs: NonNegative
     score_block_rows: Annotated[int, Range(1, 10_000_000)]
     exclude_items: list[str]
     # A table (schema.table or catalog.schema.table) with an item_id column, e.g. out of stock.
