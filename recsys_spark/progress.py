@@ -40,7 +40,7 @@ def stage(step: str, name: str, timings: dict[str, float] | None = None) -> Iter
 
     ``timings``, if given, receives the stage's seconds under its name (for reports and benchmarks).
     """
-    _kill_if_asked(step, name)
+    kill_point(step, name)
     current = Stage(step, name)
     start = time.perf_counter()
     try:
@@ -60,10 +60,6 @@ KILL_AT = "RECSYS_KILL_AT"
 
 def kill_point(step: str, name: str) -> None:
     """A place a crash test may kill the process at (stage starts, and each table write)."""
-    _kill_if_asked(step, name)
-
-
-def _kill_if_asked(step: str, name: str) -> None:
     pattern = os.environ.get(KILL_AT)
     if pattern and fnmatch.fnmatchcase(f"{step}|{name}", pattern):
         log.warning("%s=%s: killing this process at %s | %s", KILL_AT, pattern, step, name)

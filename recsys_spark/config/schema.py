@@ -592,6 +592,7 @@ def _check_formats(config: Config, origin: dict[str, str], files: list[Path]) ->
             "a size such as 6g or 4096m",
         ),
         "spark.timezone": (not _known_zone(config.spark.timezone), "a zone such as UTC or Europe/London"),
+        "input.earliest_event": (not _iso_date(config.input.earliest_event), "a date as YYYY-MM-DD"),
         "input.csv.encoding": (
             csv.encoding != "auto" and not _known_charset(csv.encoding),
             "auto, or a charset such as UTF-8, windows-1252, ISO-8859-1 or UTF-16",
@@ -604,6 +605,14 @@ def _check_formats(config: Config, origin: dict[str, str], files: list[Path]) ->
         if bad:
             value = _flatten(dataclasses.asdict(config))[key]
             raise ConfigError(f"{_where(key, origin, files)}: key '{key}' is {value!r}: use {expected}")
+
+
+def _iso_date(text: str) -> bool:
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _known_zone(name: str) -> bool:
@@ -624,22 +633,12 @@ def _known_charset(name: str) -> bool:
 
 def _check_windows(config: Config, origin: dict[str, str], files: list[Path]) -> None:
     """Settings that only make sense together: a split and its parameter, two day windows."""
-    try:
-        dt.date.fromisoformat(config.input.earliest_event)
-    except ValueError:
-        raise ConfigError(
-            f"{_where('input.earliest_event', origin, files)}: input.earliest_event is "
-            f"{config.input.earliest_event!r}: give a date as YYYY-MM-DD"
-        ) from None
     conf = config.evaluation
-    if conf.split == "date":
-        try:
-            dt.date.fromisoformat(conf.cutoff_date or "")
-        except ValueError:
-            raise ConfigError(
-                f"{_where('evaluation.split', origin, files)}: evaluation.split is date but "
-                f"evaluation.cutoff_date is {conf.cutoff_date!r}: give a date as YYYY-MM-DD"
-            ) from None
+    if conf.split == "date" and not _iso_date(conf.cutoff_date or ""):
+        raise ConfigError(
+            f"{_where('evaluation.split', origin, files)}: evaluation.split is date but "
+            f"evaluation.cutoff_date is {conf.cutoff_date!r}: give a date as YYYY-MM-DD"
+        )
     if conf.split == "last_days" and conf.last_days is None:
         raise ConfigError(
             f"{_where('evaluation.split', origin, files)}: evaluation.split is last_days but "

@@ -60,9 +60,10 @@ class FileAudit:
     """One landing file as the audit found it."""
 
     path: Path
-    encoding: str  # the charset Spark reads it with
     columns: tuple[str, ...]  # as the file (or input.csv.column_names) names them
     records: int | None  # data records counted apart from Spark (None: Parquet, no text)
+    encoding: str = ""  # text: the charset Spark reads it with
+    parquet_schema: str = ""  # Parquet: its typed schema (JSON); files typed alike are read together
 
 
 def landing_files(path: Path, globs: tuple[str, ...]) -> list[Path]:
@@ -112,12 +113,19 @@ def audit_files(spark: SparkSession, files: list[Path], spec: InputConfig) -> li
     return audits
 
 
+def find_column(source: str, by_name: dict[str, str]) -> str | None:
+    """The bronze column conf's ``source`` names, from ``by_name`` (each column's name in the
+    file and its bronze name -> its bronze name): conf may write either spelling."""
+    return by_name.get(source) or by_name.get(safe_column_names([source])[0])
+
+
 def _check_mapped_columns(audit: FileAudit, mapping: ColumnMapping) -> None:
-    names = set(audit.columns) | set(safe_column_names(list(audit.columns)))
+    safe = safe_column_names(list(audit.columns))
+    by_name = {**dict(zip(safe, safe, strict=True)), **dict(zip(audit.columns, safe, strict=True))}
     missing = [
         f"{source!r} (for {target})"
         for target, source in vars(mapping).items()
-        if source is not None and source not in names and safe_column_names([source])[0] not in names
+        if source is not None and find_column(source, by_name) is None
     ]
     if missing:
         raise IngestError(
@@ -127,7 +135,8 @@ def _check_mapped_columns(audit: FileAudit, mapping: ColumnMapping) -> None:
 
 
 def _audit_parquet(spark: SparkSession, path: Path) -> FileAudit:
-    return FileAudit(path, "", tuple(_parquet_schema(spark, str(path)).fieldNames()), None)
+    schema = _parquet_schema(spark, str(path))
+    return FileAudit(path, tuple(schema.fieldNames()), None, parquet_schema=schema.json())
 
 
 def _audit_text(path: Path, spec: CsvConfig) -> FileAudit:
@@ -155,7 +164,7 @@ def _decoded_audit(path: Path, spec: CsvConfig) -> FileAudit:
             log.warning(
                 "load-sample: %s is not UTF-8; read as %s (input.csv.encoding auto)", path.name, candidate
             )
-        return FileAudit(path, candidate, columns, records)
+        return FileAudit(path, columns, records, encoding=candidate)
     raise AssertionError("unreachable: the last candidate returns or raises")
 
 
@@ -318,23 +327,19 @@ def read_landing(spark: SparkSession, audits: list[FileAudit], spec: InputConfig
     CSV records that do not parse into the header's columns keep their text in
     ``_corrupt_record`` and are quarantined by ingest as ``malformed_line``, never truncated.
     """
-    groups: dict[tuple[tuple[str, ...], str], list[str]] = {}
+    # Files read together share their columns and charset, or (Parquet) their typed schema: a
+    # column typed int one month and text the next is read apart, every column as a string.
+    groups: dict[tuple[tuple[str, ...], str, str], list[str]] = {}
     for audit in audits:
-        groups.setdefault((audit.columns, audit.encoding), []).append(str(audit.path))
-    if any(codecs.lookup(e).name not in SPARK_CHARSETS for _, e in groups if e):
+        groups.setdefault((audit.columns, audit.encoding, audit.parquet_schema), []).append(str(audit.path))
+    if any(codecs.lookup(e).name not in SPARK_CHARSETS for _, e, _ in groups if e):
         # Spark's CSV reader takes only a few charsets unless told to use all of Java's.
         spark.conf.set("spark.sql.legacy.javaCharsets", "true")
     parts = []
-    for (columns, encoding), paths in groups.items():
-        if spec.landing_format == "parquet":
-            # Files may type a column differently (Quantity int one month, text the next): each
-            # schema group is read on its own and every column becomes a string, as in CSV.
-            by_schema: dict[str, list[str]] = {}
-            for path in paths:
-                by_schema.setdefault(_parquet_schema(spark, path).json(), []).append(path)
-            for group in by_schema.values():
-                df = spark.read.parquet(*group)
-                parts.append(df.select(*(F.col(quoted(c)).cast("string").alias(c) for c in df.columns)))
+    for (columns, encoding, parquet_schema), paths in groups.items():
+        if parquet_schema:
+            df = spark.read.parquet(*paths)
+            parts.append(df.select(*(F.col(quoted(c)).cast("string").alias(c) for c in df.columns)))
             continue
         schema = T.StructType([T.StructField(c, T.StringType()) for c in columns])
         parts.append(

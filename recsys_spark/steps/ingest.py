@@ -28,9 +28,9 @@ from recsys_spark.io.landing import (
     IngestError,
     audit_files,
     check_rows_per_file,
+    find_column,
     landing_files,
     read_landing,
-    safe_column_names,
 )
 from recsys_spark.io.tables import (
     INTERACTIONS_SCHEMA,
@@ -274,7 +274,7 @@ def input_columns(config: Config, bronze: T.StructType) -> dict[str, str | None]
     resolved: dict[str, str | None] = {}
     missing: dict[str, str] = {}
     for target, source in mapping.items():
-        found = None if source is None else by_name.get(source) or by_name.get(safe_column_names([source])[0])
+        found = None if source is None else find_column(source, by_name)
         if source is not None and found is None:
             missing[target] = source
         resolved[target] = found
