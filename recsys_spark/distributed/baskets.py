@@ -294,7 +294,7 @@ def _mine_chunk(
         except kernel.ItemsetCeilingError as exc:
             raise kernel.ItemsetCeilingError(f"segment {segment!r}: {exc}") from None
         itemsets = pd.DataFrame(
-            {"segment": segment, "items": [sorted(names[list(s)]) for s in found], "freq": counts}
+            {"segment": segment, "items": _lists([sorted(names[list(s)]) for s in found]), "freq": counts}
         )
         if n_chunk < n_segment:
             return itemsets.reindex(columns=MINED_COLUMNS)  # candidates only: rules come after pass 2
@@ -312,7 +312,7 @@ def _rules_of_segment(rules: RuleSettings) -> Callable[[pd.DataFrame], pd.DataFr
         keys = [tuple(sorted(int(i) for i in codes)) for codes in itemsets]
         counts = dict(zip(keys, frame.freq.astype(int), strict=True))
         found = _rules_frame(frame.segment.iloc[0], counts, names, int(frame.n_baskets.iloc[0]), rules)
-        return found.assign(consequent=[[c] for c in found.consequent]).drop(columns="freq")
+        return found.assign(consequent=_lists([[c] for c in found.consequent])).drop(columns="freq")
 
     return rules_of_segment
 
@@ -328,7 +328,7 @@ def _rules_frame(
     return pd.DataFrame(
         {
             "segment": segment,
-            "antecedent": [sorted(names[list(r.antecedent)]) for r in rules],
+            "antecedent": _lists([sorted(names[list(r.antecedent)]) for r in rules]),
             "consequent": [names[r.consequent] for r in rules],
             "freq": [round(r.support * n_baskets) for r in rules],
             "support": [r.support for r in rules],
@@ -348,9 +348,7 @@ def _count_chunk(candidates: dict[str, list[list[str]]]) -> Callable[[pd.DataFra
         index = {name: i for i, name in enumerate(names)}
         present = [c for c in candidates.get(segment, []) if all(i in index for i in c)]
         counts = kernel.count_itemsets(matrix, [[index[i] for i in c] for c in present])
-        return pd.DataFrame(
-            {"segment": segment, "items": present, "freq": counts}, columns=["segment", "items", "freq"]
-        )
+        return pd.DataFrame({"segment": segment, "items": _lists(present), "freq": counts})
 
     return count
 
@@ -370,6 +368,12 @@ def _pair_counts(frame: pd.DataFrame) -> pd.DataFrame:
             "together": counts[lo, hi][keep],
         }
     )
+
+
+def _lists(values: list[list[str]]) -> pd.Series:
+    """A column of lists for Arrow: pandas makes an empty list column float64, which Arrow cannot
+    convert to array<string>, so a chunk or segment that finds nothing would fail the job."""
+    return pd.Series(values, dtype=object)
 
 
 def _encode(items: pd.Series) -> tuple[list[np.ndarray], np.ndarray]:

@@ -7,12 +7,14 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from chispa import assert_approx_df_equality, assert_df_equality
 from pyspark.ml.fpm import FPGrowth
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from recsys_spark import synthetic
 from recsys_spark.config import Config
 from recsys_spark.distributed import baskets as mining
 from recsys_spark.io.tables import table_name
@@ -88,6 +90,29 @@ def test_several_chunks_give_the_same_itemsets_and_rules(spark: SparkSession, gr
         ignore_nullable=True,
     )
     assert whole.rules.count() > 0
+
+
+def test_many_chunks_where_some_find_nothing(spark: SparkSession) -> None:
+    """Synthetic orders of 3 lines in 20 chunks, beside a segment where nothing is frequent: a
+    chunk that finds nothing returns an empty list column, which once failed the whole job in
+    Arrow (float64 to array<string>) at 3M lines."""
+    lines = synthetic.purchases(n_users=500, n_items=60, n_events=6_000, n_categories=5, seed=1)
+    lines["order_id"] = "O" + (lines.index // 3).astype(str)
+    unique = pd.DataFrame({"segment": "rare", "order_id": [f"R{i}" for i in range(2_000)]})
+    unique["item_id"] = "X" + unique.order_id  # every item bought once: nothing is frequent
+    frame = spark.createDataFrame(pd.concat([lines[["segment", "order_id", "item_id"]], unique]))
+    baskets = frame.groupBy("segment", "order_id").agg(F.array_sort(F.collect_set("item_id")).alias("items"))
+    rules = mining.RuleSettings(0.0, 0.0)
+    chunked_plan = mining.segment_plan(baskets, settings(0.02, chunk_baskets=100))
+    assert dict(zip(chunked_plan.segment, chunked_plan.chunks, strict=True)) == {"all": 20, "rare": 20}
+    chunked = mine(spark, baskets, settings(0.02, chunk_baskets=100), rules)
+    whole = mine(spark, baskets, settings(0.02), rules)
+    assert_df_equality(
+        chunked.itemsets, whole.itemsets, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True
+    )
+    assert_approx_df_equality(chunked.rules, whole.rules, 1e-12, ignore_row_order=True, ignore_nullable=True)
+    counts = {r.segment: r["count"] for r in chunked.itemsets.groupBy("segment").count().collect()}
+    assert counts == {"all": 50} and chunked.rules.count() == 20
 
 
 def test_rules_by_hand_through_spark(spark: SparkSession) -> None:
