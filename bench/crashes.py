@@ -20,7 +20,6 @@ import argparse
 import os
 import random
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from typing import Any
 import pandas as pd
 import yaml
 from deltalake import DeltaTable
+from workdir import fresh_work_dir
 
 from recsys_spark.config import load_config
 from recsys_spark.io.tables import TABLE_LAYERS, local_location, table_name
@@ -165,10 +165,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--work", default=str(ROOT / "work" / "bench-crashes"))
     args = parser.parse_args()
-    work = Path(args.work)
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    (work / "jars").symlink_to(ROOT / "work" / "jars", target_is_directory=True)
+    work = fresh_work_dir(args.work)
     reference, crashed = overlay(work, "ref"), overlay(work, "crash")
     start = time.perf_counter()
     ref_run = recsys_run(reference)
