@@ -39,8 +39,9 @@ from recsys_spark.progress import KILL_AT
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "tests" / "data" / "online_retail_sample"
 STAGE_LINE = re.compile(r" INFO recsys_spark: ([a-z-]+) \| (.+?) \| ")
+# Run stamps, and seconds: a tuning trial's measured time.
 STAMPS = {"run_id", "generated_at", "ingested_at", "trained_at", "evaluated_at", "decided_at", "loaded_at",
-          "completed_at", "tuned_at"}  # fmt: skip
+          "completed_at", "tuned_at", "seconds"}  # fmt: skip
 # Tables MERGEd line by line: each row keeps the run that first inserted it.
 ACCUMULATING = {"purchases", "interactions", "interactions_quarantine"}
 # Tables that keep the rows of every run: the latest run's are compared.
@@ -213,7 +214,8 @@ def write_results(
     ]
     for n, row in enumerate(rows, 1):
         problems = "; ".join(row["problems"]) or "none"
-        lines.append(f"| {n} | `{row['point']}` | {row['outcome']} | {row['seconds']:.0f} | {problems} |")
+        point = row["point"].replace("|", "\\|")  # a table cell: the pipe escaped, backticks kept
+        lines.append(f"| {n} | `` {point} `` | {row['outcome']} | {row['seconds']:.0f} | {problems} |")
     lines += [
         "",
         f"Final run without a kill: exit {final_rc} in {final_seconds:.0f} s; it said: "
