@@ -4,7 +4,7 @@ peak driver memory.
 Run: .venv/bin/python bench/scale.py --lines 1e6 3e6 10e6 30e6  (or `make bench-scale`); writes
 bench/RESULTS-scale.md. Per size, the project's generator (recsys_spark.synthetic: power-law
 items in categories, customers with category tastes) makes the lines, grouped into orders of
-about three lines per customer and day, in ``--segments`` segments; they land as Parquet files
+three lines per customer, in ``--segments`` segments; they land as Parquet files
 of at most 1M lines, and `recsys run` (load-sample through export, local target, its own
 schemas) runs in a fresh process. Its stage lines give each step's seconds (train's include the
 tuning stages, also shown as "tune"); the peak resident memory of the run's processes together
@@ -58,12 +58,11 @@ def landing(folder: Path, lines: int, segments: int, seed: int) -> None:
 
 
 def _in_orders(frame: pd.DataFrame) -> pd.DataFrame:
-    """A customer's lines of one day, in time order, cut into orders of three lines; each order
-    takes its first line's time."""
+    """Each customer's lines in time order, cut into orders of three lines; an order takes its
+    first line's time."""
     frame = frame.sort_values(["customer_id", "event_ts"], kind="stable").reset_index(drop=True)
-    day = frame.event_ts.dt.floor("D")
-    rank = frame.groupby([frame.customer_id, day]).cumcount().to_numpy()
-    frame["order_id"] = frame.customer_id + "-" + day.dt.strftime("%Y%m%d") + "-" + (rank // 3).astype(str)
+    rank = frame.groupby("customer_id").cumcount().to_numpy()
+    frame["order_id"] = frame.customer_id + "-" + (rank // 3).astype(str)
     frame["event_ts"] = frame.groupby("order_id").event_ts.transform("min")
     return frame.sample(frac=1.0, random_state=0).reset_index(drop=True)  # files not sorted by customer
 
