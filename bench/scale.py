@@ -119,9 +119,7 @@ def _resident(pid: int) -> int:
 def run_size(work: Path, lines: int, segments: int, seed: int, driver_memory: str) -> dict[str, Any]:
     name = f"{lines // 1000}k"
     folder = work / f"landing_{name}"
-    start = time.perf_counter()
     landing(folder, lines, segments, seed)
-    generated = time.perf_counter() - start
     conf = overlay(work, name, folder, driver_memory)
     command = [sys.executable, "-m", "recsys_spark.cli", "run", "--conf", str(conf)]
     log = work / f"{name}.log"
@@ -141,7 +139,7 @@ def run_size(work: Path, lines: int, segments: int, seed: int, driver_memory: st
     shutil.rmtree(folder)  # the next size's landing needs the disk
     tail = "" if code == 0 else text[-1500:]
     return {
-        "lines": lines, "exit": code, "seconds": seconds, "generated": generated, "steps": dict(steps),
+        "lines": lines, "exit": code, "seconds": seconds, "steps": dict(steps),
         "peak_gib": peak[0] / 2**30, "log": log, "tail": tail,
     }  # fmt: skip
 

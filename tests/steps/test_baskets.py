@@ -103,9 +103,10 @@ def test_many_chunks_where_some_find_nothing(spark: SparkSession) -> None:
     frame = spark.createDataFrame(pd.concat([lines[["segment", "order_id", "item_id"]], unique]))
     baskets = frame.groupBy("segment", "order_id").agg(F.array_sort(F.collect_set("item_id")).alias("items"))
     rules = mining.RuleSettings(0.0, 0.0)
-    chunked_plan = mining.segment_plan(baskets, settings(0.02, chunk_baskets=100))
+    in_chunks = settings(0.02, chunk_baskets=100)
+    chunked_plan = mining.segment_plan(baskets, in_chunks)
     assert dict(zip(chunked_plan.segment, chunked_plan.chunks, strict=True)) == {"all": 20, "rare": 20}
-    chunked = mine(spark, baskets, settings(0.02, chunk_baskets=100), rules)
+    chunked = mine(spark, baskets, in_chunks, rules)
     whole = mine(spark, baskets, settings(0.02), rules)
     assert_df_equality(
         chunked.itemsets, whole.itemsets, ignore_row_order=True, ignore_nullable=True, ignore_metadata=True
