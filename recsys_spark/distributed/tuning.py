@@ -10,7 +10,6 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import reduce
 from typing import Any
 
 import numpy as np
@@ -35,6 +34,7 @@ from recsys_spark.distributed.training import (
     training_plan,
 )
 from recsys_spark.kernels import tuning
+from recsys_spark.kernels.lists import ListMaker, ListSpec, labelled
 from recsys_spark.kernels.matrix import build_interactions
 from recsys_spark.kernels.rerank import Rules
 from recsys_spark.kernels.routing import GLOBAL_SEGMENT
@@ -144,32 +144,37 @@ def search_hybrid(
     )
     customers = carved.test.select(*ev.KEYS).distinct()
     histories = lists.customer_histories(models, carved.train, "hybrid").join(customers, ev.KEYS, "left_semi")
-    histories = histories.persist()
     items = fitted.item_factors.select("segment", "item_id", "model", "factors").toPandas()
     mined = None
     if hybrid_uses_rules(models):
         mined = mining.mine_rules(spark, carved.train, mining_settings(config.baskets), config.baskets)
     users = dict(carved.train.groupBy("segment").agg(F.countDistinct("customer_id")).collect())
-    depth = config.business_rules.candidates
-    context = lists.list_context(carved.train, items, Rules(), depth, mined.rules if mined else None, users)
-    pool = lists.hybrid_candidates(models, fitted, items, histories, context, models.hybrid.weights)
-    pool = pool.localCheckpoint()
-    points = tuning.hybrid_points(models.hybrid.weights, conf.trials, conf.seed)
-    frames = [
-        lists.published_lists(
-            models, "hybrid", fitted, items, histories, context, k, {**models.hybrid.weights, **point}, pool
-        ).select(F.lit(str(number)).alias("model"), *ev.KEYS, "rank", "item_id")
-        for number, point in enumerate(points)
-    ]
-    names = [str(number) for number in range(len(points))]
-    per_user = ev.user_metrics(reduce(DataFrame.unionByName, frames), carved.test, [k], names)
-    ndcg = dict(per_user.groupBy("model").agg(F.avg("ndcg")).collect())
-    scored = customers.count()
-    for frame in (histories, pool):
-        frame.unpersist()
-    fitted.unpersist()
+    sources = {s for s, w in models.hybrid.weights.items() if w > 0} | {"popularity"}
+    association = mined.rules if mined else None
+    tables = lists.list_tables(models, fitted, items, carved.train, association, users, sources)
     if mined is not None:
         mined.unpersist()
+    depth = config.business_rules.candidates
+    spec = ListSpec("hybrid", k, Rules(), depth, dataclasses.asdict(models.hybrid))
+    maker = ListMaker.of(tables, spec)
+    searched = tuning.hybrid_points(models.hybrid.weights, conf.trials, conf.seed)
+    points = [{**models.hybrid.weights, **point} for point in searched]
+
+    def every_point(part: pd.DataFrame) -> pd.DataFrame:
+        # The sources' candidates made once; each weighting blends them.
+        pool = maker.hybrid_candidates(part, models.hybrid.weights)
+        made = [
+            labelled(maker.published(part, "hybrid", point, pool), str(n)) for n, point in enumerate(points)
+        ]
+        return pd.concat(made, ignore_index=True)
+
+    with_vectors = lists.with_vectors(histories, fitted.user_factors, sources)
+    made = lists.made_lists(with_vectors, every_point, lists.LABELLED_SCHEMA)
+    names = [str(number) for number in range(len(points))]
+    per_user = ev.user_metrics(made, carved.test, [k], names)
+    ndcg = dict(per_user.groupBy("model").agg(F.avg("ndcg")).collect())
+    scored = customers.count()
+    fitted.unpersist()
     seconds = (time.perf_counter() - start) / max(1, len(points))
     counts.update(hybrid_trials=len(points), hybrid_validation_customers=scored)
     return pd.DataFrame(
@@ -177,7 +182,7 @@ def search_hybrid(
             "segment": GLOBAL_SEGMENT,
             "model": "hybrid",
             "trial": range(len(points)),
-            "params": [json.dumps(p, sort_keys=True) for p in points],
+            "params": [json.dumps(p, sort_keys=True) for p in searched],
             "ndcg": [float(ndcg[name]) for name in names],
             "validation_customers": scored,
             "seconds": seconds,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -40,10 +41,11 @@ from recsys_spark.distributed.training import Fitted, TrainResult, TrainSettings
 from recsys_spark.io.model_tables import blocked_items, trained_settings, tuned_config, tuned_values
 from recsys_spark.io.tables import overwrite_table, run_stamp, table_name
 from recsys_spark.kernels import routing
+from recsys_spark.kernels.lists import ListMaker, ListSpec, labelled
 from recsys_spark.kernels.rerank import Rules
 from recsys_spark.kernels.routing import GLOBAL_SEGMENT
 from recsys_spark.progress import stage
-from recsys_spark.tracking.champion import served_tables, serving_settings
+from recsys_spark.tracking.champion import served_tables, serving_settings, serving_sources
 from recsys_spark.tracking.report import build_report, write_report
 from recsys_spark.tracking.runs import PipelineRun, StepReport, log_champion, log_evaluation
 
@@ -150,13 +152,13 @@ def run_evaluate(
         spark, config.models, settings, data.train, source, "evaluate", TrainResult(seconds=result.seconds)
     )
     with stage("evaluate", "score test customers", result.seconds) as st:
-        recs, histories, models = _test_lists(spark, config, data, fitted)
+        recs, models = _test_lists(spark, config, data, fitted)
         st.counts.update(models=models, rows=recs.count())
     with stage("evaluate", "metrics", result.seconds) as st:
         per_user = ev.user_metrics(recs, data.test, config.evaluation.k, models).persist()
         st.counts.update(rows=_metrics(spark, config, run_id, interactions, data, recs, per_user, result))
     _publish_decision(spark, config, run_id, interactions, result)
-    for frame in (data.train, data.test, histories, recs, per_user):
+    for frame in (data.train, data.test, recs, per_user):
         frame.unpersist()
     fitted.unpersist()
     return result
@@ -242,66 +244,66 @@ def _check_split(interactions: DataFrame, split: str, result: EvaluateResult) ->
 
 def _test_lists(
     spark: SparkSession, config: Config, data: SplitData, fitted: Fitted
-) -> tuple[DataFrame, DataFrame, list[str]]:
+) -> tuple[DataFrame, list[str]]:
     """(every evaluated model's top max(k) for the test customers as production would serve
-    them, checkpointed; their routed histories, persisted; the evaluated models and
-    business-rule variants). Each model is measured as the champion: it fills the lists of the
-    champion route, while customers new since the cutoff and short histories get their routes'
-    lists (segment popularity; the hybrid with short-history weights), the same for every model."""
+    them, checkpointed; the evaluated models and business-rule variants). Each model is
+    measured as the champion: it fills the lists of the champion route, while customers new
+    since the cutoff and short histories get their routes' lists (segment popularity; the
+    hybrid with short-history weights), the same for every model. All lists of a block of
+    customers are made in one task (``kernels.lists``), from candidates made once."""
     models = config.models
     items = fitted.item_factors.select("segment", "item_id", "model", "factors").toPandas()
     histories = lists.with_unknown_customers(
         lists.customer_histories(models, data.train, "hybrid"), data.test_customers
     )
-    routed = lists.with_routes(models, histories).persist()
-    champion = lists.on_route(routed, routing.CHAMPION)
     segment_users = dict(data.known.groupBy("segment").count().collect())
-    mined = None
-    if hybrid_uses_rules(models):
-        mined = mining.mine_rules(spark, data.train, mining_settings(config.baskets), config.baskets)
-    raw = Rules()  # the models as they are; business rules are measured as variants
-    depth = config.business_rules.candidates
-    context = lists.list_context(data.train, items, raw, depth, mined.rules if mined else None, segment_users)
     # A model left out of training (its input is missing: content without text) is not evaluated.
     trained = set(fitted.models or models.enabled) | set(DERIVED_MODELS)
     evaluated = [m for m in models.enabled if m != "popularity" and m in trained] + list(BASELINES)
     variants = rule_variants(config, blocked_items(spark, config))
-    n = max(config.evaluation.k)
-    # Candidates made once and checkpointed: each list below reads them, and a union's plan
-    # would otherwise repeat their whole plan in every branch.
-    short = lists.short_history_candidates(models, fitted, items, routed, context)
-    pool = None
-    if "hybrid" in evaluated:
-        weights = models.hybrid.weights
-        pool = lists.hybrid_candidates(models, fitted, items, champion, context, weights).localCheckpoint()
-    cold = lists.cold_start_lists(models, fitted, items, routed, context, n, short).localCheckpoint()
-    cores = spark.sparkContext.defaultParallelism
-
-    def made(recs: DataFrame, label: str) -> DataFrame:
-        # Each model's lists made on their own: Spark re-plans a query after each of its stages,
-        # and one plan over every model's lists is large and has all their stages. The metrics
-        # read the lists many times: a partition per core, not one per branch of the plan.
-        return _labelled(recs.unionByName(cold), label).coalesce(cores).localCheckpoint()
-
-    frames = []
-    for model in evaluated:
-        recs = lists.published_lists(models, model, fitted, items, champion, context, n, candidates=pool)
-        frames.append(made(recs, model))
     base = "hybrid" if "hybrid" in evaluated else evaluated[0]
-    for name, rules in variants.items():
-        # A rule's effect is measured on the champion route; the routes' lists are the raw ones
-        # (making them again under every rule doubled evaluate's time for little information).
-        with_rules = context.with_rules(rules)
-        recs = lists.published_lists(models, base, fitted, items, champion, with_rules, n, candidates=pool)
-        frames.append(made(recs, f"{base}{VARIANT_MARK}{name}"))
-    recs = reduce(DataFrame.unionByName, frames).coalesce(cores)
+    sources = set().union(*(serving_sources(config, m) for m in evaluated))
+    mined = None
+    if hybrid_uses_rules(models):
+        mined = mining.mine_rules(spark, data.train, mining_settings(config.baskets), config.baskets)
+    association = mined.rules if mined else None
+    tables = lists.list_tables(models, fitted, items, data.train, association, segment_users, sources)
     if mined is not None:
         mined.unpersist()
-    return recs, routed, evaluated + [f"{base}{VARIANT_MARK}{name}" for name in variants]
+    # The models as they are; business rules are measured as variants.
+    spec = ListSpec.of(serving_settings(config, base))
+    maker = ListMaker.of(tables, dataclasses.replace(spec, top_n=max(config.evaluation.k), rules=Rules()))
+    plan = [(m, m, None) for m in evaluated]
+    plan += [(f"{base}{VARIANT_MARK}{name}", base, rules) for name, rules in variants.items()]
+
+    def every_list(customers: pd.DataFrame) -> pd.DataFrame:
+        return _evaluated_lists(maker, customers, plan)
+
+    customers = lists.with_vectors(histories, fitted.user_factors, sources)
+    recs = lists.made_lists(customers, every_list, lists.LABELLED_SCHEMA).localCheckpoint()
+    return recs, [label for label, _, _ in plan]
 
 
-def _labelled(recs: DataFrame, model: str) -> DataFrame:
-    return recs.select(F.lit(model).alias("model"), *ev.KEYS, "rank", "item_id")
+def _evaluated_lists(
+    maker: ListMaker, customers: pd.DataFrame, plan: list[tuple[str, str, Rules | None]]
+) -> pd.DataFrame:
+    """Each (label, model, rules) of ``plan``: the model's lists on the champion route (under the
+    variant's rules), the routes' lists for the other customers (made once, raw: making them
+    again under every rule doubled evaluate's time for little information); the hybrid's
+    candidates made once for every label."""
+    routes = maker.routes(customers)
+    champion = customers[routes == routing.CHAMPION]
+    cold = [maker.route_lists(r, customers[routes == r]) for r in np.unique(routes) if r != routing.CHAMPION]
+    weights = maker.spec.hybrid.get("weights")
+    uses_hybrid = any(model == "hybrid" for _, model, _ in plan)
+    pool = maker.hybrid_candidates(champion, weights) if uses_hybrid and len(champion) else None
+    frames = []
+    for label, model, rules in plan:
+        made = maker if rules is None else maker.with_rules(rules)
+        hybrid = model == "hybrid"
+        ours = made.published(champion, model, weights if hybrid else None, pool if hybrid else None)
+        frames += [labelled(frame, label) for frame in [ours, *cold]]
+    return pd.concat(frames, ignore_index=True)
 
 
 def _metrics(

@@ -25,10 +25,12 @@ from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
 from recsys_spark.config import Config, on_databricks
-from recsys_spark.distributed.lists import customer_histories, recommend
+from recsys_spark.distributed.lists import customer_histories, list_tables, made_lists
 from recsys_spark.io.model_tables import blocked_items, fitted_from_tables
 from recsys_spark.io.step_runs import complete_versions, read_complete
 from recsys_spark.io.tables import table_name
+from recsys_spark.kernels.lists import ListMaker, ListSpec
+from recsys_spark.kernels.rerank import Rules
 from recsys_spark.progress import stage
 from recsys_spark.tracking.runs import PipelineRun, StepReport
 
@@ -193,16 +195,14 @@ def _holdout_lists(spark: SparkSession, config: Config, kept: DataFrame) -> Data
     fitted = fitted_from_tables(spark, config)
     popular = fitted.item_factors.where(F.col("model") == "popularity")  # all the holdout needs
     items = popular.select("segment", "item_id", "model", "factors").toPandas()
-    lists, _ = recommend(
-        config.models,
-        "popularity",
-        fitted,
-        items,
-        histories.join(holdout, ["segment", "customer_id"]),
-        blocked_items(spark, config),
-        config.models.top_n,
-        segment_users,
-    )
+    tables = list_tables(config.models, fitted, items, interactions, None, segment_users, {"popularity"})
+    rules = Rules(blocked=frozenset(blocked_items(spark, config)))
+    maker = ListMaker.of(tables, ListSpec("popularity", config.models.top_n, rules))
+
+    def popular_lists(customers: pd.DataFrame) -> pd.DataFrame:
+        return maker.lists(customers, "popularity")  # as the evaluation's baseline: no top-up
+
+    lists = made_lists(histories.join(holdout, ["segment", "customer_id"]), popular_lists)
     return lists.select("segment", "customer_id", "rank", "item_id", "model")
 
 

@@ -4,6 +4,7 @@ gold.similar_items, gold.item_audience and gold.lookalikes, each replaced in one
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -29,7 +30,9 @@ from recsys_spark.io.tables import overwrite_table, run_stamp, table_name
 from recsys_spark.kernels import routing
 from recsys_spark.kernels.candidates import POPULAR_OVERALL
 from recsys_spark.kernels.factors import FACTOR_MODELS
+from recsys_spark.kernels.lists import ListMaker, ListSpec
 from recsys_spark.progress import stage
+from recsys_spark.tracking.champion import serving_settings, serving_sources
 from recsys_spark.tracking.runs import PipelineRun, StepReport
 
 log = logging.getLogger(__name__)
@@ -84,19 +87,16 @@ def run_score(
         histories = lists.customer_histories(config.models, interactions, "hybrid").persist()
         result = ScoreResult(histories.count(), seconds=seconds, model=publish, why=why)
         segment_users = dict(histories.groupBy("segment").count().collect())
-        routes = histories.groupBy(lists.route(config.models, F.col("orders")).alias("route")).count()
-        result.routes = dict(sorted(routes.collect()))
+        result.routes = lists.route_counts(config.models, histories)
         rules = business_rules(config.business_rules, blocked)
-        context = lists.list_context(
-            interactions,
-            items,
-            rules,
-            config.business_rules.candidates,
-            association_rules(spark, config),
-            segment_users,
-        )
+        sources = serving_sources(config, publish)
+        rows = association_rules(spark, config)
+        tables = lists.list_tables(config.models, fitted, items, interactions, rows, segment_users, sources)
+        spec = dataclasses.replace(ListSpec.of(serving_settings(config, publish)), rules=rules)
+        maker = ListMaker.of(tables, spec)
+        customers = lists.with_vectors(histories, fitted.user_factors, sources)
         st.counts.update(customers=result.customers, business_rules="on" if rules.beyond_exclusion else "off")
-    _recommendations(spark, config, inputs, histories, context, result)
+    _recommendations(spark, config, inputs, customers, maker, result)
     if "similar_items" in outputs:
         _similar_items(spark, config, inputs, result)
     if "item_audience" in outputs:
@@ -109,15 +109,12 @@ def _recommendations(
     spark: SparkSession,
     config: Config,
     inputs: Inputs,
-    histories: DataFrame,
-    context: lists.ListContext,
+    customers: DataFrame,
+    maker: ListMaker,
     result: ScoreResult,
 ) -> None:
-    publish = result.model
-    with stage("score", f"recommendations ({publish})", result.seconds) as st:
-        recommendations = lists.routed_lists(
-            config.models, publish, inputs.fitted, inputs.items, histories, context, config.models.top_n
-        )
+    with stage("score", f"recommendations ({result.model})", result.seconds) as st:
+        recommendations = lists.made_lists(customers, maker.predict)
         _publish(spark, config, "recommendations", recommendations.withColumns(inputs.stamp), result)
         published = spark.table(str(table_name(config, "recommendations")))
         _count_lists(published, result)

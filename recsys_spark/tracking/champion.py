@@ -7,17 +7,13 @@ import dataclasses
 from typing import Any
 
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from recsys_spark.config import Config
-from recsys_spark.distributed.analytics import item_categories
-from recsys_spark.distributed.baskets import single_item_rules
+from recsys_spark.distributed import lists
 from recsys_spark.io.model_tables import association_rules, fitted_from_tables
 from recsys_spark.io.tables import table_name
-from recsys_spark.kernels.factors import FACTOR_MODELS
-from recsys_spark.kernels.popularity import has_own_list
-from recsys_spark.kernels.rerank import MMR_VECTOR_MODELS
 
 
 def serving_sources(config: Config, model: str) -> set[str]:
@@ -32,27 +28,26 @@ def serving_sources(config: Config, model: str) -> set[str]:
 
 
 def served_tables(spark: SparkSession, config: Config, model: str) -> dict[str, pd.DataFrame]:
-    """What serving ``model`` needs from the last training, as pandas: item factors (with the
-    vectors MMR compares; segment popularity only where the segment is big enough for its own,
-    as in the batch), user factors, ItemKNN neighbours, single-item rules and item categories,
-    as far as ``serving_sources`` asks for them."""
+    """What serving ``model`` needs from the last training, as pandas (``lists.list_tables``
+    with the user factors), as far as ``serving_sources`` asks for them."""
     fitted = fitted_from_tables(spark, config)
-    needed = serving_sources(config, model)
-    wanted = F.col("model").isin(sorted(needed | set(MMR_VECTOR_MODELS)))
-    stamps = ["run_id", "trained_at"]
     interactions = spark.table(str(table_name(config, "interactions")))
-    items = fitted.item_factors.where(wanted).drop(*stamps)
-    tables = {"item_factors": _own_popularity(config, items, interactions).toPandas()}
-    users = fitted.user_factors.where(F.col("model").isin(sorted(needed & set(FACTOR_MODELS))))
-    tables["user_factors"] = users.drop(*stamps).toPandas()
-    if "itemknn" in needed:
-        tables["item_neighbours"] = fitted.item_neighbours.drop(*stamps).toPandas()
+    items = fitted.item_factors.drop("run_id", "trained_at").toPandas()
+    users = dict(interactions.groupBy("segment").agg(F.countDistinct("customer_id")).collect())
+    needed = serving_sources(config, model)
     rules = association_rules(spark, config) if "rules" in needed else None
-    if rules is not None:
-        pairs = single_item_rules(rules, "antecedent_id", "item_id")
-        tables["rules"] = pairs.select("segment", "antecedent_id", "item_id", "confidence").toPandas()
-    tables["categories"] = item_categories(interactions).toPandas()
-    return tables
+    tables = lists.list_tables(
+        config.models, fitted, items, interactions, rules, users, needed, with_users=True
+    )
+    served = {"item_factors": tables.items, "user_factors": tables.users}
+    if tables.neighbours is not None:
+        served["item_neighbours"] = tables.neighbours
+    if tables.pairs is not None:
+        served["rules"] = tables.pairs
+    served["categories"] = pd.DataFrame(
+        {"item_id": list(tables.categories), "category": list(tables.categories.values())}
+    )
+    return served
 
 
 def serving_settings(config: Config, model: str) -> dict[str, Any]:
@@ -74,18 +69,3 @@ def serving_settings(config: Config, model: str) -> dict[str, Any]:
     if "hybrid" in conf.enabled:
         settings["hybrid"] = dataclasses.asdict(conf.hybrid)
     return settings
-
-
-def _own_popularity(config: Config, items: DataFrame, interactions: DataFrame) -> DataFrame:
-    """``items`` without the popularity rows of segments too small for their own popularity
-    (the batch gives their customers overall popularity: ``kernels.popularity.has_own_list``)."""
-    conf = config.models
-    users = dict(interactions.groupBy("segment").agg(F.countDistinct("customer_id")).collect())
-    popular = items.where(F.col("model") == "popularity")
-    sizes = popular.groupBy("segment").count().collect()
-    own = [
-        segment
-        for segment, size in sizes
-        if has_own_list(segment, users.get(segment, 0), size, conf.min_segment_users, conf.min_segment_items)
-    ]
-    return items.where(F.col("model") != "popularity").unionByName(popular.where(F.col("segment").isin(own)))

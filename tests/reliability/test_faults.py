@@ -129,20 +129,19 @@ def test_failure_in_the_middle_of_scoring_leaves_the_previous_run_readable(
     before = content(spark, config, "recommendations").toPandas()
     assert len(before_ids) == 1
 
-    real_recommend = lists.recommend
+    real_made_lists = lists.made_lists
 
-    def broken(*args: Any, **kwargs: Any):
-        frame, trained = real_recommend(*args, **kwargs)
-        return failing_after(frame, 50), trained
+    def broken(*args: Any, **kwargs: Any) -> DataFrame:
+        return failing_after(real_made_lists(*args, **kwargs), 50)
 
-    monkeypatch.setattr(lists, "recommend", broken)
+    monkeypatch.setattr(lists, "made_lists", broken)
     with pytest.raises(Exception, match="injected failure"):
         run_score(spark, config, "run_broken")
     # Readers still see the previous run, whole.
     assert run_ids(spark, config, "recommendations") == before_ids
     assert len(spark.table(name).toPandas()) == len(before)
 
-    monkeypatch.setattr(lists, "recommend", real_recommend)
+    monkeypatch.setattr(lists, "made_lists", real_made_lists)
     run_score(spark, config, "run_after_failure")
     assert run_ids(spark, config, "recommendations") == {"run_after_failure"}
     assert_df_equality(

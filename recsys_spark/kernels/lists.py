@@ -1,0 +1,328 @@
+"""Published lists for a block of customers (pandas/numpy; no Spark): the route, each source's
+candidates, the blend, the business rules and the top-up.
+
+One implementation of "a customer's published list": the batch runs ``ListMaker`` inside one
+``mapInPandas`` per step (score, evaluate, tuning), the served model calls it per request.
+Customers are rows with segment, customer_id and history; history_weights (ItemKNN), orders
+(routing), last_basket (the hybrid's rules) and ``vector_<model>`` (the customer's factors of a
+factor model; looked up in ``ListTables.users`` when absent) where a list needs them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from recsys_spark.kernels import rerank, routing
+from recsys_spark.kernels.candidates import POPULAR_OVERALL, candidate_rows, reason_code, rule_candidates
+from recsys_spark.kernels.catalog import Catalog
+from recsys_spark.kernels.factors import FACTOR_MODELS
+from recsys_spark.kernels.routing import GLOBAL_SEGMENT
+from recsys_spark.kernels.topup import Bestsellers, top_up
+
+KEYS = ["segment", "customer_id"]
+# Lists of several models (or settings) side by side, for measuring them: ``model`` is the label.
+LABELLED_COLUMNS = ["model", "segment", "customer_id", "rank", "item_id"]
+
+
+def labelled(lists: pd.DataFrame, label: str) -> pd.DataFrame:
+    """``lists`` (LIST_COLUMNS) as LABELLED_COLUMNS rows of ``label``."""
+    return lists[LABELLED_COLUMNS[1:]].assign(model=label)[LABELLED_COLUMNS]
+
+
+def vector_column(model: str) -> str:
+    """The customers' column holding their ``model`` factors."""
+    return f"vector_{model}"
+
+
+@dataclass(frozen=True)
+class ListTables:
+    """What lists are made from, as pandas. ``items``: segment, item_id, model, factors (segment
+    popularity only where the segment is big enough for its own: ``kernels.popularity.has_own_list``);
+    ``users``: segment, customer_id, model, factors (None: the customers carry their vectors);
+    ``neighbours``: ItemKNN's segment, item_id, neighbour_item_id, similarity; ``pairs``:
+    single-item rules (segment, antecedent_id, item_id, confidence); ``categories``: item -> category."""
+
+    items: pd.DataFrame
+    users: pd.DataFrame | None = None
+    neighbours: pd.DataFrame | None = None
+    pairs: pd.DataFrame | None = None
+    categories: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ListSpec:
+    """What to publish: the champion ``model``, N, the business rules and, with the hybrid
+    enabled, its settings (``models.hybrid`` as a dict: weights, short_history_weights,
+    short_history_orders, candidates)."""
+
+    model: str
+    top_n: int
+    rules: rerank.Rules = rerank.Rules()
+    depth: int = 0  # candidates the business rules choose from (business_rules.candidates)
+    hybrid: Mapping[str, Any] = field(default_factory=dict)
+
+    @staticmethod
+    def of(settings: Mapping[str, Any]) -> ListSpec:
+        """From the served model's config (``tracking.champion.serving_settings``)."""
+        rules = settings.get("rules") or {}
+        top_n = int(settings["top_n"])
+        return ListSpec(
+            settings["model"],
+            top_n,
+            rerank.Rules(
+                frozenset(rules.get("blocked", [])),
+                frozenset(rules.get("category_include", [])),
+                frozenset(rules.get("category_exclude", [])),
+                rules.get("max_per_category"),
+                rules.get("mmr_lambda"),
+            ),
+            int(rules.get("candidates", top_n)),
+            settings.get("hybrid") or {},
+        )
+
+    @property
+    def short_history_orders(self) -> int:
+        return int(self.hybrid.get("short_history_orders", 0)) if self.hybrid else 0
+
+
+@dataclass(frozen=True)
+class ListMaker:
+    """Lists of ``spec`` from ``tables``; the catalogues are built once per model × segment ×
+    exclude list and shared by the copies ``with_rules`` makes."""
+
+    tables: ListTables
+    spec: ListSpec
+    vectors: Mapping[str, rerank.ItemVectors]  # segment -> the vectors MMR compares
+    bestsellers: Bestsellers
+    catalogs: dict[tuple[str, str, frozenset[str]], Catalog | None] = field(default_factory=dict)
+
+    @staticmethod
+    def of(tables: ListTables, spec: ListSpec) -> ListMaker:
+        items = tables.items
+        vectors: dict[str, rerank.ItemVectors] = {}
+        for model in rerank.MMR_VECTOR_MODELS:
+            for segment, part in items[items.model == model].groupby("segment"):
+                if segment not in vectors:
+                    vectors[segment] = rerank.ItemVectors.of(
+                        part.item_id.to_numpy(), np.stack(part.factors.to_numpy())
+                    )
+        return ListMaker(tables, spec, vectors, Bestsellers.of(items[items.model == "popularity"]))
+
+    def with_rules(self, rules: rerank.Rules) -> ListMaker:
+        """The same lists under other business rules (e.g. one rule at a time, to measure it)."""
+        return dataclasses.replace(self, spec=dataclasses.replace(self.spec, rules=rules))
+
+    def routes(self, customers: pd.DataFrame) -> np.ndarray:
+        """Each customer's cold-start route (``kernels.routing``): by ``orders`` when given; else
+        no history means no orders and any history counts as long."""
+        if "orders" in customers:
+            orders = customers.orders.to_numpy(dtype=np.float64, na_value=np.nan)
+        else:
+            orders = np.where(customers.history.map(_size) > 0, np.inf, 0.0)
+        return routing.routes(orders, self.spec.short_history_orders)
+
+    def route_lists(self, route: str, customers: pd.DataFrame) -> pd.DataFrame:
+        """The published lists of ``customers`` on ``route``: the champion, the hybrid with
+        short-history weights, or segment popularity."""
+        if route == routing.SHORT_HISTORY:
+            return self.published(customers, "hybrid", self.spec.hybrid["short_history_weights"])
+        if route == routing.POPULARITY:
+            return self.published(customers, "popularity")
+        return self.published(customers, self.spec.model, self.spec.hybrid.get("weights"))
+
+    def predict(self, customers: pd.DataFrame) -> pd.DataFrame:
+        """Every customer's routed, published top N (LIST_COLUMNS)."""
+        frames = [
+            self.route_lists(route, part)
+            for route, part in customers.groupby(self.routes(customers), sort=False)
+        ]
+        return _concat(frames, rerank.LIST_COLUMNS)
+
+    def published(
+        self,
+        customers: pd.DataFrame,
+        model: str,
+        weights: Mapping[str, float] | None = None,
+        candidates: pd.DataFrame | None = None,
+    ) -> pd.DataFrame:
+        """``model``'s top N for ``customers`` after the business rules, topped up from the best
+        sellers where short; for the hybrid, ``weights`` and its ``candidates`` when made already
+        (``hybrid_candidates``)."""
+        if not len(customers):
+            return pd.DataFrame(columns=rerank.LIST_COLUMNS)
+        lists = self.lists(customers, model, weights, candidates)
+        keys = customers[[*KEYS, "history"]]
+        listed = (
+            lists.sort_values([*KEYS, "rank"]).groupby(KEYS, sort=False).item_id.agg(list).rename("listed")
+        )
+        added = top_up(
+            keys.join(listed, on=KEYS), self.bestsellers, self.spec.top_n, self.spec.rules, self.categories
+        )
+        return _concat([lists, added], rerank.LIST_COLUMNS)
+
+    @property
+    def categories(self) -> Mapping[str, str]:
+        return self.tables.categories
+
+    def lists(
+        self,
+        customers: pd.DataFrame,
+        model: str,
+        weights: Mapping[str, float] | None = None,
+        candidates: pd.DataFrame | None = None,
+    ) -> pd.DataFrame:
+        """``published`` before the top-up; customers the model has nothing for get overall popularity."""
+        if model == "hybrid":
+            if candidates is None:
+                candidates = self.hybrid_candidates(customers, weights or {})
+            return self._hybrid(customers, weights or {}, candidates)
+        rules = self.spec.rules
+        if not rules.beyond_exclusion:  # the model's own order, cut at N
+            return _ranked(self._source(customers, model, self.spec.top_n))
+        candidates = self._source(customers, model, self.spec.depth)
+        return self._final(candidates, rerank.ListSettings(self.spec.top_n, None, None, rules))
+
+    def hybrid_candidates(self, customers: pd.DataFrame, weights: Mapping[str, float]) -> pd.DataFrame:
+        """Each source weighted above 0: its top ``hybrid.candidates`` per customer it can score."""
+        m = int(self.spec.hybrid.get("candidates", self.spec.top_n))
+        frames = []
+        for source in [s for s, w in weights.items() if w > 0]:
+            if source != "rules":
+                frames.append(self._source(customers, source, m, known_only=True))
+            elif "last_basket" in customers:  # a request without last baskets fires no rules
+                if self.tables.pairs is None:
+                    raise ValueError("the hybrid weighs rules but no association rules were given")
+                frames.append(rule_candidates(self.tables.pairs, customers, set(self.spec.rules.blocked), m))
+        return _concat(frames)
+
+    def _hybrid(
+        self, customers: pd.DataFrame, weights: Mapping[str, float], candidates: pd.DataFrame
+    ) -> pd.DataFrame:
+        """The candidates blended and cut by the rules; customers no source could score get
+        overall popularity's top N."""
+        settings = rerank.ListSettings(self.spec.top_n, weights, "hybrid", self.spec.rules)
+        lists = self._final(candidates, settings)
+        listed = pd.MultiIndex.from_frame(lists[KEYS])
+        rest = customers[~pd.MultiIndex.from_frame(customers[KEYS]).isin(listed)]
+        fallback = _ranked(self._source(rest, "popularity_global", self.spec.top_n))
+        return _concat([lists, fallback], rerank.LIST_COLUMNS)
+
+    def _final(self, candidates: pd.DataFrame, settings: rerank.ListSettings) -> pd.DataFrame:
+        if not len(candidates):
+            return pd.DataFrame(columns=rerank.LIST_COLUMNS)
+        settings = dataclasses.replace(settings, categories=self.categories, vectors=self.vectors)
+        return rerank.final_lists(candidates, settings)
+
+    def _source(self, customers: pd.DataFrame, model: str, n: int, known_only: bool = False) -> pd.DataFrame:
+        """``model``'s top ``n`` per customer as candidate rows; customers it cannot score get
+        overall popularity unless ``known_only``."""
+        frames, rest = [], []
+        for segment, rows in customers.groupby("segment", sort=False):
+            scored, unscored = self._segment(segment, rows, model, n)
+            frames.append(scored)
+            rest.append(unscored)
+        unknown = pd.concat(rest) if rest else customers.iloc[:0]
+        catalog = self._catalog("popularity", GLOBAL_SEGMENT)
+        if not known_only and len(unknown) and catalog is not None:
+            ones = np.ones((len(unknown), 1), np.float32)
+            top = catalog.top_for_vectors(ones, list(unknown.history), n)
+            frames.append(
+                candidate_rows(
+                    unknown.segment, unknown.customer_id, catalog, top, "popularity", POPULAR_OVERALL
+                )
+            )
+        return _concat(frames)
+
+    def _segment(
+        self, segment: str, customers: pd.DataFrame, model: str, n: int
+    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(candidate rows of the customers ``model`` scores in ``segment``, the others)."""
+        catalog = self._catalog(model, segment)
+        if catalog is None:
+            return _concat([]), customers
+        reason = reason_code(model)
+        if model == "itemknn":
+            weights = list(customers.history_weights) if "history_weights" in customers else None
+            top, because = catalog.top_for_histories(list(customers.history), weights, n)
+            rows = candidate_rows(
+                customers.segment, customers.customer_id, catalog, top, model, reason, because
+            )
+            return rows, customers.iloc[:0]
+        if model in FACTOR_MODELS:
+            known, vectors = self._user_vectors(segment, customers, model)
+            rest = customers[~known]
+            customers = customers[known]
+            if not len(customers):
+                return _concat([]), rest
+            top = catalog.top_for_vectors(vectors, list(customers.history), n)
+            return candidate_rows(customers.segment, customers.customer_id, catalog, top, model, reason), rest
+        ones = np.ones((len(customers), 1), np.float32)  # popularity: a rank-1 factor model
+        top = catalog.top_for_vectors(ones, list(customers.history), n)
+        rows = candidate_rows(customers.segment, customers.customer_id, catalog, top, model, reason)
+        return rows, customers.iloc[:0]
+
+    def _user_vectors(
+        self, segment: str, customers: pd.DataFrame, model: str
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(which customers have ``model`` factors, those factors stacked)."""
+        column = vector_column(model)
+        if column in customers:
+            known = customers[column].notna().to_numpy()
+            found = customers[column][known]
+        else:
+            users = self.tables.users
+            if users is None:
+                return np.zeros(len(customers), bool), np.empty((0, 0), np.float32)
+            own = users[(users.segment == segment) & (users.model == model)].set_index("customer_id").factors
+            known = customers.customer_id.isin(own.index).to_numpy()
+            found = own.loc[customers.customer_id[known]]
+        stacked = np.stack(found.to_numpy()) if len(found) else np.empty((0, 0), np.float32)
+        return known, stacked
+
+    def _catalog(self, model: str, segment: str) -> Catalog | None:
+        """``model``'s candidates in ``segment`` (None: not trained there), built once."""
+        key = (model, segment, self.spec.rules.blocked)
+        if key not in self.catalogs:
+            self.catalogs[key] = self._build_catalog(model, segment)
+        return self.catalogs[key]
+
+    def _build_catalog(self, model: str, segment: str) -> Catalog | None:
+        blocked = set(self.spec.rules.blocked)
+        if model == "itemknn":
+            neighbours = self.tables.neighbours
+            if neighbours is None:
+                return None
+            entries = neighbours[(neighbours.segment == segment) & (neighbours.model == "itemknn")]
+            if not len(entries):
+                return None
+            return Catalog.of_neighbours(
+                entries.item_id, entries.neighbour_item_id, entries.similarity, blocked
+            )
+        items = self.tables.items
+        items = items[(items.segment == segment) & (items.model == model)]
+        if not len(items):
+            return None
+        return Catalog.of_vectors(items.item_id.to_numpy(), np.stack(items.factors.to_numpy()), blocked)
+
+
+def _ranked(candidates: pd.DataFrame) -> pd.DataFrame:
+    """Candidate rows, each customer's in their source's order, as list rows ranked in that order."""
+    if not len(candidates):
+        return pd.DataFrame(columns=rerank.LIST_COLUMNS)
+    rank = candidates.groupby(KEYS, sort=False).cumcount() + 1
+    return candidates.assign(rank=rank.astype(np.int32), model=candidates.source)[rerank.LIST_COLUMNS]
+
+
+def _size(items: Any) -> int:
+    return 0 if items is None else len(items)
+
+
+def _concat(frames: list[pd.DataFrame], columns: list[str] = rerank.CANDIDATE_COLUMNS) -> pd.DataFrame:
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=columns)
