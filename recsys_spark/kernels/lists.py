@@ -94,7 +94,14 @@ class ListSpec:
 @dataclass(frozen=True)
 class ListMaker:
     """Lists of ``spec`` from ``tables``; the catalogues are built once per model × segment ×
-    exclude list and shared by the copies ``with_rules`` makes."""
+    exclude list and shared by the copies ``with_rules`` makes.
+
+    Example::
+
+        maker = ListMaker.of(ListTables(items, users), ListSpec("als", top_n=10))
+        maker.predict(customers)  # routed and topped up, as gold.recommendations
+        maker.published(customers, "popularity")  # one model's lists, as evaluate measures them
+    """
 
     tables: ListTables
     spec: ListSpec
@@ -161,9 +168,9 @@ class ListMaker:
         listed = (
             lists.sort_values([*KEYS, "rank"]).groupby(KEYS, sort=False).item_id.agg(list).rename("listed")
         )
-        added = top_up(
-            keys.join(listed, on=KEYS), self.bestsellers, self.spec.top_n, self.spec.rules, self.categories
-        )
+        keys = keys.join(listed, on=KEYS)
+        keys["listed"] = [items if isinstance(items, list) else [] for items in keys.listed]  # NaN: no list
+        added = top_up(keys, self.bestsellers, self.spec.top_n, self.spec.rules, self.categories)
         return _concat([lists, added], rerank.LIST_COLUMNS)
 
     @property

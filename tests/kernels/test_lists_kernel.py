@@ -1,0 +1,87 @@
+"""Published lists for a block of customers (kernels.lists), worked by hand on a tiny catalogue:
+routes, each model's order, fallbacks, the hybrid's blend from shared candidates, the top-up,
+and the business rules."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from recsys_spark.kernels.candidates import POPULAR_OVERALL
+from recsys_spark.kernels.lists import ListMaker, ListSpec, ListTables, labelled, vector_column
+from recsys_spark.kernels.rerank import Rules
+from recsys_spark.kernels.topup import POPULAR_IN_SEGMENT
+
+# Segment "s": ALS scores a > b > c > d for a customer with vector [1, 0]; popularity d > c > b > a.
+ALS = {"a": [4.0, 0.0], "b": [3.0, 0.0], "c": [2.0, 0.0], "d": [1.0, 0.0]}
+POPULAR = {"a": 1.0, "b": 2.0, "c": 3.0, "d": 4.0}
+HYBRID = {"weights": {"als": 1.0, "popularity": 0.0}, "short_history_weights": {"als": 1.0},
+          "short_history_orders": 2, "candidates": 4}  # fmt: skip
+
+
+def item_rows() -> pd.DataFrame:
+    rows = [("s", item, "als", np.array(v, np.float32)) for item, v in ALS.items()]
+    for segment in ("s", "all"):
+        rows += [(segment, item, "popularity", np.array([v], np.float32)) for item, v in POPULAR.items()]
+    rows.append(("all", "z", "popularity", np.array([9.0], np.float32)))  # overall best seller
+    return pd.DataFrame(rows, columns=["segment", "item_id", "model", "factors"])
+
+
+def maker(rules: Rules | None = None, top_n: int = 3) -> ListMaker:
+    return ListMaker.of(ListTables(item_rows()), ListSpec("als", top_n, rules or Rules(), 4, HYBRID))
+
+
+def customers() -> pd.DataFrame:
+    """c1: long history, bought a; c2: no history; c3: no ALS factors (new since training)."""
+    return pd.DataFrame(
+        {
+            "segment": ["s", "s", "s"],
+            "customer_id": ["c1", "c2", "c3"],
+            "history": [["a"], [], ["b"]],
+            "orders": [5, 0, 5],
+            vector_column("als"): [np.array([1.0, 0.0], np.float32), None, None],
+        }
+    )
+
+
+def items_of(lists: pd.DataFrame, customer: str) -> list[str]:
+    return lists[lists.customer_id == customer].sort_values("rank").item_id.tolist()
+
+
+def test_each_route_gets_its_list_and_the_unknown_get_overall_popularity() -> None:
+    lists = maker().predict(customers())
+    assert items_of(lists, "c1") == ["b", "c", "d"]  # ALS order, bought a left out
+    assert items_of(lists, "c2") == ["d", "c", "b"]  # no history: the segment's best sellers
+    assert items_of(lists, "c3") == ["z", "d", "c"]  # no factors: overall best sellers, b bought
+    by_customer = lists.groupby("customer_id").reason.first().to_dict()
+    assert by_customer == {"c1": "factor_score", "c2": POPULAR_IN_SEGMENT, "c3": POPULAR_OVERALL}
+    assert lists.groupby("customer_id")["rank"].apply(list).tolist() == [[1, 2, 3]] * 3
+
+
+def test_a_short_list_is_topped_up_from_the_segment_then_overall() -> None:
+    lists = maker(top_n=5).published(customers().iloc[:1], "als")
+    assert items_of(lists, "c1") == ["b", "c", "d", "z"]  # 3 from ALS, then overall popularity
+    assert lists.model.tolist() == ["als"] * 3 + ["popularity"]
+
+
+def test_rules_apply_to_the_model_and_the_top_up() -> None:
+    blocked = maker(Rules(blocked=frozenset({"b", "z"}), max_per_category=5)).predict(customers())
+    assert items_of(blocked, "c1") == ["c", "d"]  # nothing else left to recommend
+    assert "b" not in set(blocked.item_id) and "z" not in set(blocked.item_id)
+
+
+def test_hybrid_weightings_blend_the_same_candidates() -> None:
+    made = maker()
+    block = customers().iloc[:1]
+    pool = made.hybrid_candidates(block, {"als": 1.0, "popularity": 1.0})
+    als_only = made.published(block, "hybrid", {"als": 1.0, "popularity": 0.0}, pool)
+    popular_only = made.published(block, "hybrid", {"als": 0.0, "popularity": 1.0}, pool)
+    assert items_of(als_only, "c1") == ["b", "c", "d"]
+    assert items_of(popular_only, "c1") == ["d", "c", "b"]
+    assert set(labelled(als_only, "x").model) == {"x"}
+
+
+def test_a_customer_the_model_has_nothing_for_gets_what_remains() -> None:
+    bought_everything = customers().iloc[:1].assign(history=[["a", "b", "c", "d"]])
+    lists = maker().published(bought_everything, "als")
+    assert items_of(lists, "c1") == ["z"]  # no ALS list at all: topped up from overall popularity
