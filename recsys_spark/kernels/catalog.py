@@ -43,9 +43,9 @@ class Catalog:
         items: np.ndarray, neighbours: np.ndarray, weights: np.ndarray, blocked_ids: set[str]
     ) -> Catalog:
         """From ItemKNN's (item, neighbour, similarity) entries."""
-        ids = np.unique(
-            np.concatenate([np.asarray(items, dtype=object), np.asarray(neighbours, dtype=object)])
-        )
+        # Distinct ids by hashing, then sorted: millions of entries name a few thousand items.
+        both = np.concatenate([np.asarray(items, dtype=object), np.asarray(neighbours, dtype=object)])
+        ids = np.sort(pd.unique(both))
         index = pd.Index(ids)
         rows, cols = index.get_indexer(items), index.get_indexer(neighbours)
         similarity = sp.csr_matrix(

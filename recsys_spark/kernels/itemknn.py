@@ -63,17 +63,31 @@ class ItemKnnModel:
             parts.append(top_n(scores, n))
         return TopN.concat(parts, n)
 
-    def because_of(self, user_items: sp.csr_matrix, top: TopN) -> np.ndarray:
-        """For each recommendation in ``top``, the bought item that contributed most (-1 if none)."""
+    def because_of(self, user_items: sp.csr_matrix, top: TopN, block_rows: int = 1024) -> np.ndarray:
+        """For each recommendation in ``top``, the bought item that contributed most (-1 if none;
+        ties: the first in the history)."""
         reasons = np.full(top.indices.shape, -1, np.int32)
-        for row in range(user_items.shape[0]):
-            recs = top.indices[row][top.indices[row] >= 0]
-            start, stop = user_items.indptr[row], user_items.indptr[row + 1]
-            if not len(recs) or start == stop:
-                continue
-            history = user_items.indices[start:stop]
-            terms = self.similarity[history][:, recs].toarray() * user_items.data[start:stop, None]
-            reasons[row, : len(recs)] = history[terms.argmax(axis=0)]
+        for start in range(0, user_items.shape[0], block_rows):
+            stop = min(start + block_rows, user_items.shape[0])
+            reasons[start:stop] = self._reasons(user_items[start:stop], top.indices[start:stop])
+        return reasons
+
+    def _reasons(self, user_items: sp.csr_matrix, indices: np.ndarray) -> np.ndarray:
+        """``because_of`` for one block: every (recommendation, bought item) pair scored at once."""
+        reasons = np.full(indices.shape, -1, np.int32)
+        rows, ranks = np.nonzero(indices >= 0)
+        counts = np.diff(user_items.indptr)[rows]
+        if not counts.sum():
+            return reasons
+        pair = np.repeat(np.arange(len(rows)), counts)
+        firsts = np.repeat(np.cumsum(counts) - counts, counts)
+        entry = np.repeat(user_items.indptr[rows], counts) + np.arange(counts.sum()) - firsts
+        history = user_items.indices[entry]
+        similarity = np.asarray(self.similarity[history, indices[rows, ranks][pair]]).ravel()
+        terms = similarity * user_items.data[entry]
+        best = np.lexsort((entry, -terms, pair))  # per pair: the highest term, then the earliest entry
+        first = best[np.r_[True, pair[best][1:] != pair[best][:-1]]]
+        reasons[rows[pair[first]], ranks[pair[first]]] = history[first]
         return reasons
 
     def similar_items(self, items: np.ndarray, n: int) -> TopN:

@@ -261,14 +261,32 @@ def _picked_rows(ranked: pd.DataFrame, settings: ListSettings) -> list[int]:
         ]
     )
     ends = np.r_[starts[1:], len(ranked)]
+    rows = _vector_rows(items, segments, settings) if settings.rules.mmr_lambda is not None else None
     picked: list[int] = []
     for start, end in zip(starts, ends, strict=True):
-        vectors = settings.vectors.get(segments[start])
         # A segment without trained vectors (too small to train): MMR keeps the relevance order.
-        own = items[start:end]
-        item_vectors = vectors.rows(own) if vectors is not None else np.zeros((end - start, 1))
+        item_vectors = rows[start:end] if rows is not None else np.zeros((end - start, 1))
         kept = apply_rules(
-            own, scores[start:end], categories[start:end], item_vectors, settings.n, settings.rules
+            items[start:end],
+            scores[start:end],
+            categories[start:end],
+            item_vectors,
+            settings.n,
+            settings.rules,
         )
         picked.extend(start + i for i in kept)
     return picked
+
+
+def _vector_rows(items: np.ndarray, segments: np.ndarray, settings: ListSettings) -> np.ndarray:
+    """Each row's MMR vector from its segment's (zeros where it has none), looked up per segment
+    at once rather than per customer."""
+    width = max((v.vectors.shape[1] for v in settings.vectors.values()), default=1)
+    out = np.zeros((len(items), width), np.float32)
+    for segment in pd.unique(segments):
+        vectors = settings.vectors.get(segment)
+        if vectors is not None:
+            rows = np.flatnonzero(segments == segment)
+            found = vectors.rows(items[rows])
+            out[rows, : found.shape[1]] = found
+    return out

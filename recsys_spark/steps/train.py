@@ -65,12 +65,15 @@ def _tune(
         return {}
     with stage("train", "tune", result.seconds) as st:
         carved = validation_carve(config, interactions)
-        trials = search_settings(spark, config, carved, st.counts)
+        with stage("tune", "trials per segment") as trial_stage:
+            trials = search_settings(spark, config, carved, st.counts)
+            trial_stage.counts.update(trials=len(trials))
         if "hybrid" in conf.models and "hybrid" in config.models.enabled:
             chosen = chosen_values(best_trials(trials))
-            trials = pd.concat(
-                [trials, search_hybrid(spark, config, carved, chosen, st.counts)], ignore_index=True
-            )
+            with stage("tune", "hybrid weights") as hybrid_stage:
+                blends = search_hybrid(spark, config, carved, chosen, st.counts)
+                hybrid_stage.counts.update(trials=len(blends))
+            trials = pd.concat([trials, blends], ignore_index=True)
         best = best_trials(trials)
         trials["chosen"] = trials.index.isin(best.index)
         schema = f"{TRIALS_SCHEMA}, chosen boolean"
