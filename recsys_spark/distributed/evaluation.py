@@ -14,11 +14,15 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
 from recsys_spark.config import Config, EvaluationConfig
+from recsys_spark.kernels import bootstrap
 
 KEYS = ["segment", "customer_id"]
 log = logging.getLogger(__name__)
@@ -208,31 +212,45 @@ def bootstrap_intervals(
 
     The Poisson bootstrap: in each sample every customer counts Poisson(1) times, drawn from a
     hash of (seed, sample, segment, customer), so every model sees the same resampled customers
-    (intervals are paired) and a re-run draws the same, with no data shuffled to the driver.
+    (intervals are paired) and a re-run draws the same. The draws are made in Spark, one array
+    per customer; the means are matrix products on the driver (``kernels.bootstrap``): exploding
+    every customer into every sample made hundreds of millions of rows at a few million lines.
     """
-    draw = F.explode(F.sequence(F.lit(0), F.lit(samples - 1))).alias("sample")
-    uniform = (F.abs(F.xxhash64(F.lit(seed), "sample", *KEYS)) % 1_000_000) / 1_000_000
-    weight = F.lit(len(POISSON_CDF))
-    for k, cdf in reversed(list(enumerate(POISSON_CDF))):
-        weight = F.when(uniform < cdf, F.lit(k)).otherwise(weight)
-    drawn = per_user.select(*by, "k", *KEYS, *METRICS, draw).withColumn("weight", weight)
-    means = drawn.groupBy(*by, "k", "sample").agg(
-        *(F.try_divide(F.sum(F.col(m) * F.col("weight")), F.sum("weight")).alias(m) for m in METRICS)
+    draws = per_user.select(*KEYS).distinct().select(*KEYS, poisson_weights(samples, seed).alias("weights"))
+    drawn = draws.toPandas()
+    weights = np.stack(drawn.weights.to_numpy()) if len(drawn) else np.zeros((0, samples))
+    position = pd.Index(pd.MultiIndex.from_frame(drawn[KEYS]))
+    values = per_user.select(*dict.fromkeys([*by, "k", *KEYS, *METRICS])).toPandas()  # by may hold segment
+    rows = []
+    for group, part in values.groupby([*by, "k"], sort=True):
+        customers = position.get_indexer(pd.MultiIndex.from_frame(part[KEYS]))
+        low, high = bootstrap.interval(weights[customers], part[list(METRICS)].to_numpy(), level)
+        bounds = zip(METRICS, _or_none(low), _or_none(high), strict=True)
+        cell = [v.item() if isinstance(v, np.generic) else v for v in group]  # numpy -> Python for Spark
+        rows += [(*cell, metric, lo, hi) for metric, lo, hi in bounds]
+    interval_columns = [T.StructField(c, T.DoubleType()) for c in ("ci_low", "ci_high")]
+    schema = T.StructType(
+        [per_user.schema[c] for c in [*by, "k"]]
+        + [T.StructField("metric", T.StringType()), *interval_columns]
     )
-    tail = (1 - level) / 2
-    bounds = means.groupBy(*by, "k").agg(
-        *(F.percentile(m, F.array(F.lit(tail), F.lit(1 - tail))).alias(m) for m in METRICS)
-    )
-    pairs = F.explode(
-        F.array(*(F.struct(F.lit(m).alias("metric"), F.col(m).alias("bounds")) for m in METRICS))
-    ).alias("pair")
-    return bounds.select(*by, "k", pairs).select(
-        *by,
-        "k",
-        "pair.metric",
-        F.col("pair.bounds")[0].alias("ci_low"),
-        F.col("pair.bounds")[1].alias("ci_high"),
-    )
+    return per_user.sparkSession.createDataFrame(rows, schema)
+
+
+def _or_none(values: np.ndarray) -> list[float | None]:
+    return [None if np.isnan(v) else float(v) for v in values]
+
+
+def poisson_weights(samples: int, seed: int) -> Column:
+    """Per customer (segment, customer_id in scope), the ``samples`` Poisson(1) draws of the bootstrap."""
+
+    def draw(sample: Column) -> Column:
+        uniform = (F.abs(F.xxhash64(F.lit(seed), sample, *KEYS)) % 1_000_000) / 1_000_000
+        weight = F.lit(len(POISSON_CDF))
+        for k, cdf in reversed(list(enumerate(POISSON_CDF))):
+            weight = F.when(uniform < cdf, F.lit(k)).otherwise(weight)
+        return weight
+
+    return F.transform(F.sequence(F.lit(0), F.lit(samples - 1)), draw)
 
 
 HISTORY_SLICES = ("cold_start", "1", "2-4", "5-19", "20+")
