@@ -230,8 +230,9 @@ def merge_new_rows(
 
 def overwrite_table(
     spark: SparkSession, config: Config, name: TableName, rows: DataFrame, replace_where: str | None = None
-) -> None:
-    """Replace the table's contents (or only the rows matching ``replace_where``) in one commit.
+) -> int:
+    """Replace the table's contents (or only the rows matching ``replace_where``) in one commit;
+    return the rows written (the commit's own count: no job re-reads the table to count them).
 
     Readers see the previous version or the new one, never a mix. The table is created on first
     use (locally as an external table under the work folder); new columns are added. The
@@ -256,8 +257,15 @@ def overwrite_table(
             writer = writer.option("path", str(local_location(config, name)))
     with conflicts_explained(name):
         writer.saveAsTable(str(name))
-    _record(name, spark=spark)
+    last = DeltaTable.forName(spark, str(name)).history(1).select("version", "operationMetrics").first()
+    _record(name, last.version)
     describe_table(spark, name, doc)
+    metrics = last.operationMetrics
+    if "numOutputRows" not in metrics:  # a commit without the count (not expected from a Delta write)
+        table = spark.table(str(name))
+        return (table.where(replace_where) if replace_where else table).count()
+    # A replaceWhere that rewrites a file also writes that file's other rows again (copied).
+    return int(metrics["numOutputRows"]) - int(metrics.get("numCopiedRows", 0))
 
 
 def table_doc(config: Config, name: TableName, columns: list[str]) -> TableDoc:

@@ -46,8 +46,7 @@ def run_analytics(spark: SparkSession, config: Config, run_id: str) -> Analytics
     def publish(key: str, frame: DataFrame) -> None:
         name = table_name(config, key)
         with udf_errors(ValueError):
-            overwrite_table(spark, config, name, frame.withColumns(stamp))
-        result.rows[key] = spark.table(str(name)).count()
+            result.rows[key] = overwrite_table(spark, config, name, frame.withColumns(stamp))
 
     with stage("analytics", "item and customer dimensions") as st:
         publish("items", A.items(interactions))

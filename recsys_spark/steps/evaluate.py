@@ -357,9 +357,9 @@ def _metrics(
     ).withColumn("slice", F.lit(ALL_SLICES))
     metrics = _long(summaries, list_metrics, conf.baseline, run_id, intervals)
     name = table_name(config, "model_metrics")
-    overwrite_table(spark, config, name, metrics, f"run_id = '{run_id}'")
+    written = overwrite_table(spark, config, name, metrics, f"run_id = '{run_id}'")
     list_metrics.unpersist()
-    return spark.table(str(name)).where(f"run_id = '{run_id}'").count()
+    return written
 
 
 def _publish_decision(

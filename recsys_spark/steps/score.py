@@ -168,8 +168,7 @@ def _audience(spark: SparkSession, config: Config, inputs: Inputs, result: Score
 def _publish(spark: SparkSession, config: Config, key: str, frame: DataFrame, result: ScoreResult) -> None:
     name = table_name(config, key)
     with udf_errors(ScoringError):
-        overwrite_table(spark, config, name, frame)
-    result.rows[key] = spark.table(str(name)).count()
+        result.rows[key] = overwrite_table(spark, config, name, frame)
 
 
 def _count_lists(published: DataFrame, result: ScoreResult) -> None:

@@ -42,8 +42,9 @@ def run_train(spark: SparkSession, config: Config, run_id: str) -> TrainResult:
         )
         outputs["model_settings"] = model_settings_rows(spark, settings, result)
         for key, frame in outputs.items():
-            overwrite_table(spark, config, table_name(config, key), frame.withColumns(stamp))
-            result.rows[key] = spark.table(str(table_name(config, key))).count()
+            result.rows[key] = overwrite_table(
+                spark, config, table_name(config, key), frame.withColumns(stamp)
+            )
         st.counts.update(result.rows)
     fitted.unpersist()
     return result
