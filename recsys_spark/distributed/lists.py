@@ -24,7 +24,7 @@ from recsys_spark.kernels import routing
 from recsys_spark.kernels.catalog import Catalog
 from recsys_spark.kernels.factors import FACTOR_MODELS
 from recsys_spark.kernels.fusion import FUSED_MODEL
-from recsys_spark.kernels.lists import KEYS, ListTables, vector_column
+from recsys_spark.kernels.lists import KEYS, ListError, ListTables, vector_column
 from recsys_spark.kernels.popularity import has_own_list
 from recsys_spark.kernels.rerank import MMR_VECTOR_MODELS
 from recsys_spark.kernels.topn import limit_threads
@@ -203,6 +203,8 @@ def made_lists(
             for part in batches:
                 try:
                     yield make(part)
+                except ListError as exc:
+                    raise ScoringError(str(exc)) from exc
                 except Exception as exc:
                     segments = ", ".join(sorted(map(str, part.segment.unique()))[:5])
                     raise ScoringError(f"segment(s) {segments}: {type(exc).__name__}: {exc}") from exc

@@ -35,6 +35,10 @@ def labelled(lists: pd.DataFrame, label: str) -> pd.DataFrame:
     return lists[LABELLED_COLUMNS[1:]].assign(model=label)[LABELLED_COLUMNS]
 
 
+class ListError(RuntimeError):
+    """Scoring a segment's customers failed; the message names the segment and the model."""
+
+
 def vector_column(model: str) -> str:
     """The customers' column holding their ``model`` factors."""
     return f"vector_{model}"
@@ -231,7 +235,10 @@ class ListMaker:
         overall popularity unless ``known_only``."""
         frames, rest = [], []
         for segment, rows in customers.groupby("segment", sort=False):
-            scored, unscored = self._segment(segment, rows, model, n)
+            try:
+                scored, unscored = self._segment(segment, rows, model, n)
+            except Exception as exc:
+                raise ListError(f"segment {segment!r}, {model}: {type(exc).__name__}: {exc}") from exc
             frames.append(scored)
             rest.append(unscored)
         unknown = pd.concat(rest) if rest else customers.iloc[:0]

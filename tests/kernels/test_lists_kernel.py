@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from recsys_spark.kernels.candidates import POPULAR_OVERALL
-from recsys_spark.kernels.lists import ListMaker, ListSpec, ListTables, labelled, vector_column
+from recsys_spark.kernels.lists import ListError, ListMaker, ListSpec, ListTables, labelled, vector_column
 from recsys_spark.kernels.rerank import Rules
 from recsys_spark.kernels.topup import POPULAR_IN_SEGMENT
 
@@ -85,3 +86,14 @@ def test_a_customer_the_model_has_nothing_for_gets_what_remains() -> None:
     bought_everything = customers().iloc[:1].assign(history=[["a", "b", "c", "d"]])
     lists = maker().published(bought_everything, "als")
     assert items_of(lists, "c1") == ["z"]  # no ALS list at all: topped up from overall popularity
+
+
+def test_a_failing_segment_is_named_with_its_model() -> None:
+    broken = item_rows()
+    nan = broken.model == "als"
+    broken.loc[nan, "factors"] = pd.Series(
+        [np.full(2, np.nan, np.float32)] * nan.sum(), index=broken.index[nan]
+    )
+    made = ListMaker.of(ListTables(broken), ListSpec("als", 3))
+    with pytest.raises(ListError, match=r"segment 's', als: ValueError: NaN in the scores"):
+        made.predict(customers())
