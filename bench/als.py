@@ -78,7 +78,11 @@ def bench_config(name: str, **overrides: Any) -> Config:
             "publish": "als",
             "top_n": TOP_N,
             "als": {"factors": FACTORS, "iterations": ITERATIONS},
+            # Like for like with MLlib: conf's values, no tuning trials before the fit.
+            "tuning": {"trials": 0},
         },
+        # MLlib's lists have no business rules: ours are each customer's plain top N.
+        "business_rules": {"max_per_category": None, "mmr_lambda": None},
     }
     for key, value in overrides.items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
