@@ -18,7 +18,7 @@ from pathlib import Path
 
 from delta.exceptions import DeltaConcurrentModificationException
 from delta.tables import DeltaTable
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -167,7 +167,7 @@ def update_rows(spark: SparkSession, name: TableName, where: Column, values: dic
     table = DeltaTable.forName(spark, str(name))
     with conflicts_explained(name):
         table.update(where, values)
-    last = table.history(1).select("version", "operation", "operationMetrics").first()
+    last = _last_commit(spark, name)
     _record(name, last.version)
     return int(last.operationMetrics.get("numUpdatedRows", 0)) if last.operation == "UPDATE" else 0
 
@@ -189,12 +189,18 @@ def recording_writes() -> Iterator[dict[str, int]]:
         _recording.reset(token)
 
 
+def _last_commit(spark: SparkSession, name: TableName) -> Row:
+    """The table's latest commit: its version, operation and operationMetrics."""
+    history = DeltaTable.forName(spark, str(name)).history(1)
+    return history.select("version", "operation", "operationMetrics").first()
+
+
 def _record(name: TableName, version: int | None = None, spark: SparkSession | None = None) -> None:
     recording = _recording.get()
     if not recording or name.key is None:
         return
     if version is None and spark is not None:
-        version = DeltaTable.forName(spark, str(name)).history(1).select("version").first()[0]
+        version = _last_commit(spark, name).version
     recording[-1][name.key] = int(version)
 
 
@@ -257,7 +263,7 @@ def overwrite_table(
             writer = writer.option("path", str(local_location(config, name)))
     with conflicts_explained(name):
         writer.saveAsTable(str(name))
-    last = DeltaTable.forName(spark, str(name)).history(1).select("version", "operationMetrics").first()
+    last = _last_commit(spark, name)
     _record(name, last.version)
     describe_table(spark, name, doc)
     metrics = last.operationMetrics

@@ -90,8 +90,10 @@ def run_score(
         result.routes = lists.route_counts(config.models, histories)
         rules = business_rules(config.business_rules, blocked)
         sources = serving_sources(config, publish)
-        rows = association_rules(spark, config)
-        tables = lists.list_tables(config.models, fitted, items, interactions, rows, segment_users, sources)
+        association = association_rules(spark, config)
+        tables = lists.list_tables(
+            config.models, fitted, items, interactions, association, segment_users, sources
+        )
         spec = dataclasses.replace(ListSpec.of(serving_settings(config, publish)), rules=rules)
         maker = ListMaker.of(tables, spec)
         customers = lists.with_vectors(histories, fitted.user_factors, sources)
