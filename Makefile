@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup jars demo test lint clean bench-baskets bench-models bench-tuning bench-crashes bench-scale
+.PHONY: setup jars demo test lint clean bench-baskets bench-models bench-tuning bench-crashes bench-scale bench-takeover
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ bench-tuning: setup
 
 bench-crashes: setup
 	$(BIN)/python bench/crashes.py --points 20 --seed 7
+
+bench-takeover: setup
+	$(BIN)/python bench/takeover.py
 
 bench-scale: setup
 	$(BIN)/python bench/scale.py --lines 1e6 3e6 10e6 30e6

@@ -96,18 +96,18 @@ def overlay(work: Path, name: str, landing_path: Path, driver_memory: str) -> Pa
 def peak_memory(pid: int, stop: threading.Event, peak: list[int]) -> None:
     """The largest resident memory (bytes) of ``pid`` and its children, sampled until ``stop``."""
     while not stop.wait(0.5):
-        peak[0] = max(peak[0], _resident(pid) + sum(_resident(child) for child in _children(pid)))
+        peak[0] = max(peak[0], resident_bytes(pid) + sum(resident_bytes(child) for child in children_of(pid)))
 
 
-def _children(pid: int) -> list[int]:
+def children_of(pid: int) -> list[int]:
     try:
         found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return []
-    return [int(c) for c in found] + [g for c in found for g in _children(int(c))]
+    return [int(c) for c in found] + [g for c in found for g in children_of(int(c))]
 
 
-def _resident(pid: int) -> int:
+def resident_bytes(pid: int) -> int:
     try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:

@@ -58,6 +58,14 @@ def customer_histories(models: ModelsConfig, interactions: DataFrame, publish: s
     return histories if publish == "itemknn" else histories.join(last_baskets(interactions), KEYS)
 
 
+def history_kind(models: ModelsConfig, publish: str) -> str:
+    """What ``customer_histories`` must build for scoring with ``publish``: the hybrid's
+    (orders, last baskets) when it is published or the short-history route sends customers to
+    it, else only what ``publish`` reads."""
+    short_route = "hybrid" in models.enabled and models.hybrid.short_history_orders > 0
+    return "hybrid" if short_route else publish
+
+
 def with_unknown_customers(histories: DataFrame, customers: DataFrame) -> DataFrame:
     """``histories`` (``customer_histories`` for the hybrid) of ``customers`` (segment,
     customer_id), each customer without one given an empty history and 0 orders: a customer new
@@ -75,16 +83,19 @@ def with_unknown_customers(histories: DataFrame, customers: DataFrame) -> DataFr
 
 
 def last_baskets(interactions: DataFrame) -> DataFrame:
-    """Per segment × customer: the items of their latest order (``last_basket``) and ``orders``."""
-    latest = interactions.groupBy(*KEYS).agg(
+    """Per segment × customer: the items of their latest order (``last_basket``) and ``orders``,
+    in one aggregation (each customer's lines are few; a join back to the lines costs a shuffle)."""
+    lines = interactions.groupBy(*KEYS).agg(
         F.max_by("order_id", F.struct("event_ts", "order_id")).alias("last_order"),
-        F.countDistinct("order_id").alias("orders"),
+        F.collect_list(F.struct("order_id", "item_id")).alias("lines"),
     )
-    return (
-        interactions.join(latest, KEYS)
-        .where(F.col("order_id") == F.col("last_order"))
-        .groupBy(*KEYS)
-        .agg(F.array_sort(F.collect_set("item_id")).alias("last_basket"), F.first("orders").alias("orders"))
+    latest = F.filter("lines", lambda line: line["order_id"] == F.col("last_order"))
+    return lines.select(
+        *KEYS,
+        F.array_sort(F.array_distinct(F.transform(latest, lambda line: line["item_id"]))).alias(
+            "last_basket"
+        ),
+        F.size(F.array_distinct(F.transform("lines", lambda line: line["order_id"]))).alias("orders"),
     )
 
 
@@ -215,8 +226,10 @@ def made_lists(
 
 
 def route_counts(models: ModelsConfig, histories: DataFrame) -> dict[str, int]:
-    """Customers per cold-start route (``histories`` with ``orders``)."""
-    routes = histories.groupBy(route(models, F.col("orders")).alias("route")).count()
+    """Customers per cold-start route (by ``orders`` where ``histories`` have them; without
+    the short-history route, any history counts as long)."""
+    orders = F.col("orders") if "orders" in histories.columns else F.size("history")
+    routes = histories.groupBy(route(models, orders).alias("route")).count()
     return dict(sorted(routes.collect()))
 
 

@@ -72,15 +72,8 @@ def blend(
 def cap_per_category(categories: Sequence[str | None], cap: int) -> list[int]:
     """Positions kept when at most ``cap`` items may share a category (order kept; items
     without a category are never capped)."""
-    seen: dict[str, int] = {}
-    kept = []
-    for position, category in enumerate(categories):
-        if category is not None:
-            if seen.get(category, 0) >= cap:
-                continue
-            seen[category] = seen.get(category, 0) + 1
-        kept.append(position)
-    return kept
+    codes = _category_codes(np.asarray(categories, dtype=object))
+    return np.flatnonzero(_within_cap(np.zeros(len(codes), np.int64), codes, cap)).tolist()
 
 
 def mmr(
@@ -98,27 +91,99 @@ def mmr(
     trade relevance for items unlike those already chosen. With ``cap``, an item whose category
     already has ``cap`` chosen items is skipped. Ties go to the earlier position.
     """
+    codes = _category_codes(np.asarray(categories if categories is not None else [None] * len(relevance)))
+    relevance = np.asarray(relevance, np.float64)
+    groups = np.zeros(len(relevance), np.int64)
+    return _mmr_lists(groups, relevance, np.asarray(vectors, np.float64), codes, n, lam, cap).tolist()
+
+
+def _mmr_lists(
+    groups: np.ndarray,
+    relevance: np.ndarray,
+    vectors: np.ndarray,
+    codes: np.ndarray,
+    n: int,
+    lam: float,
+    cap: int | None,
+) -> np.ndarray:
+    """``mmr`` for many lists at once: rows of consecutive ``groups`` (ints); the row positions
+    chosen, each group's in the order chosen. Groups go through in chunks, as padded arrays."""
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"MMR lambda must be within [0, 1], got {lam}")
-    relevance = np.asarray(relevance, dtype=np.float64)
-    vectors = np.asarray(vectors, dtype=np.float64)
-    chosen: list[int] = []
-    closest = np.zeros(len(relevance))  # highest similarity to a chosen item (none yet: 0)
-    available = np.ones(len(relevance), dtype=bool)
-    taken: dict[str, int] = {}
-    while len(chosen) < n and available.any():
-        value = np.where(available, lam * relevance - (1 - lam) * closest, -np.inf)
-        best = int(np.argmax(value))
-        available[best] = False
-        category = categories[best] if categories is not None else None
-        if cap is not None and category is not None:
-            if taken.get(category, 0) >= cap:
-                continue
-            taken[category] = taken.get(category, 0) + 1
-        chosen.append(best)
-        similarity = vectors @ vectors[best]
-        closest = similarity if len(chosen) == 1 else np.maximum(closest, similarity)
-    return chosen
+    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]]) if len(groups) else np.array([], int)
+    ends = np.r_[starts[1:], len(groups)].astype(np.int64)
+    chosen = []
+    for first in range(0, len(starts), MMR_CHUNK_LISTS):
+        lo, hi = starts[first], ends[min(first + MMR_CHUNK_LISTS, len(starts)) - 1]
+        part = slice(lo, hi)
+        offsets = starts[first : first + MMR_CHUNK_LISTS] - lo
+        picks = _mmr_chunk(offsets, hi - lo, relevance[part], vectors[part], codes[part], n, lam, cap)
+        chosen.append(picks + lo)
+    return np.concatenate(chosen) if chosen else np.array([], np.int64)
+
+
+# Lists per padded chunk: bounds the (lists × candidates × dims) array MMR compares.
+MMR_CHUNK_LISTS = 1024
+
+
+def _mmr_chunk(
+    offsets: np.ndarray,
+    rows: int,
+    relevance: np.ndarray,
+    vectors: np.ndarray,
+    codes: np.ndarray,
+    n: int,
+    lam: float,
+    cap: int | None,
+) -> np.ndarray:
+    """The greedy MMR steps on every list of a chunk at once (lists × candidates arrays)."""
+    lists = len(offsets)
+    group = np.repeat(np.arange(lists), np.diff(np.r_[offsets, rows]))
+    position = np.arange(rows) - offsets[group]
+    width = int(position.max()) + 1 if rows else 0
+    available = np.zeros((lists, width), bool)
+    available[group, position] = True
+    value_of = np.zeros((lists, width))
+    value_of[group, position] = relevance
+    padded = np.zeros((lists, width, vectors.shape[1] if vectors.ndim == 2 else 1))
+    padded[group, position] = vectors
+    code = np.full((lists, width), -1)
+    code[group, position] = codes
+    closest = np.zeros((lists, width))  # highest similarity to a chosen item (none yet: 0)
+    same_chosen = np.zeros((lists, width), np.int64)  # chosen items of each candidate's category
+    picks = np.full((lists, max(n, 0)), -1)
+    count = np.zeros(lists, np.int64)
+    everyone = np.arange(lists)
+    active = (count < n) & available.any(axis=1)
+    while active.any():
+        best = np.argmax(np.where(available, lam * value_of - (1 - lam) * closest, -np.inf), axis=1)
+        available[everyone[active], best[active]] = False
+        best_code = code[everyone, best]
+        full = (cap is not None) & (best_code >= 0) & (same_chosen[everyone, best] >= (cap or 0))
+        take = active & ~full
+        picks[take, count[take]] = best[take]
+        similarity = np.einsum("lwd,ld->lw", padded, padded[everyone, best])
+        closest = np.where(
+            take[:, None], np.where(count[:, None] == 0, similarity, np.maximum(closest, similarity)), closest
+        )
+        same_chosen += take[:, None] & (code == best_code[:, None]) & (best_code[:, None] >= 0)
+        count += take
+        active = (count < n) & available.any(axis=1)
+    kept = picks >= 0
+    return (offsets[:, None] + picks)[kept]
+
+
+def _category_codes(categories: np.ndarray) -> np.ndarray:
+    """Categories as integers; -1 for none."""
+    codes, _ = pd.factorize(pd.Series(categories, dtype=object), use_na_sentinel=True)
+    return codes.astype(np.int64)
+
+
+def _within_cap(groups: np.ndarray, codes: np.ndarray, cap: int) -> np.ndarray:
+    """Per row, whether it is among the first ``cap`` of its category in its group (rows
+    without a category always are)."""
+    seen = pd.DataFrame({"group": groups, "code": codes}).groupby(["group", "code"], sort=False).cumcount()
+    return (codes < 0) | (seen.to_numpy() < cap)
 
 
 @dataclass(frozen=True)
@@ -135,6 +200,17 @@ class Rules:
     def beyond_exclusion(self) -> bool:
         """Whether a rule besides the exclude list (which scoring applies anyway) is on."""
         return self != Rules(blocked=self.blocked)
+
+    def allowed(self, items: np.ndarray, categories: np.ndarray) -> np.ndarray:
+        """Per candidate, whether the exclude list and the category filters let it through (an
+        item without a category passes the filters)."""
+        has = pd.notna(categories)
+        ok = ~np.isin(items, list(self.blocked)) if self.blocked else np.ones(len(items), bool)
+        if self.category_include:
+            ok &= ~has | np.isin(categories, list(self.category_include))
+        if self.category_exclude:
+            ok &= ~has | ~np.isin(categories, list(self.category_exclude))
+        return ok
 
 
 def apply_rules(
@@ -153,24 +229,53 @@ def apply_rules(
     dissimilarity to the items already picked; the cap skips an item whose category is full.
     An item without a category passes category filters and the cap.
     """
-    keep = [
-        i
-        for i, (item, category) in enumerate(zip(items, categories, strict=True))
-        if item not in rules.blocked
-        and (category is None or not rules.category_include or category in rules.category_include)
-        and (category is None or category not in rules.category_exclude)
-    ]
+    groups = np.zeros(len(items), np.int64)
+    return picked_rows(
+        groups,
+        np.asarray(items, dtype=object),
+        np.asarray(scores, np.float64),
+        np.asarray(categories, dtype=object),
+        vectors,
+        n,
+        rules,
+    ).tolist()
+
+
+def picked_rows(
+    groups: np.ndarray,
+    items: np.ndarray,
+    scores: np.ndarray,
+    categories: np.ndarray,
+    vectors: np.ndarray | None,
+    n: int,
+    rules: Rules,
+) -> np.ndarray:
+    """``apply_rules`` on many lists at once: rows of consecutive ``groups`` (one int per row,
+    a customer's candidates best first); the row positions to publish, each list's in order."""
+    keep = np.flatnonzero(rules.allowed(items, categories))
+    kept_groups = groups[keep]
+    codes = _category_codes(categories[keep])
     if rules.mmr_lambda is not None:
         if vectors is None:
             raise ValueError("MMR needs item vectors")
-        relevance = min_max(np.asarray(scores, dtype=np.float64)[keep])
-        kept_categories = [categories[i] for i in keep]
-        picked = mmr(relevance, vectors[keep], n, rules.mmr_lambda, kept_categories, rules.max_per_category)
-        return [keep[i] for i in picked]
+        relevance = _min_max_within(kept_groups, scores[keep])
+        chosen = _mmr_lists(
+            kept_groups, relevance, vectors[keep], codes, n, rules.mmr_lambda, rules.max_per_category
+        )
+        return keep[chosen]
     if rules.max_per_category is not None:
-        kept_categories = [categories[i] for i in keep]
-        keep = [keep[i] for i in cap_per_category(kept_categories, rules.max_per_category)]
-    return keep[:n]
+        capped = _within_cap(kept_groups, codes, rules.max_per_category)
+        keep, kept_groups = keep[capped], kept_groups[capped]
+    first_n = pd.Series(kept_groups).groupby(kept_groups, sort=False).cumcount().to_numpy() < n
+    return keep[first_n]
+
+
+def _min_max_within(groups: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """``min_max`` of each group's scores."""
+    by_group = pd.Series(scores).groupby(groups, sort=False)
+    low, high = by_group.transform("min").to_numpy(), by_group.transform("max").to_numpy()
+    spread = np.where(high > low, high - low, 1.0)
+    return np.where(high > low, (scores - low) / spread, 1.0)
 
 
 # One row per candidate: the source (a model, or rules), its score, and why it is there.
@@ -247,35 +352,21 @@ def _blended(candidates: pd.DataFrame, weights: Mapping[str, float]) -> pd.DataF
     return blended.assign(score=blended.total).drop(columns=["part", "total"])
 
 
-def _picked_rows(ranked: pd.DataFrame, settings: ListSettings) -> list[int]:
+def _picked_rows(ranked: pd.DataFrame, settings: ListSettings) -> np.ndarray:
     """Row positions in ``ranked`` (sorted by customer, best first) that the rules keep."""
     items = ranked.item_id.to_numpy()
-    scores = ranked.score.to_numpy(np.float64)
     categories = np.array([settings.categories.get(item) for item in items], dtype=object)
-    segments = ranked.segment.to_numpy()
-    starts = np.flatnonzero(
-        np.r_[
-            True,
-            (ranked.customer_id.to_numpy()[1:] != ranked.customer_id.to_numpy()[:-1])
-            | (segments[1:] != segments[:-1]),
-        ]
+    customers = ranked.groupby(["segment", "customer_id"], sort=False).ngroup().to_numpy()
+    # A segment without trained vectors (too small to train) has zero vectors: MMR keeps the
+    # relevance order there.
+    rows = (
+        _vector_rows(items, ranked.segment.to_numpy(), settings)
+        if settings.rules.mmr_lambda is not None
+        else None
     )
-    ends = np.r_[starts[1:], len(ranked)]
-    rows = _vector_rows(items, segments, settings) if settings.rules.mmr_lambda is not None else None
-    picked: list[int] = []
-    for start, end in zip(starts, ends, strict=True):
-        # A segment without trained vectors (too small to train): MMR keeps the relevance order.
-        item_vectors = rows[start:end] if rows is not None else np.zeros((end - start, 1))
-        kept = apply_rules(
-            items[start:end],
-            scores[start:end],
-            categories[start:end],
-            item_vectors,
-            settings.n,
-            settings.rules,
-        )
-        picked.extend(start + i for i in kept)
-    return picked
+    return picked_rows(
+        customers, items, ranked.score.to_numpy(np.float64), categories, rows, settings.n, settings.rules
+    )
 
 
 def _vector_rows(items: np.ndarray, segments: np.ndarray, settings: ListSettings) -> np.ndarray:

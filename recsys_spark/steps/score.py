@@ -84,7 +84,9 @@ def run_score(
     interactions = spark.table(str(table_name(config, "interactions")))
     inputs = Inputs(fitted, items, blocked, interactions, run_stamp(run_id, "generated_at"))
     with stage("score", "customer histories", seconds) as st:
-        histories = lists.customer_histories(config.models, interactions, "hybrid").persist()
+        histories = lists.customer_histories(
+            config.models, interactions, lists.history_kind(config.models, publish)
+        ).persist()
         result = ScoreResult(histories.count(), seconds=seconds, model=publish, why=why)
         segment_users = dict(histories.groupBy("segment").count().collect())
         result.routes = lists.route_counts(config.models, histories)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from recsys_spark.kernels import rerank
 from recsys_spark.kernels.candidates import POPULAR_OVERALL, REASON_CODES, REASON_MEANINGS, reason_code
 from recsys_spark.kernels.rerank import (
     CANDIDATE_COLUMNS,
@@ -20,6 +23,7 @@ from recsys_spark.kernels.rerank import (
     final_lists,
     min_max,
     mmr,
+    picked_rows,
 )
 
 
@@ -189,3 +193,55 @@ def test_final_lists_blend_every_customer_as_blend_and_apply_rules_do(
 def test_every_reason_a_candidate_can_carry_is_explained() -> None:
     codes = {reason_code(source) for source in [*REASON_CODES, "popularity_global"]}
     assert codes == set(REASON_MEANINGS) and POPULAR_OVERALL in codes
+
+
+def _greedy(
+    relevance: np.ndarray, vectors: np.ndarray, n: int, lam: float, categories: list, cap: int | None
+) -> list[int]:
+    """MMR as defined, one step at a time for one list: the reference the batched kernel must equal."""
+    chosen: list[int] = []
+    closest = np.zeros(len(relevance))
+    available = np.ones(len(relevance), dtype=bool)
+    taken: dict[str, int] = {}
+    while len(chosen) < n and available.any():
+        best = int(np.argmax(np.where(available, lam * relevance - (1 - lam) * closest, -np.inf)))
+        available[best] = False
+        category = categories[best]
+        if cap is not None and category is not None:
+            if taken.get(category, 0) >= cap:
+                continue
+            taken[category] = taken.get(category, 0) + 1
+        chosen.append(best)
+        similarity = vectors @ vectors[best]
+        closest = similarity if len(chosen) == 1 else np.maximum(closest, similarity)
+    return chosen
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 40), st.integers(0, 2**31 - 1), st.one_of(st.none(), st.integers(1, 3)), st.integers(1, 12)
+)
+def test_many_lists_at_once_pick_what_each_list_alone_picks(
+    lists: int, seed: int, cap: int | None, n: int
+) -> None:
+    """``picked_rows`` over many customers (chunked, padded) equals the step-by-step MMR and cap
+    on each customer's list alone, ties and empty lists included."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(0, 25, size=lists)
+    groups = np.repeat(np.arange(lists), sizes)
+    items = np.array([f"i{i}" for i in rng.integers(0, 60, size=len(groups))], dtype=object)
+    scores = rng.integers(0, 5, size=len(groups)).astype(float)  # ties on purpose
+    categories = np.array([CATEGORIES[i] for i in rng.integers(0, 4, size=len(groups))], dtype=object)
+    vectors = rng.normal(size=(len(groups), 4))
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rules = Rules(
+        frozenset({"i1", "i2"}), category_exclude=frozenset({"TIN"}), max_per_category=cap, mmr_lambda=0.6
+    )
+    with patch.object(rerank, "MMR_CHUNK_LISTS", 7):  # several chunks
+        got = picked_rows(groups, items, scores, categories, vectors, n, rules).tolist()
+    expected: list[int] = []
+    for start, end in zip(np.r_[0, np.cumsum(sizes)[:-1]], np.cumsum(sizes), strict=True):
+        keep = [i for i in range(start, end) if items[i] not in rules.blocked and categories[i] != "TIN"]
+        picks = _greedy(min_max(scores[keep]), vectors[keep], n, 0.6, list(categories[keep]), cap)
+        expected += [keep[i] for i in picks]
+    assert got == expected
