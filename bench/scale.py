@@ -100,11 +100,21 @@ def peak_memory(pid: int, stop: threading.Event, peak: list[int]) -> None:
 
 
 def children_of(pid: int) -> list[int]:
-    try:
-        found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return []
-    return [int(c) for c in found] + [g for c in found for g in children_of(int(c))]
+    """Every descendant of ``pid``: the JVM starts Spark's Python workers from its own threads,
+    so the parent links in /proc/*/stat are read rather than the main thread's child list."""
+    parents: dict[int, list[int]] = defaultdict(list)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(fields[1])].append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
 
 
 def resident_bytes(pid: int) -> int:
@@ -153,7 +163,8 @@ def write_results(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
         f"`.venv/bin/python bench/scale.py --lines {sizes} --segments {args.segments}` on "
         f"{platform.node()} ({os.cpu_count()} cores, driver memory {args.driver_memory}). Seconds per "
         "step are the sums of its stage lines; the total is the `recsys run` process, JVM start and "
-        "MLflow included; peak memory is the resident memory of the driver's processes (JVM and Python).",
+        "MLflow included; peak memory is the resident memory of the run's processes together (its "
+        "Python, the JVM and Spark's Python workers).",
         "",
         "| lines | exit | total s | " + " | ".join(steps) + " | peak GiB | lines/s overall |",
         "|---" * (len(steps) + 5) + "|",
