@@ -1,4 +1,4 @@
-"""Splits that respect time, and ranking metrics computed in Spark.
+"""Splits that respect time, and the ranking metrics' summaries, intervals and list metrics in Spark.
 
 A split's test set holds, per segment × customer, the items bought after the cutoff that the
 customer had not bought before it: re-buying a known item is not a discovery, and a model that
@@ -22,11 +22,11 @@ from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
 from recsys_spark.config import Config, EvaluationConfig
-from recsys_spark.kernels import bootstrap
+from recsys_spark.kernels import bootstrap, metrics
 
 KEYS = ["segment", "customer_id"]
 log = logging.getLogger(__name__)
-METRICS = ("precision", "recall", "ndcg", "map", "hit_rate", "mrr")
+METRICS = metrics.METRICS
 
 
 @dataclass(frozen=True)
@@ -138,59 +138,23 @@ def _new_items(train: DataFrame, test_lines: DataFrame) -> DataFrame:
     return test_lines.select(*pairs).distinct().join(train.select(*pairs).distinct(), pairs, "left_anti")
 
 
-def user_metrics(
-    recommendations: DataFrame, relevant: DataFrame, ks: Sequence[int], models: Sequence[str] | None = None
-) -> DataFrame:
-    """Per model × segment × test customer × K: precision, recall, NDCG, MAP, hit rate, MRR.
-
-    ``recommendations``: model, segment, customer_id, rank (1..N), item_id.
-    ``relevant``: segment, customer_id, item_id. Every test customer is scored for every model
-    (``models``, default: those with recommendations); one with no recommendations scores 0.
-    Binary relevance; the ideal DCG puts min(|relevant|, K) hits first.
-    """
-    if models is None:
-        model_names = recommendations.select("model").distinct()
-    else:
-        model_names = recommendations.sparkSession.createDataFrame([(m,) for m in models], "model string")
-    sizes = relevant.groupBy(*KEYS).agg(F.count(F.lit(1)).alias("n_relevant"))
-    hits = recommendations.join(relevant, [*KEYS, "item_id"]).select("model", *KEYS, "rank")
-    k_values = F.explode(F.array(*(F.lit(k) for k in ks))).alias("k")
-    per_k = model_names.crossJoin(sizes).select("model", *KEYS, "n_relevant", k_values)
-    in_k = F.col("rank") <= F.col("k")
-    gathered = (
-        per_k.join(hits, ["model", *KEYS], "left")
-        .groupBy("model", *KEYS, "n_relevant", "k")
-        .agg(
-            F.sum(F.when(in_k, 1).otherwise(0)).alias("hits"),
-            F.sum(F.when(in_k, 1 / F.log2(F.col("rank") + 1)).otherwise(0.0)).alias("dcg"),
-            F.min(F.when(in_k, F.col("rank"))).alias("first_hit"),
-            F.sort_array(F.collect_list(F.when(in_k, F.col("rank")))).alias("hit_ranks"),
-        )
-    )
-    ideal_hits = F.least("n_relevant", "k")
-    return gathered.select(
-        "model",
-        *KEYS,
-        "k",
-        "n_relevant",
-        (F.col("hits") / F.col("k")).alias("precision"),
-        (F.col("hits") / F.col("n_relevant")).alias("recall"),
-        (F.col("dcg") / _ideal_dcg(ideal_hits)).alias("ndcg"),
-        (_average_precision("hit_ranks") / ideal_hits).alias("map"),
-        (F.col("hits") > 0).cast("double").alias("hit_rate"),
-        F.coalesce(1 / F.col("first_hit"), F.lit(0.0)).alias("mrr"),
-    )
+def relevant_items(test: DataFrame) -> DataFrame:
+    """Per test customer (segment, customer_id): ``relevant``, their test items, for the tasks
+    that measure lists where they make them (``kernels.metrics``)."""
+    return test.groupBy(*KEYS).agg(F.array_sort(F.collect_set("item_id")).alias("relevant"))
 
 
-def _ideal_dcg(n_hits: Column) -> Column:
-    positions = F.sequence(F.lit(1), n_hits)
-    return F.aggregate(positions, F.lit(0.0), lambda total, i: total + 1 / F.log2(i + 1))
+def relevant_rows(customers: pd.DataFrame) -> pd.DataFrame:
+    """A block's ``relevant`` arrays as (segment, customer_id, item_id) rows."""
+    pairs = customers[[*KEYS, "relevant"]].explode("relevant").dropna(subset=["relevant"])
+    return pairs.rename(columns={"relevant": "item_id"})
 
 
-def _average_precision(hit_ranks: str) -> Column:
-    """Σ over hits of (hits so far / rank): the i-th hit (1-based) at rank r adds i / r."""
-    ranked = F.transform(F.col(hit_ranks), lambda rank, i: (i + 1) / rank)
-    return F.aggregate(ranked, F.lit(0.0), lambda total, x: total + x)
+MEASURED_SCHEMA = (
+    "model string, segment string, customer_id string, k int, n_relevant long, precision double, "
+    "recall double, ndcg double, map double, hit_rate double, mrr double, listed int, "
+    "information double, head int, diversity double, items array<string>"
+)
 
 
 def summarize(per_user: DataFrame, by: Sequence[str] = ("model", "segment")) -> DataFrame:
@@ -272,43 +236,49 @@ def history_slices(train: DataFrame, test: DataFrame) -> DataFrame:
     return test.select(*KEYS).distinct().join(orders, KEYS, "left").select(*KEYS, name.alias("history"))
 
 
-def list_metrics(
-    recommendations: DataFrame, train: DataFrame, ks: Sequence[int], categories: DataFrame | None = None
-) -> DataFrame:
-    """Per model × K, what the lists are like beyond accuracy:
+def catalogue(train: DataFrame, categories: DataFrame | None) -> tuple[metrics.Catalogue, int]:
+    """(what the list metrics know of each item, from ``train``; the items in it, the coverage's
+    denominator). ``categories`` (item_id, category) or None: diversity is not measured."""
+    customers = train.select(*KEYS).distinct().count()
+    buyers = train.groupBy("item_id").agg(F.countDistinct(*KEYS).alias("buyers")).toPandas()
+    head = max(1, math.ceil(len(buyers) * 0.01))
+    top = buyers.sort_values(["buyers", "item_id"], ascending=[False, True]).head(head)
+    information = -np.log2(buyers.buyers.to_numpy(np.float64) / customers)
+    found = dict(categories.collect()) if categories is not None else None
+    known = metrics.Catalogue(
+        dict(zip(buyers.item_id, information, strict=True)),
+        -math.log2(1 / customers) if customers else 0.0,
+        frozenset(top.item_id),
+        found,
+    )
+    return known, len(buyers)
+
+
+def list_metrics(measured: DataFrame, ks: Sequence[int], catalogue_items: int) -> DataFrame:
+    """Per model × K (of the models with a list), what the lists are like beyond accuracy, from
+    ``measured`` rows (``kernels.metrics.measured``):
 
     - coverage: distinct recommended items / distinct items in train;
     - novelty: mean self-information -log2(buyers / customers) of recommended items (train counts);
     - popularity_bias: share of recommendations among the top 1% items by train buyers;
-    - diversity: per list, distinct categories / list length, averaged (needs ``categories``).
+    - diversity: per list, distinct categories / list length, averaged (null without categories).
     """
-    customers = train.select(*KEYS).distinct().count()
-    buyers = train.groupBy("item_id").agg(F.countDistinct(*KEYS).alias("buyers"))
-    catalog = buyers.count()
-    head = max(1, math.ceil(catalog * 0.01))
-    top_items = (
-        buyers.orderBy(F.desc("buyers"), "item_id").limit(head).select("item_id", F.lit(1).alias("is_head"))
-    )
     k_values = F.explode(F.array(*(F.lit(k) for k in ks))).alias("k")
-    rows = (
-        recommendations.select("model", *KEYS, "rank", "item_id", k_values)
-        .where(F.col("rank") <= F.col("k"))
-        .join(buyers, "item_id", "left")
-        .join(F.broadcast(top_items), "item_id", "left")
+    longest = measured.where(F.col("k") == max(ks)).select("model", k_values, "items")
+    shown = longest.select("model", "k", F.explode(F.slice("items", 1, F.col("k"))).alias("item_id"))
+    coverage = shown.groupBy("model", "k").agg(
+        (F.countDistinct("item_id") / F.lit(catalogue_items)).alias("coverage")
     )
-    information = -F.log2(F.coalesce("buyers", F.lit(1)) / F.lit(customers))
-    per_model = rows.groupBy("model", "k").agg(
-        (F.countDistinct("item_id") / F.lit(catalog)).alias("coverage"),
-        F.avg(information).alias("novelty"),
-        F.avg(F.coalesce("is_head", F.lit(0))).alias("popularity_bias"),
+    listed = F.sum("listed")
+    sums = (
+        measured.groupBy("model", "k")
+        .agg(
+            listed.alias("listed"),
+            F.try_divide(F.sum("information"), listed).alias("novelty"),
+            F.try_divide(F.sum("head"), listed).alias("popularity_bias"),
+            F.avg("diversity").alias("diversity"),
+        )
+        .where(F.col("listed") > 0)
+        .drop("listed")
     )
-    if categories is None:
-        return per_model.withColumn("diversity", F.lit(None).cast("double"))
-    per_list = (
-        rows.join(categories, "item_id", "left")
-        .groupBy("model", *KEYS, "k")
-        .agg((F.countDistinct(F.coalesce("category", "item_id")) / F.count(F.lit(1))).alias("diversity"))
-        .groupBy("model", "k")
-        .agg(F.avg("diversity").alias("diversity"))
-    )
-    return per_model.join(per_list, ["model", "k"], "left")
+    return coverage.join(sums, ["model", "k"])

@@ -30,7 +30,6 @@ from recsys_spark.kernels.rerank import MMR_VECTOR_MODELS
 from recsys_spark.kernels.topn import limit_threads
 
 SCORING_THREADS = 1  # scoring tasks run side by side, one per core
-LABELLED_SCHEMA = "model string, segment string, customer_id string, rank int, item_id string"
 LIST_SCHEMA = (
     "segment string, customer_id string, rank int, item_id string, score float, model string, "
     "reason string, reason_item_id string"

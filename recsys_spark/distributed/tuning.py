@@ -24,6 +24,7 @@ from recsys_spark.distributed import evaluation as ev
 from recsys_spark.distributed import lists
 from recsys_spark.distributed.errors import udf_errors
 from recsys_spark.distributed.training import (
+    Fitted,
     TrainResult,
     TrainSettings,
     Tuned,
@@ -33,7 +34,7 @@ from recsys_spark.distributed.training import (
     threads_per_task,
     training_plan,
 )
-from recsys_spark.kernels import tuning
+from recsys_spark.kernels import metrics, tuning
 from recsys_spark.kernels.lists import ListMaker, ListSpec, labelled
 from recsys_spark.kernels.matrix import build_interactions
 from recsys_spark.kernels.rerank import Rules
@@ -142,38 +143,32 @@ def search_hybrid(
     fitted = fit_models(
         spark, models, train_settings(models, tuned), carved.train, "tuning's fit part", "tune", TrainResult()
     )
-    customers = carved.test.select(*ev.KEYS).distinct()
-    histories = lists.customer_histories(models, carved.train, "hybrid").join(customers, ev.KEYS, "left_semi")
-    items = fitted.item_factors.select("segment", "item_id", "model", "factors").toPandas()
-    mined = None
-    if hybrid_uses_rules(models):
-        mined = mining.mine_rules(spark, carved.train, mining_settings(config.baskets), config.baskets)
-    users = dict(carved.train.groupBy("segment").agg(F.countDistinct("customer_id")).collect())
+    relevant = ev.relevant_items(carved.test)
+    histories = lists.customer_histories(models, carved.train, "hybrid").join(relevant, ev.KEYS)
     sources = {s for s, w in models.hybrid.weights.items() if w > 0} | {"popularity"}
-    association = mined.rules if mined else None
-    tables = lists.list_tables(models, fitted, items, carved.train, association, users, sources)
-    if mined is not None:
-        mined.unpersist()
-    depth = config.business_rules.candidates
-    spec = ListSpec("hybrid", k, Rules(), depth, dataclasses.asdict(models.hybrid))
-    maker = ListMaker.of(tables, spec)
+    maker = _hybrid_maker(spark, config, carved.train, fitted, sources)
     searched = tuning.hybrid_points(models.hybrid.weights, conf.trials, conf.seed)
     points = [{**models.hybrid.weights, **point} for point in searched]
+    names = [str(number) for number in range(len(points))]
 
     def every_point(part: pd.DataFrame) -> pd.DataFrame:
-        # The sources' candidates made once; each weighting blends them.
+        # The sources' candidates made once; each weighting blends them and is measured here.
         pool = maker.hybrid_candidates(part, models.hybrid.weights)
         made = [
-            labelled(maker.published(part, "hybrid", point, pool), str(n)) for n, point in enumerate(points)
+            labelled(maker.published(part, "hybrid", point, pool), name)
+            for name, point in zip(names, points, strict=True)
         ]
-        return pd.concat(made, ignore_index=True)
+        measured = metrics.user_metrics(
+            pd.concat(made, ignore_index=True), ev.relevant_rows(part), [k], names
+        )
+        return measured[["model", "ndcg"]]
 
     with_vectors = lists.with_vectors(histories, fitted.user_factors, sources)
-    made = lists.made_lists(with_vectors, every_point, lists.LABELLED_SCHEMA)
-    names = [str(number) for number in range(len(points))]
-    per_user = ev.user_metrics(made, carved.test, [k], names)
-    ndcg = dict(per_user.groupBy("model").agg(F.avg("ndcg")).collect())
-    scored = customers.count()
+    per_user = lists.made_lists(with_vectors, every_point, "model string, ndcg double")
+    # Validation customers without a history in the fit part have no list: they count 0.
+    scored = relevant.count()
+    totals = dict(per_user.groupBy("model").agg(F.sum("ndcg")).collect())
+    ndcg = {name: totals.get(name, 0.0) / max(1, scored) for name in names}
     fitted.unpersist()
     seconds = (time.perf_counter() - start) / max(1, len(points))
     counts.update(hybrid_trials=len(points), hybrid_validation_customers=scored)
@@ -188,6 +183,25 @@ def search_hybrid(
             "seconds": seconds,
         }
     )
+
+
+def _hybrid_maker(
+    spark: SparkSession, config: Config, train: DataFrame, fitted: Fitted, sources: set[str]
+) -> ListMaker:
+    """The hybrid's lists of ``sources`` fitted on ``train``, at primary K, without rules."""
+    models = config.models
+    items = fitted.item_factors.select("segment", "item_id", "model", "factors").toPandas()
+    mined = None
+    if hybrid_uses_rules(models):
+        mined = mining.mine_rules(spark, train, mining_settings(config.baskets), config.baskets)
+    users = dict(train.groupBy("segment").agg(F.countDistinct("customer_id")).collect())
+    association = mined.rules if mined else None
+    tables = lists.list_tables(models, fitted, items, train, association, users, sources)
+    if mined is not None:
+        mined.unpersist()
+    depth = config.business_rules.candidates
+    k = config.evaluation.primary_k
+    return ListMaker.of(tables, ListSpec("hybrid", k, Rules(), depth, dataclasses.asdict(models.hybrid)))
 
 
 def _tune_segment(

@@ -7,6 +7,8 @@
   ``lam * relevance - (1 - lam) * (highest similarity to an item already taken)``.
 - ``apply_rules``: the business rules on one customer's scored candidates: exclude and category
   filter, then N picked in score order or by MMR, skipping items whose category is full.
+  ``picked_rows`` does the same for many customers at once, as array steps (MMR's greedy steps
+  on padded lists × candidates arrays); ``apply_rules`` is its one-customer case.
 - ``final_lists``: both, for many customers' candidate rows (pandas), as the batch scoring's
   UDF and the served model run them.
 """
@@ -24,6 +26,8 @@ from recsys_spark.kernels.topn import normalize_rows
 
 # Whose item vectors MMR compares, best first: the first a segment has is used.
 MMR_VECTOR_MODELS = (FUSED_MODEL, "content", "als", "bpr")
+# Lists per padded chunk: bounds the (lists × candidates × dims) array MMR compares.
+MMR_CHUNK_LISTS = 1024
 
 
 @dataclass(frozen=True)
@@ -120,10 +124,6 @@ def _mmr_lists(
         picks = _mmr_chunk(offsets, hi - lo, relevance[part], vectors[part], codes[part], n, lam, cap)
         chosen.append(picks + lo)
     return np.concatenate(chosen) if chosen else np.array([], np.int64)
-
-
-# Lists per padded chunk: bounds the (lists × candidates × dims) array MMR compares.
-MMR_CHUNK_LISTS = 1024
 
 
 def _mmr_chunk(

@@ -40,8 +40,9 @@ from recsys_spark.distributed.evaluation import ALL_SLICES
 from recsys_spark.distributed.training import Fitted, TrainResult, TrainSettings, fit_models, settings_rows
 from recsys_spark.io.model_tables import blocked_items, trained_settings, tuned_config, tuned_values
 from recsys_spark.io.tables import overwrite_table, run_stamp, table_name
-from recsys_spark.kernels import routing
+from recsys_spark.kernels import metrics, routing
 from recsys_spark.kernels.lists import ListMaker, ListSpec, labelled
+from recsys_spark.kernels.metrics import Catalogue
 from recsys_spark.kernels.rerank import Rules
 from recsys_spark.kernels.routing import GLOBAL_SEGMENT
 from recsys_spark.progress import stage
@@ -151,14 +152,15 @@ def run_evaluate(
     fitted = fit_models(
         spark, config.models, settings, data.train, source, "evaluate", TrainResult(seconds=result.seconds)
     )
-    with stage("evaluate", "score test customers", result.seconds) as st:
-        recs, models = _test_lists(spark, config, data, fitted)
-        st.counts.update(models=models, rows=recs.count())
+    with stage("evaluate", "score and measure test customers", result.seconds) as st:
+        catalogue, catalogue_items = ev.catalogue(data.train, _categories(interactions))
+        per_user, models = _test_lists(spark, config, data, fitted, catalogue)
+        st.counts.update(models=models, rows=per_user.count())
     with stage("evaluate", "metrics", result.seconds) as st:
-        per_user = ev.user_metrics(recs, data.test, config.evaluation.k, models).persist()
-        st.counts.update(rows=_metrics(spark, config, run_id, interactions, data, recs, per_user, result))
+        list_metrics = ev.list_metrics(per_user, config.evaluation.k, catalogue_items)
+        st.counts.update(rows=_metrics(spark, config, run_id, data, per_user, list_metrics, result))
     _publish_decision(spark, config, run_id, interactions, result)
-    for frame in (data.train, data.test, recs, per_user):
+    for frame in (data.train, data.test, per_user):
         frame.unpersist()
     fitted.unpersist()
     return result
@@ -242,15 +244,23 @@ def _check_split(interactions: DataFrame, split: str, result: EvaluateResult) ->
     raise ValueError(f"the {split} split left nothing to {side}: {cause}")
 
 
+def _categories(interactions: DataFrame) -> DataFrame | None:
+    """The items' categories diversity counts, or None: without categories diversity is not
+    measured (null), rather than every item its own category."""
+    categories = item_categories(interactions)
+    return categories if has_categories(categories) else None
+
+
 def _test_lists(
-    spark: SparkSession, config: Config, data: SplitData, fitted: Fitted
+    spark: SparkSession, config: Config, data: SplitData, fitted: Fitted, catalogue: Catalogue
 ) -> tuple[DataFrame, list[str]]:
     """(every evaluated model's top max(k) for the test customers as production would serve
-    them, checkpointed; the evaluated models and business-rule variants). Each model is
-    measured as the champion: it fills the lists of the champion route, while customers new
-    since the cutoff and short histories get their routes' lists (segment popularity; the
-    hybrid with short-history weights), the same for every model. All lists of a block of
-    customers are made in one task (``kernels.lists``), from candidates made once."""
+    them, measured where they are made: ``kernels.metrics.measured`` rows, checkpointed; the
+    evaluated models and business-rule variants). Each model is measured as the champion: it
+    fills the lists of the champion route, while customers new since the cutoff and short
+    histories get their routes' lists (segment popularity; the hybrid with short-history
+    weights), the same for every model. All lists of a block of customers are made and
+    measured in one task (``kernels.lists``), from candidates made once."""
     models = config.models
     items = fitted.item_factors.select("segment", "item_id", "model", "factors").toPandas()
     histories = lists.with_unknown_customers(
@@ -276,12 +286,17 @@ def _test_lists(
     plan = [(m, m, None) for m in evaluated]
     plan += [(f"{base}{VARIANT_MARK}{name}", base, rules) for name, rules in variants.items()]
 
+    labels = [label for label, _, _ in plan]
+    ks = config.evaluation.k
+
     def every_list(customers: pd.DataFrame) -> pd.DataFrame:
-        return _evaluated_lists(maker, customers, plan)
+        made = _evaluated_lists(maker, customers, plan)
+        return metrics.measured(made, ev.relevant_rows(customers), ks, labels, catalogue)
 
     customers = lists.with_vectors(histories, fitted.user_factors, sources)
-    recs = lists.made_lists(customers, every_list, lists.LABELLED_SCHEMA).localCheckpoint()
-    return recs, [label for label, _, _ in plan]
+    customers = customers.join(ev.relevant_items(data.test), lists.KEYS)
+    measured = lists.made_lists(customers, every_list, ev.MEASURED_SCHEMA).localCheckpoint()
+    return measured, labels
 
 
 def _evaluated_lists(
@@ -310,10 +325,9 @@ def _metrics(
     spark: SparkSession,
     config: Config,
     run_id: str,
-    interactions: DataFrame,
     data: SplitData,
-    recs: DataFrame,
     per_user: DataFrame,
+    list_metrics: DataFrame,
     result: EvaluateResult,
 ) -> int:
     """Summaries overall, per segment and per history slice, and the list metrics, into
@@ -331,12 +345,8 @@ def _metrics(
         .withColumnRenamed("history", "slice")
         .withColumn("segment", F.lit(GLOBAL_SEGMENT)),
     ]
-    # Without categories diversity is not measured (null), rather than every item its own category.
-    categories = item_categories(interactions)
     # Read twice (the decision below, then gold.model_metrics): persisted, not made twice.
-    list_metrics = ev.list_metrics(
-        recs, data.train, conf.k, categories if has_categories(categories) else None
-    ).persist()
+    list_metrics = list_metrics.persist()
     overall = summaries[0].join(list_metrics, ["model", "k"], "left").toPandas()
     result.overall = (
         overall.drop(columns=["segment", "slice"])

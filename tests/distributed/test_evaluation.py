@@ -1,4 +1,4 @@
-"""Splits and ranking metrics in Spark against hand-computed values."""
+"""Splits, metric summaries and list metrics in Spark against hand-computed values."""
 
 from __future__ import annotations
 
@@ -16,60 +16,36 @@ from pyspark.sql import functions as F
 from recsys_spark.config import Config
 from recsys_spark.distributed.analytics import category_of, item_categories
 from recsys_spark.distributed.evaluation import (
+    MEASURED_SCHEMA,
     bootstrap_intervals,
+    catalogue,
     history_slices,
     leave_last_basket_out,
     list_metrics,
     summarize,
     time_split,
-    user_metrics,
 )
 from recsys_spark.distributed.tuning import validation_carve
+from recsys_spark.kernels.metrics import Catalogue, measured
 
 LOG2 = math.log2
 REC_SCHEMA = "model string, segment string, customer_id string, rank int, item_id string"
 PAIR_SCHEMA = "segment string, customer_id string, item_id string"
 
 
-def test_metrics_equal_hand_computed_values(spark: SparkSession) -> None:
-    recs = spark.createDataFrame(
+def test_summaries_average_every_test_customer_lists_or_not(spark: SparkSession) -> None:
+    """The per-customer metrics (``kernels.metrics``, checked by hand there) summarised in
+    Spark: a customer without a list counts, with 0."""
+    recs = pd.DataFrame(
         [("m", "s", "A", r, item) for r, item in enumerate("abcde", start=1)] + [("m", "s", "C", 1, "a")],
-        REC_SCHEMA,
+        columns=["model", "segment", "customer_id", "rank", "item_id"],
     )
-    relevant = spark.createDataFrame(
-        [("s", "A", "b"), ("s", "A", "d"), ("s", "A", "x"), ("s", "B", "z"), ("s", "C", "q")], PAIR_SCHEMA
+    relevant = pd.DataFrame(
+        [("s", "A", "b"), ("s", "A", "d"), ("s", "A", "x"), ("s", "B", "z"), ("s", "C", "q")],
+        columns=["segment", "customer_id", "item_id"],
     )
-    actual = user_metrics(recs, relevant, [3, 5]).drop("n_relevant").orderBy("customer_id", "k")
-    idcg3 = 1 + 1 / LOG2(3) + 1 / LOG2(4)
-    zero = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
-    expected = spark.createDataFrame(
-        [
-            # A, K=3: one hit at rank 2 of 3 relevant.
-            ("m", "s", "A", 3, 1 / 3, 1 / 3, (1 / LOG2(3)) / idcg3, (1 / 2) / 3, 1.0, 0.5),
-            # A, K=5: hits at ranks 2 and 4; the ideal still has 3 hits first.
-            (
-                "m",
-                "s",
-                "A",
-                5,
-                2 / 5,
-                2 / 3,
-                (1 / LOG2(3) + 1 / LOG2(5)) / idcg3,
-                (1 / 2 + 2 / 4) / 3,
-                1.0,
-                0.5,
-            ),
-            ("m", "s", "B", 3, *zero),  # no recommendations at all
-            ("m", "s", "B", 5, *zero),
-            ("m", "s", "C", 3, *zero),  # recommendations, no hit
-            ("m", "s", "C", 5, *zero),
-        ],
-        "model string, segment string, customer_id string, k int, precision double, recall double, "
-        "ndcg double, map double, hit_rate double, mrr double",
-    )
-    assert_approx_df_equality(actual, expected, precision=1e-9, ignore_nullable=True)
-
-    summary = summarize(user_metrics(recs, relevant, [5])).first()
+    rows = measured(recs, relevant, [5], ["m"], Catalogue({}, 0.0))
+    summary = summarize(spark.createDataFrame(rows, MEASURED_SCHEMA)).first()
     assert summary.customers == 3
     assert summary.recall == pytest.approx((2 / 3) / 3)
 
@@ -167,14 +143,17 @@ def test_list_metrics_equal_hand_computed_values(spark: SparkSession) -> None:
         ],
         PAIR_SCHEMA,
     )
-    recs = spark.createDataFrame(
+    recs = pd.DataFrame(
         [("m", "s", "A", 1, "a"), ("m", "s", "A", 2, "c"), ("m", "s", "B", 1, "b"), ("m", "s", "B", 2, "d")],
-        REC_SCHEMA,
+        columns=["model", "segment", "customer_id", "rank", "item_id"],
     )
     categories = spark.createDataFrame(
         [("a", "X"), ("c", "X"), ("b", "Y"), ("d", "Z")], "item_id string, category string"
     )
-    actual = list_metrics(recs, train, [1, 2], categories).orderBy("k")
+    known, items = catalogue(train, categories)
+    relevant = pd.DataFrame([("s", "A", "z"), ("s", "B", "z")], columns=["segment", "customer_id", "item_id"])
+    per_user = spark.createDataFrame(measured(recs, relevant, [1, 2], ["m"], known), MEASURED_SCHEMA)
+    actual = list_metrics(per_user, [1, 2], items).orderBy("k")
     rare = -LOG2(1 / 3)
     expected = spark.createDataFrame(
         [("m", 1, 2 / 5, rare / 2, 1 / 2, 1.0), ("m", 2, 4 / 5, 3 * rare / 4, 1 / 4, 0.75)],
