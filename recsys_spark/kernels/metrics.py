@@ -57,34 +57,41 @@ def measured(
 
 
 def list_measures(lists: pd.DataFrame, ks: Sequence[int], catalogue: Catalogue) -> pd.DataFrame:
-    """Per model × customer × K with a list: LIST_MEASURE_COLUMNS."""
-    items = lists.item_id.to_numpy()
-    categories = catalogue.categories or {}
-    rows = lists.assign(
-        information=pd.Series(items)
-        .map(catalogue.information)
-        .fillna(catalogue.unknown_information)
-        .to_numpy(),
-        head=np.isin(items, list(catalogue.head)).astype(np.int32),
-        kind=[categories.get(item) or item for item in items],
-    ).sort_values(["model", *KEYS, "rank"], kind="stable")
-    frames = []
-    for k in ks:
-        within = rows[rows["rank"] <= k]
-        grouped = within.groupby(["model", *KEYS], sort=False)
-        measures = grouped.agg(
-            listed=("item_id", "size"),
-            information=("information", "sum"),
-            head=("head", "sum"),
-            kinds=("kind", "nunique"),
-        )
-        measures["diversity"] = (
-            measures.kinds / measures.listed if catalogue.categories is not None else np.nan
-        )
-        measures["items"] = grouped.item_id.agg(list) if k == max(ks) else None
-        frames.append(measures.drop(columns="kinds").assign(k=k).reset_index())
+    """Per model × customer × K with a list: LIST_MEASURE_COLUMNS (sums per list as counts over
+    group numbers: a block holds hundreds of thousands of lists)."""
     columns = ["model", *KEYS, "k", *LIST_MEASURE_COLUMNS]
-    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)
+    if lists.empty:
+        return pd.DataFrame(columns=columns)
+    rows = lists.sort_values(["model", *KEYS, "rank"], kind="stable")
+    group = rows.groupby(["model", *KEYS], sort=False).ngroup().to_numpy()
+    owners = rows[["model", *KEYS]].drop_duplicates().reset_index(drop=True)  # in group order
+    items = pd.Series(rows.item_id.to_numpy())
+    information = items.map(catalogue.information).fillna(catalogue.unknown_information).to_numpy()
+    head = items.isin(catalogue.head).to_numpy(np.float64)
+    kinds = items.map(catalogue.categories or {})
+    kinds, _ = pd.factorize(kinds.where(kinds.notna(), items))  # an item without a category is its own
+    rank, groups, frames = rows["rank"].to_numpy(), len(owners), []
+    for k in ks:
+        within = rank <= k
+        member = group[within]
+        listed = np.bincount(member, minlength=groups)
+        distinct = np.unique(member * (kinds.max() + 1) + kinds[within]) // (kinds.max() + 1)
+        present = listed > 0
+        frame = owners[present].assign(
+            k=k,
+            listed=listed[present],
+            information=np.bincount(member, information[within], groups)[present],
+            head=np.bincount(member, head[within], groups)[present].astype(np.int64),
+            diversity=(np.bincount(distinct, minlength=groups) / np.maximum(listed, 1))[present]
+            if catalogue.categories is not None
+            else np.nan,
+        )
+        frame["items"] = None
+        if k == max(ks):  # the coverage reads the longest lists only
+            shown = np.split(items.to_numpy()[within], np.cumsum(listed[present])[:-1])
+            frame["items"] = [list(s) for s in shown]
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)[columns]
 
 
 def user_metrics(
