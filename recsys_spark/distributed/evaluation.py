@@ -144,12 +144,6 @@ def relevant_items(test: DataFrame) -> DataFrame:
     return test.groupBy(*KEYS).agg(F.array_sort(F.collect_set("item_id")).alias("relevant"))
 
 
-def relevant_rows(customers: pd.DataFrame) -> pd.DataFrame:
-    """A block's ``relevant`` arrays as (segment, customer_id, item_id) rows."""
-    pairs = customers[[*KEYS, "relevant"]].explode("relevant").dropna(subset=["relevant"])
-    return pairs.rename(columns={"relevant": "item_id"})
-
-
 MEASURED_SCHEMA = (
     "model string, segment string, customer_id string, k int, n_relevant long, precision double, "
     "recall double, ndcg double, map double, hit_rate double, mrr double, listed int, "

@@ -159,7 +159,7 @@ def search_hybrid(
             for name, point in zip(names, points, strict=True)
         ]
         measured = metrics.user_metrics(
-            pd.concat(made, ignore_index=True), ev.relevant_rows(part), [k], names
+            pd.concat(made, ignore_index=True), metrics.relevant_rows(part), [k], names
         )
         return measured[["model", "ndcg"]]
 

@@ -38,6 +38,13 @@ class Catalogue:
     categories: Mapping[str, str | None] | None = None
 
 
+def relevant_rows(customers: pd.DataFrame) -> pd.DataFrame:
+    """A block's ``relevant`` arrays (each customer's test items) as (segment, customer_id,
+    item_id) rows: the ``relevant`` the metrics below take."""
+    pairs = customers[[*KEYS, "relevant"]].explode("relevant").dropna(subset=["relevant"])
+    return pairs.rename(columns={"relevant": "item_id"})
+
+
 def measured(
     lists: pd.DataFrame,
     relevant: pd.DataFrame,
@@ -70,12 +77,12 @@ def list_measures(lists: pd.DataFrame, ks: Sequence[int], catalogue: Catalogue) 
     head = items.isin(catalogue.head).to_numpy(np.float64)
     kinds = items.map(catalogue.categories or {})
     kinds, _ = pd.factorize(kinds.where(kinds.notna(), items))  # an item without a category is its own
-    rank, groups, frames = rows["rank"].to_numpy(), len(owners), []
+    rank, groups, kind_count, frames = rows["rank"].to_numpy(), len(owners), kinds.max() + 1, []
     for k in ks:
         within = rank <= k
         member = group[within]
         listed = np.bincount(member, minlength=groups)
-        distinct = np.unique(member * (kinds.max() + 1) + kinds[within]) // (kinds.max() + 1)
+        distinct = np.unique(member * kind_count + kinds[within]) // kind_count  # list × kind pairs
         present = listed > 0
         frame = owners[present].assign(
             k=k,

@@ -291,7 +291,7 @@ def _test_lists(
 
     def every_list(customers: pd.DataFrame) -> pd.DataFrame:
         made = _evaluated_lists(maker, customers, plan)
-        return metrics.measured(made, ev.relevant_rows(customers), ks, labels, catalogue)
+        return metrics.measured(made, metrics.relevant_rows(customers), ks, labels, catalogue)
 
     customers = lists.with_vectors(histories, fitted.user_factors, sources)
     customers = customers.join(ev.relevant_items(data.test), lists.KEYS)
