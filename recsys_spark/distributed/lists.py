@@ -21,7 +21,7 @@ from recsys_spark.distributed.baskets import single_item_rules
 from recsys_spark.distributed.scoring import ScoringError
 from recsys_spark.distributed.training import Fitted, confidence_weights, executor_cores
 from recsys_spark.kernels import routing
-from recsys_spark.kernels.catalog import Catalog
+from recsys_spark.kernels.catalog import NEIGHBOUR_MATRIX_SCHEMA, Catalog, neighbour_matrix
 from recsys_spark.kernels.factors import FACTOR_MODELS
 from recsys_spark.kernels.fusion import FUSED_MODEL
 from recsys_spark.kernels.lists import KEYS, ListError, ListTables, vector_column
@@ -161,8 +161,13 @@ def list_tables(
     wanted = wanted[(wanted.model != "popularity") | wanted.segment.isin(own)]
     neighbours = None
     if "itemknn" in sources:
-        columns = ["segment", "item_id", "neighbour_item_id", "similarity", "model"]
-        neighbours = fitted.item_neighbours.where(F.col("model") == "itemknn").select(*columns).toPandas()
+        # Compacted per segment on the executors: as id strings, ten million pairs and more
+        # outgrow the driver's result limit and every list task's memory.
+        entries = fitted.item_neighbours.where(F.col("model") == "itemknn")
+        entries = entries.select("segment", "item_id", "neighbour_item_id", "similarity")
+        neighbours = (
+            entries.groupBy("segment").applyInPandas(neighbour_matrix, NEIGHBOUR_MATRIX_SCHEMA).toPandas()
+        )
     pairs = None
     if "rules" in sources and association_rules is not None:
         pairs = single_item_rules(association_rules, "antecedent_id", "item_id")

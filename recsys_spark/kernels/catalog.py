@@ -39,17 +39,16 @@ class Catalog:
         return Catalog(ids, _blocked(ids, blocked_ids), normalize_rows(vectors) if cosine else vectors)
 
     @staticmethod
-    def of_neighbours(
-        items: np.ndarray, neighbours: np.ndarray, weights: np.ndarray, blocked_ids: set[str]
-    ) -> Catalog:
-        """From ItemKNN's (item, neighbour, similarity) entries."""
-        # Distinct ids by hashing, then sorted: millions of entries name a few thousand items.
-        both = np.concatenate([np.asarray(items, dtype=object), np.asarray(neighbours, dtype=object)])
-        ids = np.sort(pd.unique(both))
-        index = pd.Index(ids)
-        rows, cols = index.get_indexer(items), index.get_indexer(neighbours)
+    def of_neighbours(matrix: pd.Series, blocked_ids: set[str]) -> Catalog:
+        """From one segment's ``neighbour_matrix`` row."""
+        ids = np.asarray(matrix["ids"], dtype=object)
         similarity = sp.csr_matrix(
-            (np.asarray(weights, np.float32), (rows, cols)), shape=(len(ids), len(ids))
+            (
+                np.asarray(matrix["similarity"], np.float32),
+                np.asarray(matrix["indices"], np.int32),
+                np.asarray(matrix["indptr"], np.int64),
+            ),
+            shape=(len(ids), len(ids)),
         )
         return Catalog(ids, _blocked(ids, blocked_ids), similarity=similarity)
 
@@ -86,6 +85,36 @@ class Catalog:
         model = ItemKnnModel(self.similarity)
         top = model.recommend(np.arange(len(histories)), history, n, self.blocked, block_rows)
         return top, model.because_of(history, top)
+
+
+NEIGHBOUR_MATRIX_SCHEMA = (
+    "segment string, ids array<string>, indptr array<bigint>, indices array<int>, similarity array<float>"
+)
+
+
+def neighbour_matrix(entries: pd.DataFrame) -> pd.DataFrame:
+    """One segment's ItemKNN entries (segment, item_id, neighbour_item_id, similarity) as one
+    row (NEIGHBOUR_MATRIX_SCHEMA): its item ids, sorted, and the similarity between them as CSR
+    arrays. Millions of pairs of id strings become 8 bytes each: this is what reaches the list
+    tasks and the served model."""
+    items = entries.item_id.to_numpy(dtype=object)
+    neighbours = entries.neighbour_item_id.to_numpy(dtype=object)
+    # Distinct ids by hashing, then sorted: millions of entries name a few thousand items.
+    ids = np.sort(pd.unique(np.concatenate([items, neighbours])))
+    index = pd.Index(ids)
+    similarity = sp.csr_matrix(
+        (entries.similarity.to_numpy(np.float32), (index.get_indexer(items), index.get_indexer(neighbours))),
+        shape=(len(ids), len(ids)),
+    )
+    return pd.DataFrame(
+        {
+            "segment": [entries.segment.iloc[0]],
+            "ids": [ids],
+            "indptr": [similarity.indptr.astype(np.int64)],
+            "indices": [similarity.indices.astype(np.int32)],
+            "similarity": [similarity.data],
+        }
+    )
 
 
 def _blocked(ids: np.ndarray, blocked_ids: set[str]) -> np.ndarray:

@@ -49,7 +49,7 @@ class ListTables:
     """What lists are made from, as pandas. ``items``: segment, item_id, model, factors (segment
     popularity only where the segment is big enough for its own: ``kernels.popularity.has_own_list``);
     ``users``: segment, customer_id, model, factors (None: the customers carry their vectors);
-    ``neighbours``: ItemKNN's segment, item_id, neighbour_item_id, similarity; ``pairs``:
+    ``neighbours``: ItemKNN's, one ``catalog.neighbour_matrix`` row per segment; ``pairs``:
     single-item rules (segment, antecedent_id, item_id, confidence); ``categories``: item -> category."""
 
     items: pd.DataFrame
@@ -312,12 +312,8 @@ class ListMaker:
             neighbours = self.tables.neighbours
             if neighbours is None:
                 return None
-            entries = neighbours[(neighbours.segment == segment) & (neighbours.model == "itemknn")]
-            if not len(entries):
-                return None
-            return Catalog.of_neighbours(
-                entries.item_id, entries.neighbour_item_id, entries.similarity, blocked
-            )
+            matrix = neighbours[neighbours.segment == segment]
+            return Catalog.of_neighbours(matrix.iloc[0], blocked) if len(matrix) else None
         items = self.tables.items
         items = items[(items.segment == segment) & (items.model == model)]
         if not len(items):

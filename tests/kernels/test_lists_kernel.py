@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from recsys_spark.kernels.candidates import POPULAR_OVERALL
+from recsys_spark.kernels.catalog import neighbour_matrix
 from recsys_spark.kernels.lists import ListError, ListMaker, ListSpec, ListTables, labelled, vector_column
 from recsys_spark.kernels.rerank import Rules
 from recsys_spark.kernels.topup import POPULAR_IN_SEGMENT
@@ -97,3 +98,25 @@ def test_a_failing_segment_is_named_with_its_model() -> None:
     made = ListMaker.of(ListTables(broken), ListSpec("als", 3))
     with pytest.raises(ListError, match=r"segment 's', als: ValueError: NaN in the scores"):
         made.predict(customers())
+
+
+def test_itemknn_lists_come_from_each_segments_neighbour_matrix_also_after_parquet(tmp_path) -> None:
+    entries = pd.DataFrame(
+        {
+            "segment": ["s"] * 4,
+            "item_id": ["a", "a", "b", "a"],
+            "neighbour_item_id": ["b", "c", "c", "d"],
+            "similarity": [0.9, 0.5, 0.8, 0.1],
+        }
+    )
+    matrix = neighbour_matrix(entries)
+    assert matrix.ids.iloc[0].tolist() == ["a", "b", "c", "d"] and len(matrix.indices.iloc[0]) == 4
+    matrix.to_parquet(tmp_path / "neighbours.parquet")  # as the served model stores it
+    for neighbours in (matrix, pd.read_parquet(tmp_path / "neighbours.parquet")):
+        made = ListMaker.of(ListTables(item_rows(), neighbours=neighbours), ListSpec("itemknn", 2))
+        lists = made.predict(
+            pd.DataFrame({"segment": ["s", "s"], "customer_id": ["c1", "c2"], "history": [["a"], ["a", "b"]]})
+        )
+        assert items_of(lists, "c1") == ["b", "c"]  # 0.9, 0.5
+        assert items_of(lists, "c2") == ["c", "d"]  # 0.5 + 0.8, 0.1
+        assert set(lists.reason) == {"because_bought"}
