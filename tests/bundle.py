@@ -72,6 +72,24 @@ def config_of(task: dict[str, Any], extra: list[str] | None = None) -> Config:
     return load_config(args.target, extra_files=args.conf, overrides=parse_settings(args.settings))
 
 
+def local_args(work_dir: Path) -> list[str]:
+    """What the tests add to each dev task's parameters: the test's work folder and the sizes the
+    42-customer sample needs."""
+    return [
+        "--set",
+        f"work_dir={work_dir}",
+        "--set",
+        "spark.shuffle_partitions=2",
+        *settings_args(SAMPLE_RUN),
+    ]
+
+
+def dev_args(work_dir: Path) -> list[str]:
+    """The options (target, conf, settings) the dev pipeline's tasks ran with in the tests, for
+    another `recsys` command over the same tables."""
+    return [*task_params(deployed("dev"))["ingest"]["python_wheel_task"]["parameters"], *local_args(work_dir)]
+
+
 def run_dev_pipeline(work_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
     """Run the land-files job, then every dev pipeline task in DAG order, as the bundle declares.
 
@@ -83,13 +101,7 @@ def run_dev_pipeline(work_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Config:
     """
     config = deployed("dev")
     tasks = task_params(config)
-    local = [
-        "--set",
-        f"work_dir={work_dir}",
-        "--set",
-        "spark.shuffle_partitions=2",
-        *settings_args(SAMPLE_RUN),
-    ]
+    local = local_args(work_dir)
     conf = config_of(tasks["ingest"], local)
     shutil.copytree(SAMPLE, conf.landing_path)
     monkeypatch.setenv(conf.export.salt_env, "a salt of at least sixteen characters")

@@ -4,6 +4,8 @@
 - ``kernels/`` never imports pyspark, nor anything of the package outside ``kernels/``;
 - ``distributed/`` never imports ``io/``, ``steps/`` or ``tracking/`` (it does no table I/O);
 - ``io/`` never imports ``steps/``; the served model imports no Spark (an endpoint has none);
+- ``serving/`` (the API) imports no Spark: nothing of ``distributed/``, ``steps/``, ``tracking/``,
+  nor of ``io/`` beyond the table names;
 - no import cycle between the package's modules; no function over 60 lines.
 
 Each check is a function over a folder of sources, so the tests also run it on a small crafted
@@ -72,6 +74,12 @@ def violations(root: Path, package: str = PACKAGE) -> list[str]:
                 parts[0] == "pyspark" or target_layer == "distributed"
             ):
                 rule = "the served model imports Spark"
+            elif layer == "serving" and (
+                parts[0] == "pyspark"
+                or target_layer in ("distributed", "steps", "tracking")
+                or (target_layer == "io" and target != f"{package}.io.names")
+            ):
+                rule = "serving/ imports Spark"
             if rule:
                 found.append(f"{module} -> {target}: {rule}")
     return found
@@ -105,7 +113,7 @@ def test_the_package_keeps_its_layout() -> None:
 
 def test_the_layers_are_where_the_docs_say() -> None:
     layers = {name.split(".")[1] for name in modules(ROOT) if name.count(".") >= 2}
-    assert {"config", "io", "kernels", "distributed", "steps", "tracking"} <= layers
+    assert {"config", "io", "kernels", "distributed", "steps", "tracking", "serving"} <= layers
     steps = {name.split(".")[-1] for name in modules(ROOT) if name.startswith(f"{PACKAGE}.steps.")}
     assert steps == {"ingest", "baskets", "train", "evaluate", "score", "analytics", "export"}
     doc = (ROOT / "docs" / "architecture.md").read_text()
@@ -131,6 +139,11 @@ def write_package(root: Path, files: dict[str, str]) -> Path:
         ({"distributed/lists.py": "from recsys_spark.io.tables import x\n", "io/tables.py": ""}, "io/"),
         ({"io/tables.py": "from recsys_spark.steps.score import x\n", "steps/score.py": ""}, "a step"),
         ({"tracking/served_model.py": "import pyspark.sql\n"}, "Spark"),
+        ({"serving/api.py": "from recsys_spark.io.tables import x\n", "io/tables.py": ""}, "serving/"),
+        (
+            {"serving/api.py": "from recsys_spark.io.names import x\nimport pyspark\n", "io/names.py": ""},
+            "serving/",
+        ),
     ],
 )
 def test_each_rule_catches_its_breach(tmp_path: Path, files: dict[str, str], broken: str) -> None:

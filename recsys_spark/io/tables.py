@@ -7,14 +7,11 @@ re-registered by name at session start; on Databricks names are three-level (cat
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from delta.exceptions import DeltaConcurrentModificationException
 from delta.tables import DeltaTable
@@ -22,15 +19,12 @@ from pyspark.sql import Column, DataFrame, Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from recsys_spark.config import Config, on_databricks, validate_identifier
-from recsys_spark.config.schema import TablesConfig
+from recsys_spark.config import Config, on_databricks
 from recsys_spark.io.comments import TABLES, TableDoc, bronze_doc, column_comments, sql_string
+from recsys_spark.io.names import TABLE_LAYERS, TableName, local_location, table_name
 from recsys_spark.progress import kill_point
 
 log = logging.getLogger(__name__)
-
-# Logical table -> medallion layer (the schema it lives in), as conf's tables section declares.
-TABLE_LAYERS: dict[str, str] = {f.name: f.metadata["layer"] for f in dataclasses.fields(TablesConfig)}
 
 INTERACTIONS_SCHEMA = T.StructType(
     [
@@ -72,41 +66,6 @@ def run_stamp(run_id: str, at_column: str) -> dict[str, Column]:
     """The columns every row a run writes carries: ``run_id`` and ``at_column`` (now, UTC);
     for ``DataFrame.withColumns``, one stamp shared by the step's tables."""
     return {"run_id": F.lit(run_id), at_column: F.lit(utc_now()).cast("timestamp")}
-
-
-@dataclass(frozen=True)
-class TableName:
-    """A validated table name: ``schema.table`` locally, ``catalog.schema.table`` on Databricks."""
-
-    schema: str
-    table: str
-    catalog: str | None = None
-    key: str | None = field(default=None, compare=False)  # the logical table, e.g. "interactions"
-
-    def __post_init__(self) -> None:
-        for part in (self.catalog, self.schema, self.table):
-            if part is not None:
-                validate_identifier(part, "table name part")
-
-    @property
-    def schema_name(self) -> str:
-        return ".".join(f"`{p}`" for p in (self.catalog, self.schema) if p)
-
-    def __str__(self) -> str:
-        return f"{self.schema_name}.`{self.table}`"
-
-
-def table_name(config: Config, key: str) -> TableName:
-    """The name of logical table ``key`` (e.g. "interactions") for this config and platform."""
-    if key not in TABLE_LAYERS:
-        raise KeyError(f"unknown table {key!r}; known: {', '.join(TABLE_LAYERS)}")
-    schema = getattr(config.schemas, TABLE_LAYERS[key])
-    catalog = config.catalog if on_databricks() else None
-    return TableName(schema, getattr(config.tables, key), catalog, key)
-
-
-def local_location(config: Config, name: TableName) -> Path:
-    return config.work_path / "warehouse" / f"{name.schema}.db" / name.table
 
 
 def register_local_tables(spark: SparkSession, config: Config) -> list[TableName]:

@@ -73,7 +73,7 @@ class ListSpec:
 
     @staticmethod
     def of(settings: Mapping[str, Any]) -> ListSpec:
-        """From the served model's config (``tracking.champion.serving_settings``)."""
+        """From the served model's config (``serving.settings.serving_settings``)."""
         rules = settings.get("rules") or {}
         top_n = int(settings["top_n"])
         return ListSpec(

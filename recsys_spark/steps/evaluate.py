@@ -46,7 +46,8 @@ from recsys_spark.kernels.metrics import Catalogue
 from recsys_spark.kernels.rerank import Rules
 from recsys_spark.kernels.routing import GLOBAL_SEGMENT
 from recsys_spark.progress import stage
-from recsys_spark.tracking.champion import served_tables, serving_settings, serving_sources
+from recsys_spark.serving.settings import serving_settings, serving_sources
+from recsys_spark.tracking.champion import served_tables
 from recsys_spark.tracking.report import build_report, write_report
 from recsys_spark.tracking.runs import PipelineRun, StepReport, log_champion, log_evaluation
 

@@ -32,7 +32,7 @@ from recsys_spark.kernels.candidates import POPULAR_OVERALL
 from recsys_spark.kernels.factors import FACTOR_MODELS
 from recsys_spark.kernels.lists import ListMaker, ListSpec
 from recsys_spark.progress import stage
-from recsys_spark.tracking.champion import serving_settings, serving_sources
+from recsys_spark.serving.settings import serving_settings, serving_sources
 from recsys_spark.tracking.runs import PipelineRun, StepReport
 
 log = logging.getLogger(__name__)

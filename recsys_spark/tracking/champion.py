@@ -1,10 +1,7 @@
 """The champion as the served model gets it: the tables it needs from the last training, as
-pandas (logged as the pyfunc's artifacts), and its settings (the pyfunc's model config)."""
+pandas (logged as the pyfunc's artifacts); its settings are ``serving.settings``."""
 
 from __future__ import annotations
-
-import dataclasses
-from typing import Any
 
 import pandas as pd
 from pyspark.sql import SparkSession
@@ -14,17 +11,7 @@ from recsys_spark.config import Config
 from recsys_spark.distributed import lists
 from recsys_spark.io.model_tables import association_rules, fitted_from_tables
 from recsys_spark.io.tables import table_name
-
-
-def serving_sources(config: Config, model: str) -> set[str]:
-    """The models and sources serving ``model`` reads: itself, popularity for fallbacks, and the
-    hybrid's sources when it is the model or takes short histories (cold-start routing)."""
-    conf = config.models
-    needed = {model, "popularity"}
-    if model == "hybrid" or ("hybrid" in conf.enabled and conf.hybrid.short_history_orders > 0):
-        for weights in (conf.hybrid.weights, conf.hybrid.short_history_weights):
-            needed |= {source for source, weight in weights.items() if weight > 0}
-    return needed
+from recsys_spark.serving.settings import serving_sources
 
 
 def served_tables(spark: SparkSession, config: Config, model: str) -> dict[str, pd.DataFrame]:
@@ -48,24 +35,3 @@ def served_tables(spark: SparkSession, config: Config, model: str) -> dict[str, 
         {"item_id": list(tables.categories), "category": list(tables.categories.values())}
     )
     return served
-
-
-def serving_settings(config: Config, model: str) -> dict[str, Any]:
-    """The served model's config: its name and N, the hybrid and the business rules (the
-    exclude lists as they stand in conf; ``models.exclude_table`` is read at batch scoring)."""
-    conf, rules = config.models, config.business_rules
-    settings: dict[str, Any] = {
-        "model": model,
-        "top_n": conf.top_n,
-        "rules": {
-            "blocked": sorted(conf.exclude_items),
-            "category_include": rules.category_include,
-            "category_exclude": rules.category_exclude,
-            "max_per_category": rules.max_per_category,
-            "mmr_lambda": rules.mmr_lambda,
-            "candidates": rules.candidates,
-        },
-    }
-    if "hybrid" in conf.enabled:
-        settings["hybrid"] = dataclasses.asdict(conf.hybrid)
-    return settings

@@ -216,7 +216,7 @@ def log_evaluation(figures: dict[str, Any], report_html: str, published: str, re
 
 def log_champion(config: Config, tables: dict[str, Any], settings: dict[str, Any]) -> str | None:
     """Log the published model as a pyfunc (its tables as parquet artifacts, ``settings`` as its
-    model config: see ``served_model.serving_settings``), register it and point the registered model's
+    model config: see ``serving.settings.serving_settings``), register it and point the registered model's
     ``champion`` alias at the new version; returns the version."""
     model = settings["model"]
     name = config.mlflow.registered_model

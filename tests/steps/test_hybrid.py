@@ -24,7 +24,8 @@ from recsys_spark.io.tables import table_name
 from recsys_spark.kernels.lists import ListMaker, ListSpec
 from recsys_spark.kernels.rerank import CANDIDATE_COLUMNS, ListSettings, final_lists
 from recsys_spark.pipeline import run_steps
-from recsys_spark.tracking.champion import served_tables, serving_settings, serving_sources
+from recsys_spark.serving.settings import serving_settings, serving_sources
+from recsys_spark.tracking.champion import served_tables
 from recsys_spark.tracking.served_model import PublishedRecommender
 from tests.conftest import SAMPLE_RUN, deep_merge
 

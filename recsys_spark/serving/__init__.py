@@ -1,0 +1,1 @@
+"""Online: the API over the published tables and what the served model is configured with (no Spark)."""

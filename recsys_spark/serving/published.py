@@ -1,0 +1,254 @@
+"""The published tables as the API serves them, read with delta-rs (no JVM, no Spark).
+
+Each table is read at the Delta version the latest completed step recorded in gold.step_runs, as
+the analyst views and the export read them, so a run killed between two commits is never served
+half-written. ``Published.load`` reads one such snapshot and indexes it for lookups by customer
+and by item; ``Published.changed`` says cheaply whether a newer step has completed since.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from deltalake import DeltaTable
+
+from recsys_spark.config import Config, on_databricks
+from recsys_spark.io.names import local_location, table_name
+from recsys_spark.kernels.catalog import Catalog
+from recsys_spark.kernels.factors import FACTOR_MODELS
+from recsys_spark.kernels.lists import ListMaker, ListSpec, ListTables
+from recsys_spark.kernels.routing import GLOBAL_SEGMENT
+from recsys_spark.serving.settings import serving_settings
+
+log = logging.getLogger(__name__)
+
+Ranked = dict[tuple[str, ...], list[dict[str, Any]]]  # (segment, [model,] id) -> entries
+
+# The served lists: table -> (its id column, the columns each entry carries, renamed).
+LIST_TABLES: dict[str, tuple[str, dict[str, str]]] = {
+    "recommendations": (
+        "customer_id",
+        {"item_id": "item_id", "score": "score", "reason": "reason", "reason_item_id": "reason_item_id"},
+    ),
+    "item_audience": ("item_id", {"customer_id": "customer_id", "score": "score"}),
+    "lookalikes": ("customer_id", {"similar_customer_id": "customer_id", "score": "score"}),
+    "frequently_bought_together": (
+        "item_id",
+        {"addon_item_id": "item_id", "support": "support", "confidence": "confidence", "lift": "lift"},
+    ),
+}
+
+
+class NotPublishedError(RuntimeError):
+    """No completed score step to serve yet (or the tables are not where this config says)."""
+
+
+def table_path(config: Config, key: str) -> str:
+    if on_databricks():
+        raise NotPublishedError(
+            "recsys serve reads the tables from the local warehouse; on Databricks serve the "
+            "registered model (Model Serving) or the Vector Search index instead"
+        )
+    return str(local_location(config, table_name(config, key)))
+
+
+def complete_versions(config: Config) -> tuple[dict[str, int], str | None]:
+    """(table key -> the version the latest completed step that wrote it recorded, the run_id
+    of the latest completed score step): ``io.step_runs.complete_versions`` without Spark."""
+    try:
+        steps = DeltaTable(table_path(config, "step_runs")).to_pandas()
+    except Exception as exc:  # deltalake names a missing table in several exception types
+        raise NotPublishedError(f"no gold.step_runs to serve from: {exc}") from exc
+    steps = steps.sort_values("completed_at", kind="stable")
+    versions = {key: int(version) for tables in steps.tables for key, version in tables}
+    scored = steps[steps.step == "score"]
+    return versions, (str(scored.run_id.iloc[-1]) if len(scored) else None)
+
+
+def step_runs_version(config: Config) -> int:
+    """gold.step_runs' current Delta version: it moves whenever a step completes."""
+    return int(DeltaTable(table_path(config, "step_runs")).version())
+
+
+def read_table(config: Config, key: str, versions: Mapping[str, int], columns: list[str]) -> pd.DataFrame:
+    """Table ``key`` at its completed version (its latest where no step recorded it)."""
+    table = DeltaTable(table_path(config, key), version=versions.get(key))
+    present = set(table.schema().to_arrow().names)
+    return table.to_pandas(columns=[c for c in columns if c in present])
+
+
+def ranked_lists(frame: pd.DataFrame, keys: list[str], entry: Mapping[str, str]) -> Ranked:
+    """Per value of ``keys``, its list's entries in rank order, each a dict of ``entry``'s
+    columns under their served names (NaN as None, for JSON)."""
+    frame = frame.sort_values([*keys, "rank"], kind="stable")
+    values = frame[list(entry)].rename(columns=dict(entry)).astype(object)
+    records = values.where(values.notna(), None).to_dict("records")
+    lists: Ranked = {}
+    for key, record in zip(zip(*(frame[k] for k in keys), strict=True), records, strict=True):
+        lists.setdefault(key, []).append(record)
+    return lists
+
+
+@dataclass
+class Published:
+    """One snapshot of the published tables, indexed for the API's lookups."""
+
+    run_id: str
+    model: str  # the published model (gold.published_model)
+    lists: dict[str, Ranked]  # LIST_TABLES key -> its lists
+    similar: Ranked  # (segment, model, item) -> list
+    items: pd.DataFrame  # item_id (index), description, category
+    home: dict[str, str]  # customer -> home segment (gold.customers)
+    segments_of: dict[str, list[str]]  # customer or item -> segments it has lists in
+    single_rules: pd.DataFrame  # segment, antecedent_id, item_id, confidence
+    vectors: dict[str, Catalog]  # segment -> the cart's vector model's items (cosine)
+    vector_model: str | None
+    unknown_list: list[dict[str, Any]]  # what a customer the run does not know gets
+    blocked: set[str]  # the exclude list, as conf has it
+    loaded_at: float = field(default_factory=time.time)
+
+    @staticmethod
+    def load(config: Config) -> Published:
+        """The latest completed snapshot; raises NotPublishedError before the first score."""
+        started = time.perf_counter()
+        versions, run_id = complete_versions(config)
+        if run_id is None:
+            raise NotPublishedError("no score step has completed yet: run `recsys run` first")
+        published = _published_model(config, versions)
+        lists = {
+            key: ranked_lists(
+                read_table(config, key, versions, ["segment", id_column, "rank", *entry]),
+                ["segment", id_column],
+                entry,
+            )
+            for key, (id_column, entry) in LIST_TABLES.items()
+        }
+        similar = _similar(read_table(config, "similar_items", versions, SIMILAR_COLUMNS))
+        factors = read_table(config, "item_factors", versions, ["segment", "item_id", "model", "factors"])
+        vector_model = _vector_model(published, set(factors.model))
+        snapshot = Published(
+            run_id,
+            published,
+            lists,
+            similar,
+            _items(config, versions),
+            _home(config, versions),
+            _segments_of(lists, similar),
+            _single_rules(read_table(config, "association_rules", versions, RULE_COLUMNS)),
+            _vectors(factors, vector_model, set(config.models.exclude_items)),
+            vector_model,
+            _unknown_list(config, published, factors),
+            set(config.models.exclude_items),
+        )
+        log.info("serving run %s (%s): loaded in %.1f s", run_id, published, time.perf_counter() - started)
+        return snapshot
+
+    def knows_item(self, item_id: str) -> bool:
+        return item_id in self.items.index
+
+    def category_of(self, item_id: str) -> str | None:
+        category = self.items.category.get(item_id)
+        return None if pd.isna(category) else category
+
+    @property
+    def similar_models(self) -> list[str]:
+        return sorted({model for _, model, _ in self.similar})
+
+    def segment_for(
+        self, key: str, wanted: str | None, lists: Mapping[Any, Any], home: str | None = None
+    ) -> str | None:
+        """The segment to answer ``key`` from: ``wanted``, else ``home``, else the segment of all
+        customers, else the first segment (by name) ``lists`` hold ``key`` in."""
+        if wanted is not None:
+            return wanted
+        if home is not None and (home, key) in lists:
+            return home
+        held = [s for s in self.segments_of.get(key, []) if (s, key) in lists]
+        return min(held, key=lambda s: (s != GLOBAL_SEGMENT, s), default=None)
+
+
+SIMILAR_COLUMNS = ["segment", "item_id", "rank", "similar_item_id", "score", "model"]
+RULE_COLUMNS = ["segment", "antecedent", "consequent", "confidence"]
+
+
+def _published_model(config: Config, versions: Mapping[str, int]) -> str:
+    decisions = read_table(config, "published_model", versions, ["model", "decided_at"])
+    if not len(decisions):
+        raise NotPublishedError("gold.published_model is empty: no evaluate step has published a model")
+    return str(decisions.sort_values("decided_at").model.iloc[-1])
+
+
+def _similar(frame: pd.DataFrame) -> Ranked:
+    return ranked_lists(
+        frame, ["segment", "model", "item_id"], {"similar_item_id": "item_id", "score": "score"}
+    )
+
+
+def _items(config: Config, versions: Mapping[str, int]) -> pd.DataFrame:
+    items = read_table(config, "items", versions, ["item_id", "description", "category"])
+    return items.set_index("item_id")
+
+
+def _home(config: Config, versions: Mapping[str, int]) -> dict[str, str]:
+    customers = read_table(config, "customers", versions, ["customer_id", "segment"])
+    return dict(zip(customers.customer_id, customers.segment, strict=True))
+
+
+def _segments_of(
+    lists: Mapping[str, Ranked], similar: Mapping[tuple[str, str, str], Any]
+) -> dict[str, list[str]]:
+    found: dict[str, set[str]] = {}
+    for ranked in lists.values():
+        for segment, key in ranked:
+            found.setdefault(key, set()).add(segment)
+    for segment, _, item in similar:
+        found.setdefault(item, set()).add(segment)
+    return {key: sorted(segments) for key, segments in found.items()}
+
+
+def _single_rules(rules: pd.DataFrame) -> pd.DataFrame:
+    """The rules with one antecedent item, as ``kernels.candidates.rule_candidates`` takes them."""
+    single = rules[rules.antecedent.map(len) == 1]
+    return pd.DataFrame(
+        {
+            "segment": single.segment.to_numpy(object),
+            "antecedent_id": [a[0] for a in single.antecedent],
+            "item_id": [c[0] for c in single.consequent],
+            "confidence": single.confidence.to_numpy(np.float64),
+        }
+    )
+
+
+def _vector_model(published: str, trained: set[str]) -> str | None:
+    """The factor model whose item vectors answer a cart: the published one, else ALS, else any."""
+    factor_models = [m for m in (published, "als", *sorted(FACTOR_MODELS)) if m in FACTOR_MODELS]
+    return next((m for m in factor_models if m in trained), None)
+
+
+def _vectors(factors: pd.DataFrame, model: str | None, blocked: set[str]) -> dict[str, Catalog]:
+    rows = factors[factors.model == model]
+    return {
+        segment: Catalog.of_vectors(
+            part.item_id.to_numpy(), np.stack(part.factors.to_numpy()), blocked, cosine=True
+        )
+        for segment, part in rows.groupby("segment")
+    }
+
+
+def _unknown_list(config: Config, model: str, factors: pd.DataFrame) -> list[dict[str, Any]]:
+    """The list the batch gives a customer it does not know: overall popularity after the
+    business rules, made by ``kernels.lists`` as the served model makes it."""
+    overall = factors[(factors.segment == GLOBAL_SEGMENT) & (factors.model == "popularity")]
+    maker = ListMaker.of(
+        ListTables(overall.reset_index(drop=True)), ListSpec.of(serving_settings(config, model))
+    )
+    # A segment the popularity rows do not hold: the overall best sellers, reason popular_overall.
+    made = maker.predict(pd.DataFrame({"segment": [""], "customer_id": [""], "history": [[]]}))
+    entry = LIST_TABLES["recommendations"][1]
+    return ranked_lists(made, ["customer_id"], entry).get(("",), [])

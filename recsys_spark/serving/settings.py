@@ -1,0 +1,41 @@
+"""What serving a model reads and how it is configured: the served model's (the pyfunc's model
+config) and the API's settings, shared with the batch scoring that makes the same lists."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from recsys_spark.config import Config
+
+
+def serving_sources(config: Config, model: str) -> set[str]:
+    """The models and sources serving ``model`` reads: itself, popularity for fallbacks, and the
+    hybrid's sources when it is the model or takes short histories (cold-start routing)."""
+    conf = config.models
+    needed = {model, "popularity"}
+    if model == "hybrid" or ("hybrid" in conf.enabled and conf.hybrid.short_history_orders > 0):
+        for weights in (conf.hybrid.weights, conf.hybrid.short_history_weights):
+            needed |= {source for source, weight in weights.items() if weight > 0}
+    return needed
+
+
+def serving_settings(config: Config, model: str) -> dict[str, Any]:
+    """The served model's config: its name and N, the hybrid and the business rules (the
+    exclude lists as they stand in conf; ``models.exclude_table`` is read at batch scoring)."""
+    conf, rules = config.models, config.business_rules
+    settings: dict[str, Any] = {
+        "model": model,
+        "top_n": conf.top_n,
+        "rules": {
+            "blocked": sorted(conf.exclude_items),
+            "category_include": rules.category_include,
+            "category_exclude": rules.category_exclude,
+            "max_per_category": rules.max_per_category,
+            "mmr_lambda": rules.mmr_lambda,
+            "candidates": rules.candidates,
+        },
+    }
+    if "hybrid" in conf.enabled:
+        settings["hybrid"] = dataclasses.asdict(conf.hybrid)
+    return settings
