@@ -9,7 +9,7 @@ INSTALLED := $(VENV)/.installed
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[local,dev,serve]"
+	$(BIN)/pip install --quiet -e ".[local,dev,serve,vectors]"
 	touch $(INSTALLED)
 
 # Delta Lake's jars from Maven Central into work/jars, once; later runs work offline.

@@ -11,7 +11,17 @@ from recsys_spark.config import DEFAULT_CONF_DIR, TARGETS, Config, ConfigError, 
 from recsys_spark.progress import setup_logging
 
 # The steps (pipeline.STEPS), named here so that `recsys serve` starts without importing Spark.
-STEPS = ("load-sample", "ingest", "baskets", "train", "evaluate", "score", "analytics", "export")
+STEPS = (
+    "load-sample",
+    "ingest",
+    "baskets",
+    "train",
+    "evaluate",
+    "score",
+    "analytics",
+    "export",
+    "export-vectors",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -140,6 +140,8 @@ class TablesConfig:
     rules_graph_nodes: Identifier = in_layer("gold")
     rules_graph_edges: Identifier = in_layer("gold")
     step_runs: Identifier = in_layer("gold")
+    item_vectors: Identifier = in_layer("gold")
+    customer_vectors: Identifier = in_layer("gold")
 
 
 @dataclass(frozen=True)
@@ -451,6 +453,27 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class PostgresConfig:
+    host: str  # a host name, or the folder of a local server's socket
+    port: Annotated[int, Range(1, 65535)]
+    database: Identifier
+    user: str
+    # The password comes from this environment variable (unset: none, e.g. local trust or a
+    # .pgpass file); never from conf, so it never reaches logs or MLflow params.
+    password_env: str
+    schema: Identifier
+
+
+@dataclass(frozen=True)
+class VectorsConfig:
+    # lancedb: a folder (no server); pgvector: PostgreSQL; delta: gold.item_vectors and
+    # gold.customer_vectors with change data feed, for a Databricks Vector Search delta-sync index.
+    store: Literal["lancedb", "pgvector", "delta"]
+    path: FilePath | None  # lancedb's folder; None: <work_dir>/vectors
+    postgres: PostgresConfig
+
+
+@dataclass(frozen=True)
 class Config:
     project: str
     target: Literal["local", "dev", "prod"]
@@ -468,6 +491,7 @@ class Config:
     evaluation: EvaluationConfig
     analytics: AnalyticsConfig
     export: ExportConfig
+    vectors: VectorsConfig
     load_sample: bool = False
     # Set by the loader: the files read, and the folder relative paths (work_dir, landing path,
     # export path) are resolved against: the working directory the command started in.

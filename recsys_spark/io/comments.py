@@ -281,6 +281,29 @@ TABLES: dict[str, TableDoc] = {
             "rank": "by pagerank, 1 = most central",
         },
     ),
+    "item_vectors": TableDoc(
+        "Gold: one row per segment x item, its vectors for a vector index (recsys export-vectors; "
+        "change data feed on, so a Databricks Vector Search delta-sync index can track it)",
+        {
+            "vector_id": "segment and item id in one key (the index's primary key)",
+            "model": "the factor model the vector comes from (the published one, else als)",
+            "vector": "the model's item vector (array<float>); cosine finds similar items",
+            "fused_vector": "the fused ALS + content vector (hybrid_embedding); null without one",
+            "blocked": "on the exclude list (models.exclude_items or exclude_table): filter it out",
+            "exported_at": "when this export was written (UTC)",
+        },
+    ),
+    "customer_vectors": TableDoc(
+        "Gold: one row per segment x customer, their vector for a vector index (recsys "
+        "export-vectors; change data feed on); a customer vector against item vectors scores "
+        "items as the model does (dot product)",
+        {
+            "vector_id": "segment and customer id in one key (the index's primary key)",
+            "model": "the factor model the vector comes from (the published one, else als)",
+            "vector": "the model's customer vector (array<float>)",
+            "exported_at": "when this export was written (UTC)",
+        },
+    ),
 }
 
 VIEWS: dict[str, TableDoc] = {

@@ -87,8 +87,10 @@ def ensure_table(
     name: TableName,
     schema: T.StructType,
     partition_by: tuple[str, ...] = (),
+    properties: dict[str, str] | None = None,
 ) -> DeltaTable:
-    """Create the Delta table with ``schema`` and its comments unless it exists; return it."""
+    """Create the Delta table with ``schema``, its comments and table ``properties`` unless it
+    exists; return it."""
     spark.sql(f"CREATE SCHEMA IF NOT EXISTS {name.schema_name}")
     doc = table_doc(config, name, schema.fieldNames())
     comments = column_comments(doc, schema.fieldNames())
@@ -96,6 +98,8 @@ def ensure_table(
     builder = DeltaTable.createIfNotExists(spark).tableName(str(name)).addColumns(schema).comment(doc.comment)
     if partition_by:
         builder = builder.partitionedBy(*partition_by)
+    for key, value in (properties or {}).items():
+        builder = builder.property(key, value)
     if not on_databricks():
         builder = builder.location(str(local_location(config, name)))
     table = builder.execute()

@@ -39,6 +39,29 @@ class ListError(RuntimeError):
     """Scoring a segment's customers failed; the message names the segment and the model."""
 
 
+NO_SEGMENT = ""  # an unknown customer's segment: no table holds it, so overall popularity
+
+
+def with_histories(requests: pd.DataFrame, histories: pd.DataFrame | None) -> pd.DataFrame:
+    """``requests`` without a ``history`` column (customer_id, perhaps segment) completed from
+    ``histories`` (``distributed.lists.customer_histories`` rows): each customer's history in
+    the requested segment, or in every segment they have one. A customer ``histories`` lacks
+    gets an empty one (no orders) in the requested segment, else in NO_SEGMENT."""
+    if "history" in requests or histories is None:
+        return requests
+    keys = [k for k in ("segment", "customer_id") if k in requests]
+    found = requests[keys].drop_duplicates().merge(histories, on=keys, how="left")
+    unknown = found.history.isna()
+    if unknown.any():
+        found["segment"] = found.segment.fillna(NO_SEGMENT)
+        for column in ("history", "history_weights", "last_basket"):
+            if column in found:
+                found[column] = [[] if u else v for u, v in zip(unknown, found[column], strict=True)]
+        if "orders" in found:
+            found["orders"] = found.orders.fillna(0).astype(np.int64)
+    return found.reset_index(drop=True)
+
+
 def vector_column(model: str) -> str:
     """The customers' column holding their ``model`` factors."""
     return f"vector_{model}"

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-import pandas as pd
 from fastapi import FastAPI, HTTPException, Query
 from pydantic import BaseModel, Field
 
@@ -118,15 +117,13 @@ class Cart(BaseModel):
 
 def described(published: Published, entries: list[dict[str, Any]], n: int) -> list[Entry]:
     """The first ``n`` entries, each with its item's description."""
-    found = []
-    for entry in entries[:n]:
-        description = published.items.description.get(entry["item_id"])
-        found.append(Entry(**entry, description=None if pd.isna(description) else description))
-    return found
+    return [Entry(**entry, description=published.descriptions.get(entry["item_id"])) for entry in entries[:n]]
 
 
 def create_app(snapshots: Snapshots) -> FastAPI:
-    """The API over ``snapshots`` (its watcher runs while the app does)."""
+    """The API over ``snapshots`` (its watcher runs while the app does). Lookups are handled on
+    the event loop (memory only, microseconds); the cart, milliseconds of kernel work, in the
+    thread pool."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Iterator[None]:
@@ -139,7 +136,7 @@ def create_app(snapshots: Snapshots) -> FastAPI:
     app.state.snapshots = snapshots
 
     @app.get("/health")
-    def health() -> dict[str, Any]:
+    async def health() -> dict[str, Any]:
         current = snapshots.current
         return {
             "status": "ok",
@@ -160,7 +157,7 @@ def _not_found(kind: str, key: str, table: str) -> HTTPException:
 
 def _customer_routes(app: FastAPI, snapshots: Snapshots) -> None:
     @app.get("/customers/{customer_id}/recommendations", response_model=CustomerItems)
-    def recommendations(
+    async def recommendations(
         customer_id: str,
         n: Count = 10,
         category: str | None = None,
@@ -188,7 +185,7 @@ def _customer_routes(app: FastAPI, snapshots: Snapshots) -> None:
         )
 
     @app.get("/customers/{customer_id}/lookalikes", response_model=CustomerLookalikes)
-    def lookalikes(customer_id: str, n: Count = 10, segment: str | None = None) -> CustomerLookalikes:
+    async def lookalikes(customer_id: str, n: Count = 10, segment: str | None = None) -> CustomerLookalikes:
         """Customers who buy alike (gold.lookalikes: cosine of the factor model's vectors)."""
         current = snapshots.current
         ranked = current.lists["lookalikes"]
@@ -212,7 +209,7 @@ def _item_routes(app: FastAPI, snapshots: Snapshots) -> None:
         return current
 
     @app.get("/items/{item_id}/similar", response_model=ItemItems)
-    def similar(
+    async def similar(
         item_id: str, n: Count = 10, segment: str | None = None, model: str | None = None
     ) -> ItemItems:
         """Items like this one (gold.similar_items), by the published model's measure where it
@@ -231,7 +228,7 @@ def _item_routes(app: FastAPI, snapshots: Snapshots) -> None:
         )
 
     @app.get("/items/{item_id}/also-bought", response_model=ItemItems)
-    def also_bought(item_id: str, n: Count = 10, segment: str | None = None) -> ItemItems:
+    async def also_bought(item_id: str, n: Count = 10, segment: str | None = None) -> ItemItems:
         """Frequently bought together (gold.frequently_bought_together: score = confidence)."""
         current = known(item_id)
         ranked = current.lists["frequently_bought_together"]
@@ -244,7 +241,7 @@ def _item_routes(app: FastAPI, snapshots: Snapshots) -> None:
         )
 
     @app.get("/items/{item_id}/audience", response_model=ItemAudience)
-    def audience(item_id: str, n: Count = 10, segment: str | None = None) -> ItemAudience:
+    async def audience(item_id: str, n: Count = 10, segment: str | None = None) -> ItemAudience:
         """The customers most likely to buy the item (gold.item_audience)."""
         current = known(item_id)
         ranked = current.lists["item_audience"]

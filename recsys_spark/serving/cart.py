@@ -31,15 +31,16 @@ def cart_segment(published: Published, items: Sequence[str], customer_id: str | 
 def addons(published: Published, items: Sequence[str], segment: str | None, n: int) -> list[dict[str, Any]]:
     """Up to ``n`` add-ons for ``items`` in ``segment``: rule consequents by confidence, then
     the nearest items by cosine, each with its reason and score."""
+    rule_segment, pairs = published.rules_from(segment, items)
     cart = pd.DataFrame(
         {
-            "segment": [segment or ""],
+            "segment": [rule_segment],
             "customer_id": [""],
             "history": [list(items)],
             "last_basket": [list(items)],
         }
     )
-    fired = rule_candidates(published.single_rules, cart, published.blocked, n)
+    fired = rule_candidates(pairs, cart, published.blocked, n)
     found = [
         {"item_id": item, "score": float(score), "reason": BOUGHT_WITH_CART, "reason_item_id": because}
         for item, score, because in zip(fired.item_id, fired.score, fired.reason_item_id, strict=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,10 +21,9 @@ from deltalake import DeltaTable
 from recsys_spark.config import Config, on_databricks
 from recsys_spark.io.names import local_location, table_name
 from recsys_spark.kernels.catalog import Catalog
-from recsys_spark.kernels.factors import FACTOR_MODELS
-from recsys_spark.kernels.lists import ListMaker, ListSpec, ListTables
+from recsys_spark.kernels.lists import NO_SEGMENT, ListMaker, ListSpec, ListTables
 from recsys_spark.kernels.routing import GLOBAL_SEGMENT
-from recsys_spark.serving.settings import serving_settings
+from recsys_spark.serving import settings
 
 log = logging.getLogger(__name__)
 
@@ -104,9 +103,11 @@ class Published:
     lists: dict[str, Ranked]  # LIST_TABLES key -> its lists
     similar: Ranked  # (segment, model, item) -> list
     items: pd.DataFrame  # item_id (index), description, category
+    descriptions: dict[str, str | None]
     home: dict[str, str]  # customer -> home segment (gold.customers)
     segments_of: dict[str, list[str]]  # customer or item -> segments it has lists in
     single_rules: pd.DataFrame  # segment, antecedent_id, item_id, confidence
+    rule_positions: dict[str, dict[str, np.ndarray]]  # segment -> antecedent -> rows of single_rules
     vectors: dict[str, Catalog]  # segment -> the cart's vector model's items (cosine)
     vector_model: str | None
     unknown_list: list[dict[str, Any]]  # what a customer the run does not know gets
@@ -131,16 +132,20 @@ class Published:
         }
         similar = _similar(read_table(config, "similar_items", versions, SIMILAR_COLUMNS))
         factors = read_table(config, "item_factors", versions, ["segment", "item_id", "model", "factors"])
-        vector_model = _vector_model(published, set(factors.model))
+        vector_model = settings.vector_model(published, set(factors.model))
+        items = _items(config, versions)
+        rules = _single_rules(read_table(config, "association_rules", versions, RULE_COLUMNS))
         snapshot = Published(
             run_id,
             published,
             lists,
             similar,
-            _items(config, versions),
+            items,
+            items.description.astype(object).where(items.description.notna(), None).to_dict(),
             _home(config, versions),
             _segments_of(lists, similar),
-            _single_rules(read_table(config, "association_rules", versions, RULE_COLUMNS)),
+            rules,
+            _positions(rules),
             _vectors(factors, vector_model, set(config.models.exclude_items)),
             vector_model,
             _unknown_list(config, published, factors),
@@ -155,6 +160,16 @@ class Published:
     def category_of(self, item_id: str) -> str | None:
         category = self.items.category.get(item_id)
         return None if pd.isna(category) else category
+
+    def rules_from(self, segment: str | None, items: Sequence[str]) -> tuple[str, pd.DataFrame]:
+        """(the segment whose rules a basket in ``segment`` fires: its own, else all baskets',
+        the single-item rules with an antecedent among ``items`` there): the few rows
+        ``rule_candidates`` needs, not the whole table, for a cart's milliseconds."""
+        rules = self.single_rules
+        own = segment if segment is not None and segment in self.rule_positions else GLOBAL_SEGMENT
+        at = self.rule_positions.get(own, {})
+        rows = [at[item] for item in items if item in at]
+        return own, rules.iloc[np.concatenate(rows)] if rows else rules.iloc[:0]
 
     @property
     def similar_models(self) -> list[str]:
@@ -225,10 +240,13 @@ def _single_rules(rules: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _vector_model(published: str, trained: set[str]) -> str | None:
-    """The factor model whose item vectors answer a cart: the published one, else ALS, else any."""
-    factor_models = [m for m in (published, "als", *sorted(FACTOR_MODELS)) if m in FACTOR_MODELS]
-    return next((m for m in factor_models if m in trained), None)
+def _positions(rules: pd.DataFrame) -> dict[str, dict[str, np.ndarray]]:
+    return {
+        segment: {
+            item: part.index.to_numpy()[rows] for item, rows in part.groupby("antecedent_id").indices.items()
+        }
+        for segment, part in rules.groupby("segment")
+    }
 
 
 def _vectors(factors: pd.DataFrame, model: str | None, blocked: set[str]) -> dict[str, Catalog]:
@@ -246,9 +264,8 @@ def _unknown_list(config: Config, model: str, factors: pd.DataFrame) -> list[dic
     business rules, made by ``kernels.lists`` as the served model makes it."""
     overall = factors[(factors.segment == GLOBAL_SEGMENT) & (factors.model == "popularity")]
     maker = ListMaker.of(
-        ListTables(overall.reset_index(drop=True)), ListSpec.of(serving_settings(config, model))
+        ListTables(overall.reset_index(drop=True)), ListSpec.of(settings.serving_settings(config, model))
     )
-    # A segment the popularity rows do not hold: the overall best sellers, reason popular_overall.
-    made = maker.predict(pd.DataFrame({"segment": [""], "customer_id": [""], "history": [[]]}))
+    made = maker.predict(pd.DataFrame({"segment": [NO_SEGMENT], "customer_id": [""], "history": [[]]}))
     entry = LIST_TABLES["recommendations"][1]
     return ranked_lists(made, ["customer_id"], entry).get(("",), [])

@@ -166,9 +166,11 @@ def _signature() -> Any:
     text = DataType.string
     inputs = Schema(
         [
-            ColSpec(text, "segment"),
             ColSpec(text, "customer_id"),
-            ColSpec(Array(text), "history"),
+            # Optional: without a history the model reads the customer's from its own copy of
+            # the batch's (by segment where given, else in every segment they bought in).
+            ColSpec(text, "segment", required=False),
+            ColSpec(Array(text), "history", required=False),
             # Optional: ItemKNN's history weights, cold-start routing by order count, and the
             # hybrid's rules from the last basket.
             ColSpec(Array(DataType.double), "history_weights", required=False),

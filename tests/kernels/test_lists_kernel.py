@@ -10,7 +10,16 @@ import pytest
 
 from recsys_spark.kernels.candidates import POPULAR_OVERALL
 from recsys_spark.kernels.catalog import neighbour_matrix
-from recsys_spark.kernels.lists import ListError, ListMaker, ListSpec, ListTables, labelled, vector_column
+from recsys_spark.kernels.lists import (
+    NO_SEGMENT,
+    ListError,
+    ListMaker,
+    ListSpec,
+    ListTables,
+    labelled,
+    vector_column,
+    with_histories,
+)
 from recsys_spark.kernels.rerank import Rules
 from recsys_spark.kernels.topup import POPULAR_IN_SEGMENT
 
@@ -120,3 +129,29 @@ def test_itemknn_lists_come_from_each_segments_neighbour_matrix_also_after_parqu
         assert items_of(lists, "c1") == ["b", "c"]  # 0.9, 0.5
         assert items_of(lists, "c2") == ["c", "d"]  # 0.5 + 0.8, 0.1
         assert set(lists.reason) == {"because_bought"}
+
+
+def test_a_request_by_customer_id_alone_reads_the_batch_histories() -> None:
+    histories = pd.DataFrame(
+        {
+            "segment": ["s", "t", "s"],
+            "customer_id": ["c1", "c1", "c2"],
+            "history": [["a"], ["b"], ["c"]],
+            "history_weights": [[1.0], [2.0], [3.0]],
+            "orders": [3, 1, 2],
+        }
+    )
+    by_id = with_histories(pd.DataFrame({"customer_id": ["c1", "new"]}), histories)
+    rows = {(r.segment, r.customer_id): (r.history, r.history_weights, r.orders) for r in by_id.itertuples()}
+    assert rows == {
+        ("s", "c1"): (["a"], [1.0], 3),
+        ("t", "c1"): (["b"], [2.0], 1),
+        (NO_SEGMENT, "new"): ([], [], 0),
+    }
+    in_segment = with_histories(pd.DataFrame({"segment": ["t", "s"], "customer_id": ["c1", "c9"]}), histories)
+    assert in_segment[["segment", "customer_id"]].values.tolist() == [["t", "c1"], ["s", "c9"]]
+    assert in_segment.history.tolist() == [["b"], []]
+    given = pd.DataFrame({"segment": ["s"], "customer_id": ["c1"], "history": [["z"]]})
+    assert with_histories(given, histories) is given  # a history given is used as given
+    lists = maker().predict(with_histories(pd.DataFrame({"customer_id": ["new"]}), histories))
+    assert set(lists.reason) == {"popular_overall"}

@@ -119,6 +119,9 @@ def test_the_registered_champion_serves_top_n_without_spark(evaluated: Config) -
     answer = model.predict(request)
     assert answer.groupby("customer_id").size().to_dict() == {"1": 10, "nobody": 10}
     assert not set(answer[answer.customer_id == "1"].item_id) & {"1", "3"}
+    by_id = model.predict(pd.DataFrame({"customer_id": ["1", "nobody"]}))  # the signature allows it
+    assert by_id.groupby("customer_id").size().to_dict() == {"1": 10, "nobody": 10}
+    assert set(by_id[by_id.customer_id == "nobody"].reason) == {"popular_overall"}
 
 
 @pytest.mark.parametrize(

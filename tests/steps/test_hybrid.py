@@ -258,14 +258,14 @@ def test_the_served_hybrid_gives_the_batch_lists(
         artifacts=artifacts,
         model_config=serving_settings(hybrid_run, "hybrid"),
     )
-    served = mlflow.pyfunc.load_model(str(path))
+    served_model = mlflow.pyfunc.load_model(str(path))
     silver = spark.table(str(table_name(hybrid_run, "interactions")))
     request = (
         customer_histories(hybrid_run.models, silver, "hybrid")
         .select("segment", "customer_id", "history", "history_weights", "orders", "last_basket")
         .toPandas()
     )
-    answer = served.predict(request)
+    answer = served_model.predict(request)
     batch = spark.table(str(table_name(hybrid_run, "recommendations"))).toPandas()
 
     def lists(frame: pd.DataFrame) -> dict[tuple[str, str], list[tuple[str, str, str | None]]]:
@@ -282,6 +282,8 @@ def test_the_served_hybrid_gives_the_batch_lists(
 
     served, published = lists(answer), lists(batch)
     assert served == published  # items, their order, and why each is there
+    by_id = lists(served_model.predict(request[["customer_id"]]))
+    assert by_id == published  # the model reads each customer's history from its own copy
     assert len(published) == len(request) > 0
     reasons = {reason for entries in published.values() for _, reason, _ in entries}
     assert {"bought_with_last_basket", "because_bought"} <= reasons  # rules and ItemKNN took part
