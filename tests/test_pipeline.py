@@ -33,6 +33,7 @@ def test_each_bundle_task_is_tracked_and_stamps_the_rows_it_wrote(
         "score",
         "analytics",
         "export",
+        "export-vectors",
     ]
     interactions = spark.table(str(table_name(config, "interactions")))
     recommendations = spark.table(str(table_name(config, "recommendations")))

@@ -458,10 +458,13 @@ class PostgresConfig:
     port: Annotated[int, Range(1, 65535)]
     database: Identifier
     user: str
-    # The password comes from this environment variable (unset: none, e.g. local trust or a
-    # .pgpass file); never from conf, so it never reaches logs or MLflow params.
+    # The password comes from the Databricks secret below when set and running there, else from
+    # this environment variable (unset: none, e.g. local trust or a .pgpass file); never from
+    # conf, so it never reaches logs or MLflow params.
     password_env: str
     schema: Identifier
+    password_secret_scope: str | None = None
+    password_secret_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -469,7 +472,7 @@ class VectorsConfig:
     # lancedb: a folder (no server); pgvector: PostgreSQL; delta: gold.item_vectors and
     # gold.customer_vectors with change data feed, for a Databricks Vector Search delta-sync index.
     store: Literal["lancedb", "pgvector", "delta"]
-    path: FilePath | None  # lancedb's folder; None: <work_dir>/vectors
+    path: FilePath | None  # lancedb's folder; None: <work_dir>/vectors/<schemas.gold>
     postgres: PostgresConfig
 
 

@@ -146,3 +146,19 @@ def _ivy_fetch(config: Config, target: Path) -> None:
         found = next(ivy.glob(f"jars/*{_jar_file(artifact).removesuffix('.jar')}*.jar"), None)
         if found:
             shutil.copy(found, target / _jar_file(artifact))
+
+
+def read_secret(spark: SparkSession | None, env: str, scope: str | None, key: str | None) -> str | None:
+    """A secret: from the Databricks secret ``scope``/``key`` when both are set and this runs
+    there, else from the environment variable ``env`` (None: unset). Never from conf, so it
+    never reaches logs or MLflow params.
+
+    Example::
+
+        salt = read_secret(spark, "RECSYS_EXPORT_SALT", "recsys", "crm_export_salt")
+    """
+    if scope and key and on_databricks():
+        from pyspark.dbutils import DBUtils  # only on Databricks
+
+        return DBUtils(spark).secrets.get(scope, key)
+    return os.environ.get(env)

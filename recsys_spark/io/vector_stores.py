@@ -62,23 +62,23 @@ def write_lancedb(path: str, name: str, table: pa.Table) -> bool:
 
 
 @contextmanager
-def postgres(conf: PostgresConfig) -> Iterator[Any]:
-    """A connection from conf, the password from ``password_env`` (unset: none)."""
+def postgres(conf: PostgresConfig, password: str | None = None) -> Iterator[Any]:
+    """A connection from conf; ``password`` or, without one, ``password_env``'s (unset: none)."""
     import psycopg
 
-    password = os.environ.get(conf.password_env)
+    password = password if password is not None else os.environ.get(conf.password_env)
     with psycopg.connect(
         host=conf.host, port=conf.port, dbname=conf.database, user=conf.user, password=password
     ) as connection:
         yield connection
 
 
-def write_pgvector(conf: PostgresConfig, name: str, table: pa.Table) -> bool:
+def write_pgvector(conf: PostgresConfig, name: str, table: pa.Table, password: str | None = None) -> bool:
     """Replace ``schema.name`` with ``table``: loaded as ``name__loading`` with an HNSW cosine
     index, then swapped in one transaction; False when it holds this run's vectors already."""
     table = with_fixed_vectors(table)
     live, loading = f'"{conf.schema}"."{name}"', f'"{conf.schema}"."{name}__loading"'
-    with postgres(conf) as connection:
+    with postgres(conf, password) as connection:
         connection.execute("CREATE EXTENSION IF NOT EXISTS vector")
         connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{conf.schema}"')
         exists = connection.execute("SELECT to_regclass(%s)", (f"{conf.schema}.{name}",)).fetchone()[0]

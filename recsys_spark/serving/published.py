@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from deltalake import DeltaTable
+from deltalake.exceptions import TableNotFoundError
 
 from recsys_spark.config import Config, on_databricks
 from recsys_spark.io.names import local_location, table_name
@@ -76,10 +77,20 @@ def step_runs_version(config: Config) -> int:
 
 
 def read_table(config: Config, key: str, versions: Mapping[str, int], columns: list[str]) -> pd.DataFrame:
-    """Table ``key`` at its completed version (its latest where no step recorded it)."""
-    table = DeltaTable(table_path(config, key), version=versions.get(key))
+    """Table ``key``'s ``columns`` at its completed version (its latest where no step recorded
+    it); a table not written yet (e.g. before the first analytics) or a column it lacks reads
+    as empty, logged."""
+    try:
+        table = DeltaTable(table_path(config, key), version=versions.get(key))
+    except TableNotFoundError:
+        log.info("serving without %s: not written yet", key)
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
     present = set(table.schema().to_arrow().names)
-    return table.to_pandas(columns=[c for c in columns if c in present])
+    frame = table.to_pandas(columns=[c for c in columns if c in present])
+    for column in set(columns) - present:
+        log.info("serving without %s.%s: the table has no such column", key, column)
+        frame[column] = None
+    return frame[columns]
 
 
 def ranked_lists(frame: pd.DataFrame, keys: list[str], entry: Mapping[str, str]) -> Ranked:
@@ -155,7 +166,8 @@ class Published:
         return snapshot
 
     def knows_item(self, item_id: str) -> bool:
-        return item_id in self.items.index
+        """In gold.items, or in one of the served lists (gold.items comes with analytics)."""
+        return item_id in self.items.index or item_id in self.segments_of
 
     def category_of(self, item_id: str) -> str | None:
         category = self.items.category.get(item_id)
@@ -193,10 +205,12 @@ RULE_COLUMNS = ["segment", "antecedent", "consequent", "confidence"]
 
 
 def _published_model(config: Config, versions: Mapping[str, int]) -> str:
+    """As the batch decides it (``io.model_tables.published_model``): conf's choice, or the
+    latest evaluation's champion, popularity before the first."""
+    if config.models.publish != "champion":
+        return config.models.publish
     decisions = read_table(config, "published_model", versions, ["model", "decided_at"])
-    if not len(decisions):
-        raise NotPublishedError("gold.published_model is empty: no evaluate step has published a model")
-    return str(decisions.sort_values("decided_at").model.iloc[-1])
+    return str(decisions.sort_values("decided_at").model.iloc[-1]) if len(decisions) else "popularity"
 
 
 def _similar(frame: pd.DataFrame) -> Ranked:

@@ -24,9 +24,10 @@ import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, SparkSession, Window
 from pyspark.sql import functions as F
 
-from recsys_spark.config import Config, on_databricks
+from recsys_spark.config import Config
 from recsys_spark.distributed.lists import customer_histories, list_tables, made_lists
 from recsys_spark.io.model_tables import blocked_items, fitted_from_tables
+from recsys_spark.io.session import read_secret
 from recsys_spark.io.step_runs import complete_versions, read_complete
 from recsys_spark.io.tables import table_name
 from recsys_spark.kernels.lists import ListMaker, ListSpec
@@ -60,13 +61,7 @@ def export_salt(config: Config, spark: SparkSession | None = None) -> str:
     """The salt for hashed customer ids: a Databricks secret if configured there, else the
     environment variable ``export.salt_env``. Never logged, never part of the config."""
     conf = config.export
-    salt = None
-    if conf.salt_secret_scope and conf.salt_secret_key and on_databricks():
-        from pyspark.dbutils import DBUtils  # only on Databricks
-
-        salt = DBUtils(spark).secrets.get(conf.salt_secret_scope, conf.salt_secret_key)
-    else:
-        salt = os.environ.get(conf.salt_env)
+    salt = read_secret(spark, conf.salt_env, conf.salt_secret_scope, conf.salt_secret_key)
     if not salt or len(salt) < MIN_SALT_CHARS:
         raise ExportError(
             f"export.hash_customer_ids is true but no usable salt: set the environment variable "

@@ -21,6 +21,7 @@ from pyspark.sql import functions as F
 
 from recsys_spark.config import Config
 from recsys_spark.io.model_tables import blocked_items, published_model
+from recsys_spark.io.session import read_secret
 from recsys_spark.io.step_runs import complete_versions, read_complete
 from recsys_spark.io.tables import ensure_table, overwrite_table, table_name, utc_now
 from recsys_spark.io.vector_stores import write_lancedb, write_pgvector
@@ -141,7 +142,9 @@ def _write(spark: SparkSession, config: Config, key: str, rows: DataFrame) -> tu
     if config.vectors.store == "lancedb":
         written = write_lancedb(str(_lancedb_path(config)), name, table)
     else:
-        written = write_pgvector(config.vectors.postgres, name, table)
+        conf = config.vectors.postgres
+        password = read_secret(spark, conf.password_env, conf.password_secret_scope, conf.password_secret_key)
+        written = write_pgvector(conf, name, table, password)
     return table.num_rows, written, run_id
 
 
@@ -162,7 +165,9 @@ def _write_delta(
 
 
 def _lancedb_path(config: Config) -> Path:
-    return config.resolve_path(config.vectors.path) if config.vectors.path else config.work_path / "vectors"
+    # A folder per gold schema, as the tables have one: configs side by side never share it.
+    default = config.work_path / "vectors" / config.schemas.gold
+    return config.resolve_path(config.vectors.path) if config.vectors.path else default
 
 
 def _where(config: Config) -> str:
