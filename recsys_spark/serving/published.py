@@ -3,7 +3,7 @@
 Each table is read at the Delta version the latest completed step recorded in gold.step_runs, as
 the analyst views and the export read them, so a run killed between two commits is never served
 half-written. ``Published.load`` reads one such snapshot and indexes it for lookups by customer
-and by item; ``Published.changed`` says cheaply whether a newer step has completed since.
+and by item; ``step_runs_version`` says cheaply whether a newer step has completed since.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ class Published:
     vectors: dict[str, Catalog]  # segment -> the cart's vector model's items (cosine)
     vector_model: str | None
     unknown_list: list[dict[str, Any]]  # what a customer the run does not know gets
-    blocked: set[str]  # the exclude list, as conf has it
+    blocked: set[str]  # models.exclude_items (exclude_table needs Spark: the lists already exclude it)
     loaded_at: float = field(default_factory=time.time)
 
     @staticmethod
