@@ -43,7 +43,7 @@ def config(spark: SparkSession, make_config: Callable[..., Config]) -> Config:
     """Every step of `recsys run` on the sample."""
     config = make_config(**SETTINGS)
     steps = run_order(config)
-    assert steps[-2:] == ["analytics", "export"]
+    assert steps[-3:] == ["analytics", "export", "export-vectors"]
     run_steps(config, steps, spark)
     return config
 
