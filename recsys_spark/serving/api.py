@@ -172,7 +172,10 @@ def _customer_routes(app: FastAPI, snapshots: Snapshots) -> None:
         would give them."""
         current = snapshots.current
         ranked = current.lists["recommendations"]
-        chosen = current.segment_for(customer_id, segment, ranked, current.home.get(customer_id))
+        home = current.home.get(customer_id)
+        chosen = current.segment_for(
+            "customer", customer_id, segment, lambda s: (s, customer_id) in ranked, home
+        )
         entries = ranked.get((chosen, customer_id)) if chosen is not None else None
         if entries is None:
             chosen, entries = segment, current.unknown_list
@@ -192,9 +195,12 @@ def _customer_routes(app: FastAPI, snapshots: Snapshots) -> None:
         """Customers who buy alike (gold.lookalikes: cosine of the factor model's vectors)."""
         current = snapshots.current
         ranked = current.lists["lookalikes"]
-        if customer_id not in current.home and customer_id not in current.segments_of:
+        if not current.knows_customer(customer_id):
             raise _not_found("customer", customer_id, "gold.customers")
-        chosen = current.segment_for(customer_id, segment, ranked, current.home.get(customer_id))
+        home = current.home.get(customer_id)
+        chosen = current.segment_for(
+            "customer", customer_id, segment, lambda s: (s, customer_id) in ranked, home
+        )
         found = ranked.get((chosen, customer_id), [])[:n]
         return dict(
             customer_id=customer_id,
@@ -218,7 +224,10 @@ def _item_routes(app: FastAPI, snapshots: Snapshots) -> None:
         """Items like this one (gold.similar_items), by the published model's measure where it
         has one, else the first model (by name) that lists the item."""
         current = known(item_id)
-        chosen = current.segment_for(item_id, segment, {(s, i): 1 for s, _, i in current.similar})
+        listed = current.similar
+        chosen = current.segment_for(
+            "item", item_id, segment, lambda s: any((s, m, item_id) in listed for m in current.similar_models)
+        )
         models = [model] if model else [current.model, *current.similar_models]
         found = next((m for m in models if (chosen, m, item_id) in current.similar), None)
         entries = current.similar.get((chosen, found, item_id), [])
@@ -235,7 +244,7 @@ def _item_routes(app: FastAPI, snapshots: Snapshots) -> None:
         """Frequently bought together (gold.frequently_bought_together: score = confidence)."""
         current = known(item_id)
         ranked = current.lists["frequently_bought_together"]
-        chosen = current.segment_for(item_id, segment, ranked)
+        chosen = current.segment_for("item", item_id, segment, lambda s: (s, item_id) in ranked)
         entries = [
             {"item_id": e["item_id"], "score": e["confidence"]} for e in ranked.get((chosen, item_id), [])
         ]
@@ -248,7 +257,7 @@ def _item_routes(app: FastAPI, snapshots: Snapshots) -> None:
         """The customers most likely to buy the item (gold.item_audience)."""
         current = known(item_id)
         ranked = current.lists["item_audience"]
-        chosen = current.segment_for(item_id, segment, ranked)
+        chosen = current.segment_for("item", item_id, segment, lambda s: (s, item_id) in ranked)
         found = ranked.get((chosen, item_id), [])[:n]
         return dict(item_id=item_id, run_id=current.run_id, segment=chosen, customers=found)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,10 +113,11 @@ class Published:
     model: str  # the published model (gold.published_model)
     lists: dict[str, Ranked]  # LIST_TABLES key -> its lists
     similar: Ranked  # (segment, model, item) -> list
+    similar_models: list[str]  # the models gold.similar_items lists, by name
     items: pd.DataFrame  # item_id (index), description, category
     descriptions: dict[str, str | None]
     home: dict[str, str]  # customer -> home segment (gold.customers)
-    segments_of: dict[str, list[str]]  # customer or item -> segments it has lists in
+    segments_of: dict[tuple[str, str], list[str]]  # ("customer" | "item", id) -> segments with its lists
     single_rules: pd.DataFrame  # segment, antecedent_id, item_id, confidence
     rule_positions: dict[str, dict[str, np.ndarray]]  # segment -> antecedent -> rows of single_rules
     vectors: dict[str, Catalog]  # segment -> the cart's vector model's items (cosine)
@@ -151,6 +152,7 @@ class Published:
             published,
             lists,
             similar,
+            sorted({model for _, model, _ in similar}),
             items,
             items.description.astype(object).where(items.description.notna(), None).to_dict(),
             _home(config, versions),
@@ -167,7 +169,10 @@ class Published:
 
     def knows_item(self, item_id: str) -> bool:
         """In gold.items, or in one of the served lists (gold.items comes with analytics)."""
-        return item_id in self.items.index or item_id in self.segments_of
+        return item_id in self.items.index or ("item", item_id) in self.segments_of
+
+    def knows_customer(self, customer_id: str) -> bool:
+        return customer_id in self.home or ("customer", customer_id) in self.segments_of
 
     def category_of(self, item_id: str) -> str | None:
         category = self.items.category.get(item_id)
@@ -183,20 +188,16 @@ class Published:
         rows = [at[item] for item in items if item in at]
         return own, rules.iloc[np.concatenate(rows)] if rows else rules.iloc[:0]
 
-    @property
-    def similar_models(self) -> list[str]:
-        return sorted({model for _, model, _ in self.similar})
-
     def segment_for(
-        self, key: str, wanted: str | None, lists: Mapping[Any, Any], home: str | None = None
+        self, kind: str, key: str, wanted: str | None, holds: Callable[[str], bool], home: str | None = None
     ) -> str | None:
-        """The segment to answer ``key`` from: ``wanted``, else ``home``, else the segment of all
-        customers, else the first segment (by name) ``lists`` hold ``key`` in."""
+        """The segment to answer ``kind`` ``key`` from: ``wanted``, else ``home``, else the
+        segment of all customers, else the first segment (by name) where ``holds`` a list."""
         if wanted is not None:
             return wanted
-        if home is not None and (home, key) in lists:
+        if home is not None and holds(home):
             return home
-        held = [s for s in self.segments_of.get(key, []) if (s, key) in lists]
+        held = [s for s in self.segments_of.get((kind, key), []) if holds(s)]
         return min(held, key=lambda s: (s != GLOBAL_SEGMENT, s), default=None)
 
 
@@ -229,15 +230,14 @@ def _home(config: Config, versions: Mapping[str, int]) -> dict[str, str]:
     return dict(zip(customers.customer_id, customers.segment, strict=True))
 
 
-def _segments_of(
-    lists: Mapping[str, Ranked], similar: Mapping[tuple[str, str, str], Any]
-) -> dict[str, list[str]]:
-    found: dict[str, set[str]] = {}
-    for ranked in lists.values():
+def _segments_of(lists: Mapping[str, Ranked], similar: Ranked) -> dict[tuple[str, str], list[str]]:
+    found: dict[tuple[str, str], set[str]] = {}
+    for table, ranked in lists.items():
+        kind = "customer" if LIST_TABLES[table][0] == "customer_id" else "item"
         for segment, key in ranked:
-            found.setdefault(key, set()).add(segment)
+            found.setdefault((kind, key), set()).add(segment)
     for segment, _, item in similar:
-        found.setdefault(item, set()).add(segment)
+        found.setdefault(("item", item), set()).add(segment)
     return {key: sorted(segments) for key, segments in found.items()}
 
 
