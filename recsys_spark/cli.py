@@ -9,25 +9,13 @@ from collections.abc import Sequence
 
 from recsys_spark.config import DEFAULT_CONF_DIR, TARGETS, Config, ConfigError, load_config, parse_settings
 from recsys_spark.progress import setup_logging
-
-# The steps (pipeline.STEPS), named here so that `recsys serve` starts without importing Spark.
-STEPS = (
-    "load-sample",
-    "ingest",
-    "baskets",
-    "train",
-    "evaluate",
-    "score",
-    "analytics",
-    "export",
-    "export-vectors",
-)
+from recsys_spark.steps import STEP_NAMES
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="recsys", description=__doc__)
     parser.add_argument(
-        "command", choices=["run", "fetch-jars", "report", "serve", *STEPS], help="what to run"
+        "command", choices=["run", "fetch-jars", "report", "serve", *STEP_NAMES], help="what to run"
     )
     parser.add_argument("--run-id", help="report: the evaluation run to report on (default: the latest)")
     parser.add_argument("--target", default="local", choices=TARGETS, help="conf overlay (default: local)")

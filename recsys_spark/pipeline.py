@@ -15,23 +15,29 @@ from recsys_spark.io.step_runs import mark_step_complete
 from recsys_spark.io.tables import TABLE_LAYERS, local_location, recording_writes, table_name
 from recsys_spark.io.views import VIEWS, create_views, view_name
 from recsys_spark.progress import stage
-from recsys_spark.steps import analytics, baskets, evaluate, export, ingest, score, train, vectors
+from recsys_spark.steps import STEP_NAMES, analytics, baskets, evaluate, export, ingest, score, train, vectors
 from recsys_spark.tracking.runs import PipelineRun, StepReport, pipeline_run, step_run
 
 log = logging.getLogger(__name__)
 
 
-STEPS: dict[str, Callable[[SparkSession, Config, PipelineRun], StepReport]] = {
-    "load-sample": ingest.step_load_sample,
-    "ingest": ingest.step,
-    "baskets": baskets.step,
-    "train": train.step,
-    "evaluate": evaluate.step,
-    "score": score.step,
-    "analytics": analytics.step,
-    "export": export.step,
-    "export-vectors": vectors.step,
-}
+STEPS: dict[str, Callable[[SparkSession, Config, PipelineRun], StepReport]] = dict(
+    zip(
+        STEP_NAMES,
+        (
+            ingest.step_load_sample,
+            ingest.step,
+            baskets.step,
+            train.step,
+            evaluate.step,
+            score.step,
+            analytics.step,
+            export.step,
+            vectors.step,
+        ),
+        strict=True,
+    )
+)
 
 
 def run_order(config: Config) -> list[str]:

@@ -184,7 +184,7 @@ def _customer_routes(app: FastAPI, snapshots: Snapshots) -> None:
             e
             for e in entries
             if e["item_id"] not in left_out
-            and (category is None or current.category_of(e["item_id"]) == category)
+            and (category is None or current.categories.get(e["item_id"]) == category)
         ]
         return dict(
             customer_id=customer_id, run_id=current.run_id, segment=chosen, items=described(current, kept, n)

@@ -114,8 +114,8 @@ class Published:
     lists: dict[str, Ranked]  # LIST_TABLES key -> its lists
     similar: Ranked  # (segment, model, item) -> list
     similar_models: list[str]  # the models gold.similar_items lists, by name
-    items: pd.DataFrame  # item_id (index), description, category
-    descriptions: dict[str, str | None]
+    descriptions: dict[str, str | None]  # every item of gold.items -> its description
+    categories: dict[str, str | None]  # and its category
     home: dict[str, str]  # customer -> home segment (gold.customers)
     segments_of: dict[tuple[str, str], list[str]]  # ("customer" | "item", id) -> segments with its lists
     single_rules: pd.DataFrame  # segment, antecedent_id, item_id, confidence
@@ -153,8 +153,7 @@ class Published:
             lists,
             similar,
             sorted({model for _, model, _ in similar}),
-            items,
-            items.description.astype(object).where(items.description.notna(), None).to_dict(),
+            *_attributes(items),
             _home(config, versions),
             _segments_of(lists, similar),
             rules,
@@ -169,14 +168,10 @@ class Published:
 
     def knows_item(self, item_id: str) -> bool:
         """In gold.items, or in one of the served lists (gold.items comes with analytics)."""
-        return item_id in self.items.index or ("item", item_id) in self.segments_of
+        return item_id in self.descriptions or ("item", item_id) in self.segments_of
 
     def knows_customer(self, customer_id: str) -> bool:
         return customer_id in self.home or ("customer", customer_id) in self.segments_of
-
-    def category_of(self, item_id: str) -> str | None:
-        category = self.items.category.get(item_id)
-        return None if pd.isna(category) else category
 
     def rules_from(self, segment: str | None, items: Sequence[str]) -> tuple[str, pd.DataFrame]:
         """(the segment whose rules a basket in ``segment`` fires: its own, else all baskets',
@@ -221,8 +216,16 @@ def _similar(frame: pd.DataFrame) -> Ranked:
 
 
 def _items(config: Config, versions: Mapping[str, int]) -> pd.DataFrame:
-    items = read_table(config, "items", versions, ["item_id", "description", "category"])
-    return items.set_index("item_id")
+    return read_table(config, "items", versions, ["item_id", "description", "category"])
+
+
+def _attributes(items: pd.DataFrame) -> tuple[dict[str, str | None], dict[str, str | None]]:
+    """(item -> description, item -> category), missing ones as None: request-time lookups."""
+    values = items.astype(object).where(items.notna(), None)
+    return (
+        dict(zip(values.item_id, values.description, strict=True)),
+        dict(zip(values.item_id, values.category, strict=True)),
+    )
 
 
 def _home(config: Config, versions: Mapping[str, int]) -> dict[str, str]:

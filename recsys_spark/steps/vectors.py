@@ -93,15 +93,17 @@ def customer_rows(spark: SparkSession, config: Config, versions: dict[str, int],
     )
 
 
-def padded(rows: DataFrame, column: str) -> DataFrame:
-    """``column``'s vectors zero-padded to the longest: a vector index takes one length, and
-    tuning may give segments different factor counts. Zeros change no dot product or cosine,
-    and a search never crosses segments (their spaces differ)."""
-    longest = rows.agg(F.max(F.size(column))).first()[0]
-    if longest is None or longest < 0:
-        return rows
-    zeros = F.array_repeat(F.lit(0.0).cast("float"), F.lit(longest) - F.size(column))
-    return rows.withColumn(column, F.when(F.col(column).isNotNull(), F.concat(F.col(column), zeros)))
+def padded(rows: DataFrame, *columns: str) -> DataFrame:
+    """Each of ``columns``' vectors zero-padded to that column's longest: a vector index takes
+    one length, and tuning may give segments different factor counts. Zeros change no dot
+    product or cosine, and a search never crosses segments (their spaces differ)."""
+    longest = rows.agg(*(F.max(F.size(c)).alias(c) for c in columns)).first()
+    for column in columns:
+        if longest[column] is None or longest[column] < 0:  # no vector at all
+            continue
+        zeros = F.array_repeat(F.lit(0.0).cast("float"), F.lit(longest[column]) - F.size(column))
+        rows = rows.withColumn(column, F.when(F.col(column).isNotNull(), F.concat(F.col(column), zeros)))
+    return rows
 
 
 def run_export_vectors(spark: SparkSession, config: Config) -> VectorsResult:
@@ -115,7 +117,7 @@ def run_export_vectors(spark: SparkSession, config: Config) -> VectorsResult:
         return VectorsResult(store, None)
     result = VectorsResult(store, model)
     frames = {
-        "item_vectors": padded(padded(item_rows(spark, config, versions, model), "vector"), "fused_vector"),
+        "item_vectors": padded(item_rows(spark, config, versions, model), "vector", "fused_vector"),
         "customer_vectors": padded(customer_rows(spark, config, versions, model), "vector"),
     }
     for key, rows in frames.items():

@@ -22,4 +22,4 @@ def test_the_command_and_the_api_import_no_spark() -> None:
 
 
 def test_the_command_names_every_step_of_the_pipeline() -> None:
-    assert tuple(pipeline.STEPS) == cli.STEPS
+    assert tuple(pipeline.STEPS) == cli.STEP_NAMES
