@@ -15,7 +15,18 @@ from recsys_spark.io.step_runs import mark_step_complete
 from recsys_spark.io.tables import TABLE_LAYERS, local_location, recording_writes, table_name
 from recsys_spark.io.views import VIEWS, create_views, view_name
 from recsys_spark.progress import stage
-from recsys_spark.steps import STEP_NAMES, analytics, baskets, evaluate, export, ingest, score, train, vectors
+from recsys_spark.steps import (
+    STEP_NAMES,
+    analytics,
+    baskets,
+    evaluate,
+    experiment,
+    export,
+    ingest,
+    score,
+    train,
+    vectors,
+)
 from recsys_spark.tracking.runs import PipelineRun, StepReport, pipeline_run, step_run
 
 log = logging.getLogger(__name__)
@@ -27,6 +38,7 @@ STEPS: dict[str, Callable[[SparkSession, Config, PipelineRun], StepReport]] = di
         (
             ingest.step_load_sample,
             ingest.step,
+            experiment.step,
             baskets.step,
             train.step,
             evaluate.step,

@@ -21,6 +21,7 @@ def _run(step: str) -> None:
 
 load_sample = partial(_run, "load-sample")
 ingest = partial(_run, "ingest")
+experiment = partial(_run, "experiment")
 baskets = partial(_run, "baskets")
 train = partial(_run, "train")
 evaluate = partial(_run, "evaluate")

@@ -27,6 +27,7 @@ def test_each_bundle_task_is_tracked_and_stamps_the_rows_it_wrote(
     assert run_order(config) == [
         "load-sample",
         "ingest",
+        "experiment",
         "baskets",
         "train",
         "evaluate",

@@ -142,6 +142,8 @@ class TablesConfig:
     step_runs: Identifier = in_layer("gold")
     item_vectors: Identifier = in_layer("gold")
     customer_vectors: Identifier = in_layer("gold")
+    exported_lists: Identifier = in_layer("gold")
+    experiment_results: Identifier = in_layer("gold")
 
 
 @dataclass(frozen=True)
@@ -453,6 +455,12 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class ExperimentConfig:
+    # Days after each export's newest purchase in which what its customers bought is counted.
+    windows_days: list[AtLeastOne]
+
+
+@dataclass(frozen=True)
 class PostgresConfig:
     host: str  # a host name, or the folder of a local server's socket
     port: Annotated[int, Range(1, 65535)]
@@ -494,6 +502,7 @@ class Config:
     evaluation: EvaluationConfig
     analytics: AnalyticsConfig
     export: ExportConfig
+    experiment: ExperimentConfig
     vectors: VectorsConfig
     load_sample: bool = False
     # Set by the loader: the files read, and the folder relative paths (work_dir, landing path,
@@ -677,6 +686,11 @@ def _check_windows(config: Config, origin: dict[str, str], files: list[Path]) ->
             f"{_where('analytics.lapsed_days', origin, files)}: analytics.lapsed_days is "
             f"{analytics.lapsed_days}, fewer than analytics.active_days ({analytics.active_days}): "
             "a customer is active, then lapsing, then lapsed"
+        )
+    if not config.experiment.windows_days:
+        raise ConfigError(
+            f"{_where('experiment.windows_days', origin, files)}: experiment.windows_days is empty: "
+            "give at least one window in days, e.g. [7, 14, 30]"
         )
 
 

@@ -304,6 +304,53 @@ TABLES: dict[str, TableDoc] = {
             "exported_at": "when this export was written (UTC)",
         },
     ),
+    "exported_lists": TableDoc(
+        "Gold: one row per export x customer: the list the CRM export gave them and their A/B arm, "
+        "kept so that `recsys experiment` measures what they bought afterwards without "
+        "recomputing old lists (raw customer ids, also when the files carry hashed ones)",
+        {
+            "run_id": "MLflow run id of the pipeline run that exported: the experiment's "
+            "results are logged to it",
+            "recommendations_run_id": "the run whose gold.recommendations were exported (the "
+            "export folder run_id=...): one export per such run, exporting it again replaces it",
+            "experiment": "export.experiment: the name hashed with the customer id to pick the arm",
+            "exported_at": "when the export ran (UTC)",
+            "as_of": "the newest purchase in silver.interactions when the lists were exported: "
+            "the outcome windows start right after it",
+            "variant": "model (the published lists) or holdout (segment popularity)",
+            "model": "the model whose list was shown; null when the list is empty",
+            "items": "the item ids shown, in rank order (empty: nothing left to recommend)",
+        },
+    ),
+    "experiment_results": TableDoc(
+        "Gold: export x window x segment x metric: what the model arm's customers bought after "
+        "the export against the holdout arm's (recsys experiment), with the uplift's 95% interval "
+        "and a plain-sentence verdict; segment `all` pools every exported customer",
+        {
+            "run_id": "MLflow run id of the `recsys experiment` run that measured this row",
+            "export_run_id": "MLflow run id of the run that made the export (the figures are logged there)",
+            "recommendations_run_id": "the exported recommendations run (gold.exported_lists)",
+            "experiment": "export.experiment of the export",
+            "window_days": "purchases counted in the D days after as_of",
+            "as_of": "the export's newest purchase: the window is (as_of, as_of + window_days]",
+            "observed_days": "days of purchases seen so far (up to window_days)",
+            "complete": "true once silver.interactions holds purchases past the window's end",
+            "segment": "the customers' segment in the export; `all` = every exported customer",
+            "metric": "conversion (bought a shown item), buyer_rate (bought anything), hit_rate "
+            "(share of the shown items bought), shown_revenue and revenue (per customer, input's "
+            "currency; left out without prices)",
+            "model_customers": "customers in the model arm",
+            "holdout_customers": "customers in the holdout arm",
+            "model_value": "the metric over the model arm (a share, or a mean per customer)",
+            "holdout_value": "the metric over the holdout arm",
+            "uplift": "model_value - holdout_value",
+            "ci_low": "lower end of the uplift's 95% interval (Wald for shares, Welch for means)",
+            "ci_high": "upper end of the uplift's 95% interval",
+            "p_value": "two-sided p-value of no difference (two-proportion z-test for shares)",
+            "verdict": "the row in one sentence",
+            "measured_at": "when this row was measured (UTC)",
+        },
+    ),
 }
 
 VIEWS: dict[str, TableDoc] = {

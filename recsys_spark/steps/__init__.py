@@ -5,6 +5,7 @@
 STEP_NAMES = (
     "load-sample",
     "ingest",
+    "experiment",
     "baskets",
     "train",
     "evaluate",

@@ -29,15 +29,15 @@ from recsys_spark.distributed.lists import customer_histories, list_tables, made
 from recsys_spark.io.model_tables import blocked_items, fitted_from_tables
 from recsys_spark.io.session import read_secret
 from recsys_spark.io.step_runs import complete_versions, read_complete
-from recsys_spark.io.tables import table_name
+from recsys_spark.io.tables import overwrite_table, run_stamp, table_name
 from recsys_spark.kernels.lists import ListMaker, ListSpec
 from recsys_spark.kernels.rerank import Rules
+from recsys_spark.kernels.uplift import HOLDOUT_ARM, MODEL_ARM
 from recsys_spark.progress import stage
 from recsys_spark.tracking.runs import PipelineRun, StepReport
 
 log = logging.getLogger(__name__)
 
-HOLDOUT, MODEL = "holdout", "model"
 VARIANT_BUCKETS = 10_000
 MIN_SALT_CHARS = 16
 
@@ -76,7 +76,7 @@ def variant_of(customer_id: Column, experiment: str, holdout_share: float) -> Co
     same customer stays in the same arm across runs until the experiment is renamed."""
     digest = F.sha2(F.concat(F.lit(f"{experiment}:"), customer_id), 256)
     bucket = F.conv(F.substring(digest, 1, 8), 16, 10).cast("long") % VARIANT_BUCKETS
-    return F.when(bucket < int(round(holdout_share * VARIANT_BUCKETS)), HOLDOUT).otherwise(MODEL)
+    return F.when(bucket < int(round(holdout_share * VARIANT_BUCKETS)), HOLDOUT_ARM).otherwise(MODEL_ARM)
 
 
 def hash_ids(frame: DataFrame, column: str, salt: str, hashed: str) -> DataFrame:
@@ -92,8 +92,10 @@ def hash_ids(frame: DataFrame, column: str, salt: str, hashed: str) -> DataFrame
     return frame.mapInPandas(run, schema)
 
 
-def run_export(spark: SparkSession, config: Config) -> ExportResult:
-    """Write the export files for the latest published recommendations run."""
+def run_export(spark: SparkSession, config: Config, export_run_id: str) -> ExportResult:
+    """Write the export files for the latest published recommendations run, and what each
+    customer was shown to gold.exported_lists (stamped with ``export_run_id``, the pipeline run
+    exporting), so that `recsys experiment` later measures what they bought against it."""
     conf = config.export
     salt = export_salt(config, spark) if conf.hash_customer_ids else None
     # The tables as their latest completed steps left them: never half of a killed run.
@@ -139,6 +141,15 @@ def run_export(spark: SparkSession, config: Config) -> ExportResult:
         rows = rows.select(key, *[c for c in rows.columns if c != key]).orderBy(key)
         st.counts.update(rows=kept_count)
 
+    with stage("export", f"record {table_name(config, 'exported_lists')}") as st:
+        as_of = read_complete(spark, config, "interactions", versions).agg(F.max("event_ts")).first()[0]
+        shown = _shown_lists(config, lists, kept, run_id, as_of, export_run_id)
+        name = table_name(config, "exported_lists")
+        # One export per recommendations run, as its folder: exporting it again replaces it.
+        st.counts.update(
+            rows=overwrite_table(spark, config, name, shown, f"recommendations_run_id = '{run_id}'")
+        )
+
     with stage("export", "write files") as st:
         folder.mkdir(parents=True, exist_ok=True)
         for fmt in conf.formats:
@@ -174,7 +185,7 @@ def _one_segment_per_customer(published: DataFrame, customers: DataFrame) -> Dat
 
 
 def _model_lists(published: DataFrame, kept: DataFrame) -> DataFrame:
-    model_arm = kept.where(F.col("variant") == MODEL).select("segment", "customer_id")
+    model_arm = kept.where(F.col("variant") == MODEL_ARM).select("segment", "customer_id")
     return published.join(model_arm, ["segment", "customer_id"]).select(
         "segment", "customer_id", "rank", "item_id", "model"
     )
@@ -183,7 +194,7 @@ def _model_lists(published: DataFrame, kept: DataFrame) -> DataFrame:
 def _holdout_lists(spark: SparkSession, config: Config, kept: DataFrame) -> DataFrame:
     """Segment popularity (overall where the segment was not trained) for the holdout arm, from
     the same trained popularity model that the evaluation's baseline uses."""
-    holdout = kept.where(F.col("variant") == HOLDOUT).select("segment", "customer_id")
+    holdout = kept.where(F.col("variant") == HOLDOUT_ARM).select("segment", "customer_id")
     interactions = spark.table(str(table_name(config, "interactions")))
     histories = customer_histories(config.models, interactions, "popularity").persist()
     segment_users = dict(histories.groupBy("segment").count().collect())
@@ -199,6 +210,34 @@ def _holdout_lists(spark: SparkSession, config: Config, kept: DataFrame) -> Data
 
     lists = made_lists(histories.join(holdout, ["segment", "customer_id"]), popular_lists)
     return lists.select("segment", "customer_id", "rank", "item_id", "model")
+
+
+def _shown_lists(
+    config: Config,
+    lists: DataFrame,
+    kept: DataFrame,
+    run_id: str,
+    as_of: dt.datetime | None,
+    export_run_id: str,
+) -> DataFrame:
+    """gold.exported_lists rows: one per exported customer, the items in the order shown (empty
+    when nothing was left to recommend), with the newest purchase the lists were made from
+    (``as_of``: the outcome windows start there)."""
+    ranked = F.array_sort(F.collect_list(F.struct("rank", "item_id", "model")))
+    per_customer = lists.groupBy("segment", "customer_id").agg(ranked.alias("list"))
+    stamp = run_stamp(export_run_id, "exported_at")
+    return kept.join(per_customer, ["segment", "customer_id"], "left").select(
+        stamp["run_id"].alias("run_id"),
+        F.lit(run_id).alias("recommendations_run_id"),
+        F.lit(config.export.experiment).alias("experiment"),
+        stamp["exported_at"].alias("exported_at"),
+        F.lit(as_of).cast("timestamp").alias("as_of"),
+        "segment",
+        "customer_id",
+        "variant",
+        F.get(F.col("list"), 0)["model"].alias("model"),
+        F.coalesce(F.col("list.item_id"), F.array().cast("array<string>")).alias("items"),
+    )
 
 
 def _flat_rows(
@@ -357,7 +396,7 @@ def _write_manifest(config: Config, result: ExportResult, columns: list[str]) ->
 
 
 def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
-    result = run_export(spark, config)
+    result = run_export(spark, config, run.run_id)
     metrics = {
         "rows": result.rows,
         "customers_published": result.customers_published,

@@ -21,6 +21,8 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.entities import Metric
+from mlflow.exceptions import MlflowException
 
 # Batch jobs: no progress bars in the logs.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -87,6 +89,17 @@ def step_run(step: str) -> Iterator[dict[str, float]]:
         mlflow.set_tag("recsys.step", step)
         yield metrics
         mlflow.log_metrics(metrics)
+
+
+def log_to_run(run_id: str, metrics: dict[str, float]) -> None:
+    """Log ``metrics`` to an earlier run (e.g. the one that made an export), finished or not.
+    A run this tracking server no longer has (deleted, another workspace) gets a warning."""
+    client = mlflow.MlflowClient()
+    stamp = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+    try:
+        client.log_batch(run_id, [Metric(key, value, stamp, 0) for key, value in metrics.items()])
+    except MlflowException as exc:
+        log.warning("could not log %d metrics to MLflow run %s: %s", len(metrics), run_id, exc)
 
 
 # A run on another machine (a Databricks job cluster, gone when its job ends) still RUNNING after

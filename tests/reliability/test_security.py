@@ -64,7 +64,7 @@ def test_the_salt_never_reaches_logs_mlflow_or_files(
             assert SALT.encode() not in path.read_bytes(), path
     # The export files hold hashes, not the salt; a re-export logs nothing that shows it.
     with caplog.at_level("DEBUG"):
-        result = run_export(spark, config)
+        result = run_export(spark, config, "test_run")
     for path in result.folder.iterdir():
         assert SALT.encode() not in path.read_bytes(), path
     captured = capfd.readouterr()
