@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,7 +22,7 @@ from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
 from recsys_spark.config import Config, EvaluationConfig
-from recsys_spark.kernels import bootstrap, metrics
+from recsys_spark.kernels import bootstrap, interleaving, metrics
 
 KEYS = ["segment", "customer_id"]
 log = logging.getLogger(__name__)
@@ -142,6 +142,30 @@ def relevant_items(test: DataFrame) -> DataFrame:
     """Per test customer (segment, customer_id): ``relevant``, their test items, for the tasks
     that measure lists where they make them (``kernels.metrics``)."""
     return test.groupBy(*KEYS).agg(F.array_sort(F.collect_set("item_id")).alias("relevant"))
+
+
+def interleaved(
+    per_user: DataFrame, test: DataFrame, pair: tuple[str, str], length: int, seed: int
+) -> DataFrame:
+    """Per test customer (segment, customer_id, preference): which of ``pair``'s lists wins
+    when the two are team-draft interleaved to ``length`` items and credited by the customer's
+    test purchases (+1 the first, -1 the second, 0 a tie). ``per_user``: measured rows, whose
+    longest-K row carries each list's ``items``."""
+    first, second = pair
+    listed = per_user.where(F.col("items").isNotNull() & F.col("model").isin(first, second))
+    both = listed.groupBy(*KEYS).agg(
+        *(
+            F.first(F.when(F.col("model") == model, F.col("items")), ignorenulls=True).alias(side)
+            for model, side in ((first, "first"), (second, "second"))
+        )
+    )
+    customers = relevant_items(test).join(both, KEYS, "left")
+
+    def prefer(blocks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for block in blocks:
+            yield interleaving.preferences(block, length, seed)
+
+    return customers.mapInPandas(prefer, "segment string, customer_id string, preference int")
 
 
 MEASURED_SCHEMA = (

@@ -166,6 +166,11 @@ TABLES: dict[str, TableDoc] = {
         "evaluation's split, with 95% bootstrap intervals",
         {
             "model": "the model evaluated; <model>+<rule> rows measure a business rule, never published",
+            "metric": "ndcg, precision, recall, map, hit_rate, mrr, customers, coverage, novelty, "
+            "popularity_bias, diversity; interleaving_preference (of the test customers who preferred "
+            "one of the published model and the runner-up when their lists were team-draft "
+            "interleaved at primary k, the share who preferred this model; Wilson interval, no "
+            "baseline) and interleaving_wins (how many)",
             "slice": "customers measured: all, or a history slice (e.g. short history)",
             "ci_low": "lower end of the value's 95% interval: test customers resampled "
             "(evaluation.bootstrap_samples); ranking metrics of all customers and of each segment",

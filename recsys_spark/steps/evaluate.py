@@ -41,6 +41,7 @@ from recsys_spark.distributed.training import Fitted, TrainResult, TrainSettings
 from recsys_spark.io.model_tables import blocked_items, trained_settings, tuned_config, tuned_values
 from recsys_spark.io.tables import overwrite_table, run_stamp, table_name
 from recsys_spark.kernels import metrics, routing
+from recsys_spark.kernels.interleaving import preference_share
 from recsys_spark.kernels.lists import ListMaker, ListSpec, labelled
 from recsys_spark.kernels.metrics import Catalogue
 from recsys_spark.kernels.rerank import Rules
@@ -84,6 +85,8 @@ class EvaluateResult:
     settings: TrainSettings | None = None  # what the models were evaluated with
     # Why silver's factors cannot be registered as evaluated (None: they were trained with these).
     settings_mismatch: str | None = None
+    # The published model interleaved with the runner-up: per segment (and all), each one's wins.
+    interleaving: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def choose(overall: pd.DataFrame, conf: EvaluationConfig, test_customers: int) -> Decision:
@@ -367,10 +370,84 @@ def _metrics(
         ],
     ).withColumn("slice", F.lit(ALL_SLICES))
     metrics = _long(summaries, list_metrics, conf.baseline, run_id, intervals)
+    if pair := interleaving_pair(result.overall, conf, result.decision.model):
+        result.interleaving = _interleave(per_user, data.test, pair, conf)
+        metrics = metrics.unionByName(_interleaving_rows(spark, result.interleaving, conf, run_id))
     name = table_name(config, "model_metrics")
     written = overwrite_table(spark, config, name, metrics, f"run_id = '{run_id}'")
     list_metrics.unpersist()
     return written
+
+
+def interleaving_pair(
+    overall: pd.DataFrame, conf: EvaluationConfig, published: str
+) -> tuple[str, str] | None:
+    """(the published model, the runner-up: the best other model on the primary metric), or
+    None when no other model was evaluated. Business-rule variants take no part."""
+    at_k = overall[(overall.k == conf.primary_k) & ~overall.model.str.contains(VARIANT_MARK, regex=False)]
+    others = at_k[at_k.model != published].sort_values(
+        [conf.primary_metric, "model"], ascending=[False, True]
+    )
+    return (published, str(others.model.iloc[0])) if len(others) else None
+
+
+def _interleave(
+    per_user: DataFrame, test: DataFrame, pair: tuple[str, str], conf: EvaluationConfig
+) -> pd.DataFrame:
+    """Per segment and over every test customer (``GLOBAL_SEGMENT``): the customers, and how
+    many preferred the first and the second of ``pair`` when their lists were team-draft
+    interleaved at primary_k (``ev.interleaved``)."""
+    preferred = ev.interleaved(per_user, test, pair, conf.primary_k, conf.seed)
+    counts = (
+        preferred.groupBy("segment")
+        .agg(
+            F.count(F.lit(1)).alias("customers"),
+            F.sum((F.col("preference") > 0).cast("long")).alias("a_wins"),
+            F.sum((F.col("preference") < 0).cast("long")).alias("b_wins"),
+        )
+        .toPandas()
+    )
+    everyone = counts[["customers", "a_wins", "b_wins"]].sum().to_frame().T.assign(segment=GLOBAL_SEGMENT)
+    scopes = pd.concat([counts[counts.segment != GLOBAL_SEGMENT], everyone], ignore_index=True)
+    return scopes.assign(model_a=pair[0], model_b=pair[1])
+
+
+def _interleaving_rows(
+    spark: SparkSession, counts: pd.DataFrame, conf: EvaluationConfig, run_id: str
+) -> DataFrame:
+    """gold.model_metrics rows of the interleaving: per model of the pair and scope, its share
+    of the customers with a preference (``interleaving_preference``, Wilson 95% interval) and
+    how many preferred it (``interleaving_wins``)."""
+    rows = []
+    for scope in counts.itertuples():
+        for model, wins, losses in (
+            (scope.model_a, scope.a_wins, scope.b_wins),
+            (scope.model_b, scope.b_wins, scope.a_wins),
+        ):
+            share, low, high = (
+                None if math.isnan(v) else v for v in preference_share(int(wins), int(losses))
+            )
+            rows += [
+                (model, scope.segment, "interleaving_preference", share, low, high),
+                (model, scope.segment, "interleaving_wins", float(wins), None, None),
+            ]
+    frame = spark.createDataFrame(
+        rows, "model string, segment string, metric string, value double, ci_low double, ci_high double"
+    )
+    stamp = run_stamp(run_id, "evaluated_at")
+    return frame.select(
+        stamp["run_id"].alias("run_id"),
+        "model",
+        "segment",
+        F.lit(ALL_SLICES).alias("slice"),
+        "metric",
+        F.lit(conf.primary_k).cast("int").alias("k"),
+        "value",
+        "ci_low",
+        "ci_high",
+        F.lit(None).cast("double").alias("baseline_value"),
+        stamp["evaluated_at"].alias("evaluated_at"),
+    )
 
 
 def _publish_decision(
@@ -517,10 +594,31 @@ def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
         f"new to their segment, which no model can recommend); at k={conf.primary_k}:",
         *table_lines,
         f"  published: {decision.model} ({decision.reason})",
+        *_interleaving_lines(result, conf.primary_k, metrics),
         _registered_line(config, result, version),
         f"  report: {path}" if path else "  report: in the MLflow run (report/evaluation.html)",
     ]
     return StepReport(metrics, lines)
+
+
+def _interleaving_lines(result: EvaluateResult, k: int, metrics: dict[str, float]) -> list[str]:
+    """The published model against the runner-up, interleaved, over every test customer; its
+    share added to ``metrics``."""
+    scopes = result.interleaving
+    if scopes.empty or not (scopes.segment == GLOBAL_SEGMENT).any():
+        return []
+    row = scopes[scopes.segment == GLOBAL_SEGMENT].iloc[0]
+    wins, losses = int(row.a_wins), int(row.b_wins)
+    share, low, high = preference_share(wins, losses)
+    ties = int(row.customers) - wins - losses
+    head = f"  interleaved with {row.model_b} (team draft, K={k})"
+    if math.isnan(share):
+        return [f"{head}: no test customer preferred either ({ties:,} ties)"]
+    metrics[f"interleaving.{row.model_a.replace(VARIANT_MARK, '_')}.preference"] = share
+    return [
+        f"{head}: {share:.1%} of the {wins + losses:,} test "
+        f"customers with a preference preferred {row.model_a} (95% CI {low:.1%} to {high:.1%}); {ties:,} ties"
+    ]
 
 
 def _registered_line(config: Config, result: EvaluateResult, version: str | None) -> str:

@@ -81,12 +81,15 @@ def test_movielens_is_evaluated_as_implicit_feedback_and_the_champion_is_publish
     assert {m for m in models if "+" not in m} == {"als", "itemknn", "popularity", "popularity_global"}
     # conf's business rules (category cap, MMR), each alone and together, on the first model.
     assert {m for m in models if "+" in m} == {"als+cap", "als+mmr", "als+rules"}
-    grid = overall.groupBy("model").agg(F.countDistinct("metric", "k").alias("cells")).collect()
+    offline = overall.where(~F.col("metric").startswith("interleaving"))
+    grid = offline.groupBy("model").agg(F.countDistinct("metric", "k").alias("cells")).collect()
     assert {r.cells for r in grid} == {11 * 3}  # 6 ranking + customers + 4 list metrics, at k 5, 10, 20
     ndcg = {r.model: r.value for r in overall.where("metric = 'ndcg' AND k = 10").collect()}
     assert all(0 < v < 1 for v in ndcg.values())
     # Every measured value has the baseline's beside it (diversity is not measured: no categories).
-    assert metrics.where("model = 'als' AND value IS NOT NULL AND baseline_value IS NULL").count() == 0
+    # (Interleaving compares two models with each other: no baseline value.)
+    measured = metrics.where(~F.col("metric").startswith("interleaving"))
+    assert measured.where("model = 'als' AND value IS NOT NULL AND baseline_value IS NULL").count() == 0
     assert metrics.where("model = 'als' AND metric = 'diversity' AND value IS NOT NULL").count() == 0
     slices = {r.slice for r in metrics.select("slice").distinct().collect()}
     assert {"all", "cold_start"} <= slices
@@ -108,6 +111,31 @@ def test_movielens_is_evaluated_as_implicit_feedback_and_the_champion_is_publish
         f"plots/{n}" for n in ("metric_vs_k.png", "coverage_vs_popularity_bias.png", "metric_by_history.png")
     }
     assert Path(evaluated.work_path, "reports", f"evaluation_{choice.run_id}.html").is_file()
+
+
+def test_the_champion_is_interleaved_with_the_runner_up(spark: SparkSession, evaluated: Config) -> None:
+    """Team-draft interleaving of the published model and the next best by NDCG@10, credited by
+    the test purchases: each one's share of the customers with a preference, beside NDCG."""
+    metrics = spark.table(str(table_name(evaluated, "model_metrics"))).where(
+        "segment = 'all' AND slice = 'all' AND k = 10"
+    )
+    ndcg = {r.model: r.value for r in metrics.where("metric = 'ndcg' AND model NOT LIKE '%+%'").collect()}
+    champion = spark.table(str(table_name(evaluated, "published_model"))).first().model
+    runner_up = max((m for m in ndcg if m != champion), key=ndcg.get)
+    rows = metrics.where(F.col("metric").startswith("interleaving")).collect()
+    cells = {(r.model, r.metric): r for r in rows}
+    assert set(cells) == {
+        (m, f"interleaving_{x}") for m in (champion, runner_up) for x in ("preference", "wins")
+    }
+    first, second = (cells[(m, "interleaving_preference")] for m in (champion, runner_up))
+    assert first.value + second.value == pytest.approx(1.0)
+    for cell in (first, second):
+        assert cell.ci_low <= cell.value <= cell.ci_high and cell.baseline_value is None
+    wins = [cells[(m, "interleaving_wins")].value for m in (champion, runner_up)]
+    customers = (
+        metrics.where(f"metric = 'customers' AND model = '{champion}' AND slice = 'all'").first().value
+    )
+    assert first.value == pytest.approx(wins[0] / sum(wins)) and 0 < sum(wins) <= customers
 
 
 def test_the_registered_champion_serves_top_n_without_spark(evaluated: Config) -> None:
