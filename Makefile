@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup jars demo test lint clean bench-baskets bench-models bench-tuning bench-crashes bench-scale bench-takeover
+.PHONY: setup jars demo test lint clean bench-baskets bench-models bench-tuning bench-crashes bench-scale bench-takeover bench-uplift
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,3 +49,7 @@ bench-takeover: setup
 
 bench-scale: setup
 	$(BIN)/python bench/scale.py --lines 1e6 3e6 10e6 30e6
+
+# An A/B readout replayed on Online Retail: export at the end of October, then the later months.
+bench-uplift: setup
+	$(BIN)/python bench/uplift_replay.py --cutoff 2011-10 --holdout-share 0.5

@@ -1,5 +1,6 @@
 """The evaluation report: plots and an HTML page built from gold.model_metrics and
-gold.published_model, for one evaluation run (the latest by default).
+gold.published_model, for one evaluation run (the latest by default), with the latest export's
+A/B readout from gold.experiment_results when there is one.
 
 `recsys report` writes it under the work folder; the evaluate step also logs the page and the plots
 to MLflow; notebooks/evaluation_report.py shows the same page on Databricks.
@@ -63,7 +64,41 @@ def build_report(spark: SparkSession, config: Config, run_id: str | None = None)
     )
     conf = config.evaluation
     figures = make_figures(rows, conf.primary_metric, conf.primary_k)
-    return Report(run_id, render(run_id, rows, choice, figures, conf.primary_metric, conf.primary_k), figures)
+    experiment = latest_experiment(spark, config)
+    if len(experiment):
+        figures["experiment_uplift.png"] = experiment_figure(experiment)
+    page = render(run_id, rows, choice, figures, conf.primary_metric, conf.primary_k, experiment)
+    return Report(run_id, page, figures)
+
+
+def latest_experiment(spark: SparkSession, config: Config) -> pd.DataFrame:
+    """gold.experiment_results of the latest export measured, every customer (segment all);
+    empty when nothing was measured yet."""
+    name = str(table_name(config, "experiment_results"))
+    if not spark.catalog.tableExists(name):
+        return pd.DataFrame()
+    results = spark.table(name).where(F.col("segment") == GLOBAL_SEGMENT)
+    latest = results.orderBy(F.desc("as_of"), F.desc("measured_at")).select("recommendations_run_id").first()
+    if latest is None:
+        return pd.DataFrame()
+    chosen = results.where(F.col("recommendations_run_id") == latest[0])
+    return chosen.toPandas().sort_values(["metric", "window_days"])
+
+
+def experiment_figure(results: pd.DataFrame) -> Figure:
+    """The model arm's uplift in conversion on shown items per window, with its 95% interval."""
+    conversion = results[results.metric == "conversion"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    uplift = conversion.uplift.astype(float) * 100
+    spread = [uplift - conversion.ci_low.astype(float) * 100, conversion.ci_high.astype(float) * 100 - uplift]
+    ax.errorbar(conversion.window_days.astype(str) + " days", uplift, yerr=spread, fmt="o", capsize=6)
+    ax.axhline(0, color="grey", linewidth=1)
+    ax.set(
+        xlabel="window after the export",
+        ylabel="model - holdout, points",
+        title="uplift in conversion on shown items (95% CI)",
+    )
+    return fig
 
 
 def write_report(report: Report, folder: Path) -> Path:
@@ -124,7 +159,13 @@ def make_figures(rows: pd.DataFrame, metric: str, k: int) -> dict[str, Figure]:
 
 
 def render(
-    run_id: str, rows: pd.DataFrame, choice: pd.DataFrame, figures: dict[str, Figure], metric: str, k: int
+    run_id: str,
+    rows: pd.DataFrame,
+    choice: pd.DataFrame,
+    figures: dict[str, Figure],
+    metric: str,
+    k: int,
+    experiment: pd.DataFrame,
 ) -> str:
     overall = rows[(rows.segment == GLOBAL_SEGMENT) & (rows.slice == ALL_SLICES) & (rows.k == k)]
     table = overall.pivot_table(index="model", columns="metric", values="value").sort_values(
@@ -141,7 +182,7 @@ def render(
         decision = (
             f"<p><b>{html.escape(champion_sentence(rows, choice.iloc[0]))}</b></p>"
             f"<p>The guardrail's reasoning: {html.escape(str(choice.reason.iat[0]))}</p>"
-            f"{measured(choice.iloc[0], rows)}"
+            f"{interleaving_paragraph(rows, k)}{measured(choice.iloc[0], rows)}"
         )
     images = "".join(
         f'<figure><img src="data:image/png;base64,{_png(fig)}" alt="{name}">'
@@ -155,7 +196,60 @@ def render(
         f"<h1>Evaluation {html.escape(run_id)}</h1>{decision}"
         f"<h2>All customers, K = {k}</h2>{table.to_html(float_format=lambda v: f'{v:.4f}')}"
         f"<h2>{metric}@{k} by segment</h2>{by_segment.to_html(float_format=lambda v: f'{v:.4f}')}"
+        f"{experiment_section(experiment)}"
         f"<h2>Plots</h2>{images}</body></html>"
+    )
+
+
+def interleaving_paragraph(rows: pd.DataFrame, k: int) -> str:
+    """The published model against the runner-up, team-draft interleaved (empty without)."""
+    cells = rows[
+        (rows.metric == "interleaving_preference")
+        & (rows.segment == GLOBAL_SEGMENT)
+        & (rows.slice == ALL_SLICES)
+    ]
+    wins = (
+        rows[(rows.metric == "interleaving_wins") & (rows.segment == GLOBAL_SEGMENT)].set_index("model").value
+    )
+    if len(cells) != 2:
+        return ""
+    shares = []
+    for r in cells.sort_values("value", ascending=False).itertuples():
+        if pd.isna(r.value):
+            return "<p>Interleaved with the runner-up, no test customer preferred either list.</p>"
+        interval = f"95% CI {r.ci_low:.1%} to {r.ci_high:.1%}"
+        shares.append(f"{html.escape(r.model)} {r.value:.1%} ({interval}, {int(wins[r.model]):,} customers)")
+    return (
+        f"<p>Interleaved (team draft, K={k}, credited by the held-out purchases), the test customers "
+        f"who preferred one list preferred: {'; '.join(shares)}.</p>"
+    )
+
+
+def experiment_section(results: pd.DataFrame) -> str:
+    """The latest export's A/B readout: per window and metric, both arms, the uplift and its
+    interval, and each verdict (empty when nothing was measured yet)."""
+    if results.empty:
+        return ""
+    first = results.iloc[0]
+    table = results.set_index(["window_days", "metric"])[
+        [
+            "model_customers",
+            "holdout_customers",
+            "model_value",
+            "holdout_value",
+            "uplift",
+            "ci_low",
+            "ci_high",
+        ]
+    ]
+    verdicts = "".join(
+        f"<li>{html.escape(str(v))}</li>" for v in results[results.metric == "conversion"].verdict
+    )
+    return (
+        f"<h2>Did the lists sell? Export of {html.escape(str(first.recommendations_run_id))}</h2>"
+        f"<p>Experiment {html.escape(str(first.experiment))}; purchases after {first.as_of:%Y-%m-%d %H:%M}, "
+        f"model arm (published lists) against holdout (segment popularity).</p><ul>{verdicts}</ul>"
+        f"{table.to_html(float_format=lambda v: f'{v:.4f}')}"
     )
 
 

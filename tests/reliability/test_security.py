@@ -27,6 +27,8 @@ CREDENTIAL_PATTERNS = [
     r"(?i)(password|passwd|secret|token)\s*[:=]\s*['\"][^'\"\s]{8,}['\"]",
 ]
 
+EXPORT_RUN = "export_test_run"  # the run an export is recorded under in gold.exported_lists
+
 
 def test_no_credentials_in_the_repository() -> None:
     files = subprocess.run(
@@ -64,7 +66,7 @@ def test_the_salt_never_reaches_logs_mlflow_or_files(
             assert SALT.encode() not in path.read_bytes(), path
     # The export files hold hashes, not the salt; a re-export logs nothing that shows it.
     with caplog.at_level("DEBUG"):
-        result = run_export(spark, config, "test_run")
+        result = run_export(spark, config, EXPORT_RUN)
     for path in result.folder.iterdir():
         assert SALT.encode() not in path.read_bytes(), path
     captured = capfd.readouterr()
@@ -77,6 +79,6 @@ def test_the_salt_is_not_in_errors(
     config = runs.config
     monkeypatch.setenv(config.export.salt_env, SALT[:10])  # too short: refused
     with pytest.raises(ExportError) as refused:
-        run_export(spark, config)
+        run_export(spark, config, EXPORT_RUN)
     assert SALT[:10] not in str(refused.value)
     assert config.export.salt_env in str(refused.value)

@@ -25,8 +25,10 @@ from recsys_spark.config import Config
 from recsys_spark.io.tables import table_name
 from recsys_spark.io.views import VIEWS, view_name
 from recsys_spark.kernels.graph import item_pagerank
+from recsys_spark.kernels.uplift import HOLDOUT_ARM as HOLDOUT
+from recsys_spark.kernels.uplift import MODEL_ARM as MODEL
 from recsys_spark.pipeline import run_order, run_steps
-from recsys_spark.steps.export import HOLDOUT, MODEL, ExportError, run_export
+from recsys_spark.steps.export import ExportError, run_export
 from tests.conftest import SAMPLE_RUN
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -36,6 +38,8 @@ SETTINGS: dict[str, Any] = {
     "mlflow": {"experiment": "analytics_test"},
     "export": {"holdout_share": 0.25},
 }
+
+EXPORT_RUN = "export_test_run"  # the run an export is recorded under in gold.exported_lists
 
 
 @pytest.fixture(scope="module")
@@ -202,7 +206,7 @@ def read_export(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any
 
 
 def test_export_has_one_row_per_customer_with_its_list(spark: SparkSession, config: Config) -> None:
-    result = run_export(spark, config)
+    result = run_export(spark, config, EXPORT_RUN)
     csv, parquet, manifest = read_export(result.folder)
     published = table(spark, config, "recommendations")
     assert len(csv) == len(parquet) == manifest["rows"] == published.select("customer_id").distinct().count()
@@ -229,6 +233,15 @@ def test_export_has_one_row_per_customer_with_its_list(spark: SparkSession, conf
     # CSV and Parquet hold the same rows.
     assert parquet.customer_id.tolist() == csv.customer_id.tolist()
     assert parquet.item_1.tolist() == csv.item_1.tolist()
+    # gold.exported_lists keeps what each customer was shown, for `recsys experiment`.
+    shown = table(spark, config, "exported_lists").where(F.col("recommendations_run_id") == result.run_id)
+    shown = shown.toPandas().set_index("customer_id")
+    assert set(shown.run_id) == {EXPORT_RUN} and len(shown) == len(csv)
+    newest = table(spark, config, "interactions").agg(F.max("event_ts")).first()[0]
+    assert set(shown.as_of) == {pd.Timestamp(newest)}
+    for row in csv.itertuples():
+        items = [i for i in (getattr(row, f"item_{k}") for k in range(1, n + 1)) if i]
+        assert (shown.variant[row.customer_id], list(shown["items"][row.customer_id])) == (row.variant, items)
 
 
 def test_variants_are_stable_and_near_the_configured_share(spark: SparkSession, config: Config) -> None:
@@ -245,9 +258,9 @@ def test_variants_are_stable_and_near_the_configured_share(spark: SparkSession, 
 
 
 def test_reexport_of_the_same_run_is_byte_identical(spark: SparkSession, config: Config) -> None:
-    first = run_export(spark, config)
+    first = run_export(spark, config, EXPORT_RUN)
     digests = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in first.folder.iterdir()}
-    second = run_export(spark, config)
+    second = run_export(spark, config, EXPORT_RUN)
     assert second.folder == first.folder
     assert {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in second.folder.iterdir()} == digests
     assert sorted(digests) == [
@@ -275,17 +288,17 @@ def test_hashed_export_uses_the_salt_and_never_shows_it(
     hashed = _same_tables(make_config, config, hash_customer_ids=True, path=str(tmp_path))
     monkeypatch.delenv(hashed.export.salt_env, raising=False)
     with pytest.raises(ExportError, match=hashed.export.salt_env):
-        run_export(spark, hashed)
+        run_export(spark, hashed, EXPORT_RUN)
     monkeypatch.setenv(hashed.export.salt_env, "short")
     with pytest.raises(ExportError, match="at least 16 characters") as short:
-        run_export(spark, hashed)
+        run_export(spark, hashed, EXPORT_RUN)
     assert "short" not in str(short.value).replace("at least", "")
 
     monkeypatch.setenv(hashed.export.salt_env, SALT)
     with caplog.at_level(logging.DEBUG):
-        result = run_export(spark, hashed)
+        result = run_export(spark, hashed, EXPORT_RUN)
     csv, _, manifest = read_export(result.folder)
-    raw, _, _ = read_export(run_export(spark, config).folder)
+    raw, _, _ = read_export(run_export(spark, config, EXPORT_RUN).folder)
     assert "customer_id" not in csv.columns
     assert csv.customer_hash.tolist() == sorted(
         hashlib.sha256((SALT + c).encode()).hexdigest() for c in raw.customer_id
@@ -306,7 +319,7 @@ def test_active_days_keeps_only_recent_customers(
     spark: SparkSession, make_config: Callable[..., Config], config: Config, tmp_path: Path
 ) -> None:
     recent = _same_tables(make_config, config, active_days=7, path=str(tmp_path))
-    result = run_export(spark, recent)
+    result = run_export(spark, recent, EXPORT_RUN)
     csv, _, _ = read_export(result.folder)
     customers = table(spark, config, "customers").toPandas().set_index("customer_id")
     expected = set(customers[customers.days_since_last_order <= 7].index)

@@ -136,6 +136,8 @@ def test_the_champion_is_interleaved_with_the_runner_up(spark: SparkSession, eva
         metrics.where(f"metric = 'customers' AND model = '{champion}' AND slice = 'all'").first().value
     )
     assert first.value == pytest.approx(wins[0] / sum(wins)) and 0 < sum(wins) <= customers
+    report = Path(evaluated.work_path, "reports", f"evaluation_{first.run_id}.html").read_text()
+    assert "Interleaved (team draft, K=10" in report and f"{champion} {first.value:.1%}" in report
 
 
 def test_the_registered_champion_serves_top_n_without_spark(evaluated: Config) -> None:

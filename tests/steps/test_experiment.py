@@ -16,6 +16,7 @@ from pyspark.sql import functions as F
 from recsys_spark.config import Config
 from recsys_spark.io.tables import INTERACTIONS_SCHEMA, overwrite_table, table_name
 from recsys_spark.steps.experiment import run_experiment
+from recsys_spark.tracking.report import experiment_figure, experiment_section, latest_experiment
 from recsys_spark.tracking.runs import tracking_uri
 
 AS_OF = dt.datetime(2024, 1, 10)
@@ -152,6 +153,17 @@ def test_logged_to_the_export_run_and_settled_once_complete(spark: SparkSession,
     again = run_experiment(spark, config, "exp2")
     assert (again.measured, again.settled) == ([], 1)
     assert spark.table(str(table_name(config, "experiment_results"))).count() == before
+
+
+def test_the_report_shows_the_latest_export(spark: SparkSession, measured: tuple) -> None:
+    config, _, _ = measured
+    results = latest_experiment(spark, config)
+    assert set(results.segment) == {"all"} and set(results.window_days) == {7, 14}
+    page = experiment_section(results)
+    assert "Export of recs1" in page and "no clear difference in 7-day conversion on shown items" in page
+    figure = experiment_figure(results)
+    (points,) = figure.axes[0].lines[:1]
+    assert list(points.get_ydata()) == pytest.approx([35.0, 55.0])  # conversion uplift, points
 
 
 def test_an_open_window_says_so(spark: SparkSession, make_config: Callable[..., Config]) -> None:
