@@ -115,7 +115,17 @@ def test_the_layers_are_where_the_docs_say() -> None:
     layers = {name.split(".")[1] for name in modules(ROOT) if name.count(".") >= 2}
     assert {"config", "io", "kernels", "distributed", "steps", "tracking", "serving"} <= layers
     steps = {name.split(".")[-1] for name in modules(ROOT) if name.startswith(f"{PACKAGE}.steps.")}
-    assert steps == {"ingest", "baskets", "train", "evaluate", "score", "analytics", "export", "vectors"}
+    assert steps == {
+        "ingest",
+        "experiment",
+        "baskets",
+        "train",
+        "evaluate",
+        "score",
+        "analytics",
+        "export",
+        "vectors",
+    }
     doc = (ROOT / "docs" / "architecture.md").read_text()
     assert all(f"{layer}/" in doc for layer in layers)
 

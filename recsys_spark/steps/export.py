@@ -113,8 +113,44 @@ def run_export(spark: SparkSession, config: Config, export_run_id: str) -> Expor
     if not spark.catalog.tableExists(str(customers_name)):
         raise ExportError(f"{customers_name} does not exist: run `recsys analytics` before `recsys export`")
 
+    published = recommendations.where(F.col("run_id") == run_id)
+    kept = _chosen_customers(spark, config, published, versions, result)
+    kept_count = result.customers_published - result.inactive_dropped
+
+    with stage("export", "lists") as st:
+        lists = _model_lists(published, kept).unionByName(_holdout_lists(spark, config, kept))
+        items = read_complete(spark, config, "items", versions)
+        rows = _flat_rows(config, items, lists, kept, run_id, latest.generated_at)
+        if salt is not None:
+            rows = hash_ids(rows, "customer_id", salt, "customer_hash")
+        key = "customer_hash" if salt is not None else "customer_id"
+        rows = rows.select(key, *[c for c in rows.columns if c != key]).orderBy(key)
+        st.counts.update(rows=kept_count)
+
+    with stage("export", f"record {table_name(config, 'exported_lists')}") as st:
+        as_of = read_complete(spark, config, "interactions", versions).agg(F.max("event_ts")).first()[0]
+        shown = _shown_lists(config, lists, kept, run_id, as_of, export_run_id)
+        st.counts.update(rows=_record_shown(spark, config, shown, run_id))
+
+    with stage("export", "write files") as st:
+        folder.mkdir(parents=True, exist_ok=True)
+        for fmt in conf.formats:
+            result.files.append(write_single_file(spark, rows, folder, "recommendations", fmt, key))
+        result.files += _write_rules_graph(spark, config, folder, versions)
+        result.rows = kept_count
+        _write_manifest(config, result, rows.columns)
+        st.counts.update(files=len(result.files), rows=result.rows)
+    kept.unpersist()
+    return result
+
+
+def _chosen_customers(
+    spark: SparkSession, config: Config, published: DataFrame, versions: dict[str, int], result: ExportResult
+) -> DataFrame:
+    """The customers exported (persisted): segment, customer_id, days_since_last_order and
+    their A/B ``variant``; the counts go into ``result``."""
+    conf = config.export
     with stage("export", "choose customers") as st:
-        published = recommendations.where(F.col("run_id") == run_id)
         chosen = _one_segment_per_customer(published, read_complete(spark, config, "customers", versions))
         result.customers_published = chosen.count()
         if conf.active_days is not None:
@@ -130,36 +166,7 @@ def run_export(spark: SparkSession, config: Config, export_run_id: str) -> Expor
             kept=kept_count,
             **result.variants,
         )
-
-    with stage("export", "lists") as st:
-        lists = _model_lists(published, kept).unionByName(_holdout_lists(spark, config, kept))
-        items = read_complete(spark, config, "items", versions)
-        rows = _flat_rows(config, items, lists, kept, run_id, latest.generated_at)
-        if salt is not None:
-            rows = hash_ids(rows, "customer_id", salt, "customer_hash")
-        key = "customer_hash" if salt is not None else "customer_id"
-        rows = rows.select(key, *[c for c in rows.columns if c != key]).orderBy(key)
-        st.counts.update(rows=kept_count)
-
-    with stage("export", f"record {table_name(config, 'exported_lists')}") as st:
-        as_of = read_complete(spark, config, "interactions", versions).agg(F.max("event_ts")).first()[0]
-        shown = _shown_lists(config, lists, kept, run_id, as_of, export_run_id)
-        name = table_name(config, "exported_lists")
-        # One export per recommendations run, as its folder: exporting it again replaces it.
-        st.counts.update(
-            rows=overwrite_table(spark, config, name, shown, f"recommendations_run_id = '{run_id}'")
-        )
-
-    with stage("export", "write files") as st:
-        folder.mkdir(parents=True, exist_ok=True)
-        for fmt in conf.formats:
-            result.files.append(write_single_file(spark, rows, folder, "recommendations", fmt, key))
-        result.files += _write_rules_graph(spark, config, folder, versions)
-        result.rows = kept_count
-        _write_manifest(config, result, rows.columns)
-        st.counts.update(files=len(result.files), rows=result.rows)
-    kept.unpersist()
-    return result
+    return kept
 
 
 def _export_root(config: Config) -> Path:
@@ -210,6 +217,13 @@ def _holdout_lists(spark: SparkSession, config: Config, kept: DataFrame) -> Data
 
     lists = made_lists(histories.join(holdout, ["segment", "customer_id"]), popular_lists)
     return lists.select("segment", "customer_id", "rank", "item_id", "model")
+
+
+def _record_shown(spark: SparkSession, config: Config, shown: DataFrame, run_id: str) -> int:
+    """Write the shown lists to gold.exported_lists: one export per recommendations run, as its
+    folder, so exporting it again replaces its rows."""
+    name = table_name(config, "exported_lists")
+    return overwrite_table(spark, config, name, shown, f"recommendations_run_id = '{run_id}'")
 
 
 def _shown_lists(

@@ -30,6 +30,7 @@ from recsys_spark.config import Config  # noqa: E402
 from recsys_spark.distributed.evaluation import ALL_SLICES  # noqa: E402
 from recsys_spark.io.tables import table_name  # noqa: E402
 from recsys_spark.kernels.routing import GLOBAL_SEGMENT  # noqa: E402
+from recsys_spark.kernels.uplift import COMPARED_COLUMNS  # noqa: E402
 
 SLICE_ORDER = ["cold_start", "1", "2-4", "5-19", "20+"]
 
@@ -231,17 +232,7 @@ def experiment_section(results: pd.DataFrame) -> str:
     if results.empty:
         return ""
     first = results.iloc[0]
-    table = results.set_index(["window_days", "metric"])[
-        [
-            "model_customers",
-            "holdout_customers",
-            "model_value",
-            "holdout_value",
-            "uplift",
-            "ci_low",
-            "ci_high",
-        ]
-    ]
+    table = results.set_index(["window_days", "metric"])[[c for c in COMPARED_COLUMNS if c != "metric"]]
     verdicts = "".join(
         f"<li>{html.escape(str(v))}</li>" for v in results[results.metric == "conversion"].verdict
     )
