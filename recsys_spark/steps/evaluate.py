@@ -382,12 +382,12 @@ def _metrics(
 def interleaving_pair(
     overall: pd.DataFrame, conf: EvaluationConfig, published: str
 ) -> tuple[str, str] | None:
-    """(the published model, the runner-up: the best other model on the primary metric), or
-    None when no other model was evaluated. Business-rule variants take no part."""
+    """(the published model, the runner-up: the best other model on the primary metric, a
+    baseline only when no other model was evaluated: two popularity lists, often the same ones,
+    tell nothing), or None when there is no other model. Business-rule variants take no part."""
     at_k = overall[(overall.k == conf.primary_k) & ~overall.model.str.contains(VARIANT_MARK, regex=False)]
-    others = at_k[at_k.model != published].sort_values(
-        [conf.primary_metric, "model"], ascending=[False, True]
-    )
+    others = at_k[at_k.model != published].assign(baseline=lambda f: f.model.isin(BASELINES))
+    others = others.sort_values(["baseline", conf.primary_metric, "model"], ascending=[True, False, True])
     return (published, str(others.model.iloc[0])) if len(others) else None
 
 

@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 from recsys_spark.config import Config, load_config
 from recsys_spark.io.tables import table_name
 from recsys_spark.pipeline import run_steps
-from recsys_spark.steps.evaluate import choose, run_evaluate
+from recsys_spark.steps.evaluate import choose, interleaving_pair, run_evaluate
 from recsys_spark.tracking.runs import tracking_uri
 from tests.steps.test_models import write_interactions
 
@@ -35,6 +35,17 @@ def test_guardrail_publishes_the_best_model_that_beats_the_baseline_with_enough_
     assert narrow.model == "popularity" and "coverage 0.010 below evaluation.min_coverage" in narrow.reason
     worse = choose(_overall([("als", 0.02, 0.5), ("popularity", 0.02, 0.03)]), conf, 500)
     assert worse.model == "popularity" and "does not beat popularity" in worse.reason
+
+
+def test_the_runner_up_is_the_best_other_model_and_a_baseline_only_without_one() -> None:
+    conf = load_config("local").evaluation
+    overall = _overall([("als", 0.30, 0.5), ("popularity", 0.31, 0.1), ("popularity_global", 0.32, 0.1)])
+    overall = pd.concat([overall, _overall([("hybrid", 0.29, 0.5), ("hybrid+mmr", 0.5, 0.5)])])
+    assert interleaving_pair(overall, conf, "hybrid") == ("hybrid", "als")
+    assert interleaving_pair(overall, conf, "popularity") == ("popularity", "als")
+    baselines = overall[overall.model.str.startswith("popularity")]
+    assert interleaving_pair(baselines, conf, "popularity") == ("popularity", "popularity_global")
+    assert interleaving_pair(baselines[baselines.model == "popularity"], conf, "popularity") is None
 
 
 def movielens(spark: SparkSession) -> pd.DataFrame:
