@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from recsys_spark.config.schema import BasketsConfig, BusinessRulesConfig, ModelsConfig
 from recsys_spark.distributed.baskets import MiningSettings
 from recsys_spark.distributed.training import FusionParams, TrainSettings, Tuned
-from recsys_spark.kernels import als, bpr, content, itemknn, popularity
+from recsys_spark.kernels import als, bpr, content, graph_filter, itemknn, popularity
 from recsys_spark.kernels.rerank import Rules
 
 P = TypeVar("P")
@@ -35,6 +35,7 @@ def train_settings(models: ModelsConfig, tuned: Tuned | None = None) -> TrainSet
         als=by_name(als.AlsParams, models.als, alpha=models.confidence.alpha, log_scale=False),
         bpr=by_name(bpr.BprParams, models.bpr),
         itemknn=by_name(itemknn.ItemKnnParams, models.itemknn),
+        graph=by_name(graph_filter.GraphParams, models.graph, seed=models.als.seed),
         popularity=by_name(popularity.PopularityParams, models.popularity),
         content=by_name(content.ContentParams, models.content, seed=models.als.seed),
         fusion=by_name(FusionParams, models.fusion),

@@ -261,6 +261,14 @@ class AlsConfig:
 
 
 @dataclass(frozen=True)
+class GraphConfig:
+    # Closed-form graph filter (GF-CF, kernels/graph_filter.py): no training loop.
+    rank: Annotated[int, Range(1, 4096)]  # singular directions kept of the item-item propagation
+    ideal_dims: Factors  # the ideal low-pass filter's dimensions (at most rank)
+    alpha: Annotated[float, Range(0.0, 100.0)]  # the ideal low-pass filter's weight
+
+
+@dataclass(frozen=True)
 class BprConfig:
     factors: Factors
     learning_rate: Annotated[float, Range(0.0, 1.0, low_open=True)]
@@ -290,9 +298,9 @@ class PopularityConfig:
     half_life_days: PositiveFloat | None = None
 
 
-ModelName = Literal["als", "bpr", "itemknn", "popularity", "content", "hybrid"]
+ModelName = Literal["als", "bpr", "itemknn", "graph", "popularity", "content", "hybrid"]
 # Candidate sources the hybrid blends: trained models, and association rules from the last basket.
-HybridSource = Literal["als", "bpr", "itemknn", "content", "rules"]
+HybridSource = Literal["als", "bpr", "itemknn", "graph", "content", "rules"]
 
 
 @dataclass(frozen=True)
@@ -338,7 +346,7 @@ class ModelsConfig:
     enabled: list[ModelName]
     # Whose top-N goes to gold.recommendations: "champion" (the evaluate step's guardrail choice)
     # or a model name. Customers of untrained segments get overall popularity either way.
-    publish: Literal["champion", "als", "bpr", "itemknn", "popularity", "content", "hybrid"]
+    publish: Literal["champion", "als", "bpr", "itemknn", "graph", "popularity", "content", "hybrid"]
     top_n: ListLength
     similar_top_k: ListLength
     audience_top_k: Annotated[int, Range(1, 1_000_000)]
@@ -356,6 +364,7 @@ class ModelsConfig:
     als: AlsConfig
     bpr: BprConfig
     itemknn: ItemKnnConfig
+    graph: GraphConfig
     popularity: PopularityConfig
     content: ContentConfig
     hybrid: HybridConfig

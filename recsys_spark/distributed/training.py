@@ -28,7 +28,7 @@ from pyspark.sql.window import Window
 from recsys_spark.config import ModelsConfig
 from recsys_spark.distributed.analytics import item_descriptions
 from recsys_spark.distributed.errors import udf_errors
-from recsys_spark.kernels import als, bpr, content, fusion, itemknn, popularity
+from recsys_spark.kernels import als, bpr, content, fusion, graph_filter, itemknn, popularity
 from recsys_spark.kernels.factors import FactorModel
 from recsys_spark.kernels.matrix import Interactions, build_interactions
 from recsys_spark.kernels.routing import GLOBAL_SEGMENT
@@ -57,6 +57,7 @@ class TrainSettings:
     als: als.AlsParams
     bpr: bpr.BprParams
     itemknn: itemknn.ItemKnnParams
+    graph: graph_filter.GraphParams
     popularity: popularity.PopularityParams
     content: content.ContentParams
     fusion: FusionParams
@@ -85,7 +86,7 @@ class TrainSettings:
 
 
 # The models whose settings silver.model_settings records (popularity's and content's included).
-SETTINGS_MODELS = ("als", "bpr", "itemknn", "popularity", "content")
+SETTINGS_MODELS = ("als", "bpr", "itemknn", "graph", "popularity", "content")
 
 
 def settings_rows(settings: TrainSettings, segments: list[str]) -> pd.DataFrame:
@@ -393,13 +394,14 @@ def _fit(
                 "weight": similarity.data.astype(np.float32),
             }
         )
-    if model not in ("als", "bpr"):
+    fits: dict[str, Callable[[], FactorModel]] = {
+        "als": lambda: als.fit(data.weights, settings.als, threads),
+        "bpr": lambda: bpr.fit(data.weights, settings.bpr, threads),
+        "graph": lambda: graph_filter.fit(data.weights, settings.graph),
+    }
+    if model not in fits:
         raise ValueError(f"no kernel trains model {model!r}")
-    fitted: FactorModel = (
-        als.fit(data.weights, settings.als, threads)
-        if model == "als"
-        else bpr.fit(data.weights, settings.bpr, threads)
-    )
+    fitted = fits[model]()
     if not (np.isfinite(fitted.user_factors).all() and np.isfinite(fitted.item_factors).all()):
         raise ValueError("the factors contain NaN or infinity; lower the learning rate or check the weights")
     return pd.concat(

@@ -28,7 +28,7 @@ SHARED: dict[str, str] = {
     "run_id": RUN,
     "generated_at": "when this row was written (UTC)",
     "trained_at": "when the model was trained (UTC)",
-    "model": "the model that produced the row (als, bpr, itemknn, content, hybrid, popularity, ...)",
+    "model": "the model that produced the row (als, bpr, itemknn, graph, content, hybrid, popularity, ...)",
     "rank": "position in the list, 1 = best",
     "score": "the model's score; higher ranks first, comparable within one list only",
     "engine": "what fitted the factors: implicit (one machine per segment) or mllib (Spark ALS)",
@@ -81,10 +81,10 @@ TABLES: dict[str, TableDoc] = {
         },
     ),
     "user_factors": TableDoc(
-        "Silver: segment x customer x model, the customer's latent vector (als, bpr, content)"
+        "Silver: segment x customer x model, the customer's latent vector (als, bpr, graph, content)"
     ),
     "item_factors": TableDoc(
-        "Silver: segment x item x model, the item's latent vector (als, bpr, content, "
+        "Silver: segment x item x model, the item's latent vector (als, bpr, graph, content, "
         "hybrid_embedding, popularity)"
     ),
     "item_neighbours": TableDoc(

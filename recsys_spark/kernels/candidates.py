@@ -18,6 +18,7 @@ from recsys_spark.kernels.topn import TopN
 REASON_CODES = {
     "als": "factor_score",
     "bpr": "factor_score",
+    "graph": "factor_score",
     "itemknn": "because_bought",  # reason_item_id: the bought item that contributed most
     "popularity": "popular_in_segment",
     "content": "similar_description",  # close to the descriptions of what the customer bought

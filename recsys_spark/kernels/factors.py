@@ -10,7 +10,7 @@ import scipy.sparse as sp
 from recsys_spark.kernels.topn import DEFAULT_BLOCK_ROWS, TopN, normalize_rows, self_mask, top_matches
 
 # The models whose fit returns a FactorModel.
-FACTOR_MODELS = ("als", "bpr", "content")
+FACTOR_MODELS = ("als", "bpr", "graph", "content")
 
 
 @dataclass(frozen=True)

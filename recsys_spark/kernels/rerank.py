@@ -25,7 +25,7 @@ from recsys_spark.kernels.fusion import FUSED_MODEL
 from recsys_spark.kernels.topn import normalize_rows
 
 # Whose item vectors MMR compares, best first: the first a segment has is used.
-MMR_VECTOR_MODELS = (FUSED_MODEL, "content", "als", "bpr")
+MMR_VECTOR_MODELS = (FUSED_MODEL, "content", "als", "bpr", "graph")
 # Lists per padded chunk: bounds the (lists × candidates × dims) array MMR compares.
 MMR_CHUNK_LISTS = 1024
 

@@ -128,7 +128,9 @@ def _cross_sell(
     publish_model, _ = published_model(spark, config)
     factor_models = [m for m in [publish_model, *config.models.enabled] if m in FACTOR_MODELS]
     if not factor_models:
-        result.skipped["cross_sell_potential"] = "no factor model (als, bpr or content) in models.enabled"
+        result.skipped["cross_sell_potential"] = (
+            "no factor model (als, bpr, graph or content) in models.enabled"
+        )
         return
     model = result.cross_sell_model = factor_models[0]
     fitted = fitted_from_tables(spark, config)

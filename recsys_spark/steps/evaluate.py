@@ -58,7 +58,7 @@ BASELINES = ("popularity", "popularity_global")
 # Business-rule variants are evaluated as "<model>+<rule>": reported, never chosen by the guardrail
 # (the rules apply to whatever is published).
 VARIANT_MARK = "+"
-MODEL_SECTIONS = ("als", "bpr", "itemknn", "popularity", "content", "hybrid")
+MODEL_SECTIONS = ("als", "bpr", "itemknn", "graph", "popularity", "content", "hybrid")
 LIST_METRICS = ("coverage", "novelty", "popularity_bias", "diversity")
 
 

@@ -149,7 +149,8 @@ def _audience(spark: SparkSession, config: Config, inputs: Inputs, result: Score
     factor_models = [m for m in [result.model, *conf.enabled] if m in FACTOR_MODELS]
     if not factor_models:
         log.info(
-            "score: no factor model (als, bpr or content) enabled: item_audience and lookalikes not written"
+            "score: no factor model (als, bpr, graph or content) enabled: "
+            "item_audience and lookalikes not written"
         )
         return
     embedding = factor_models[0]

@@ -72,7 +72,7 @@ def evaluated(spark: SparkSession, make_config: Callable[..., Config]) -> Config
         # Few MovieLens users stay active after the cutoff: their lists reach little of the catalogue.
         evaluation={"min_coverage": 0.01},
         models={
-            "enabled": ["als", "itemknn", "popularity"],
+            "enabled": ["als", "itemknn", "graph", "popularity"],
             "min_segment_users": 10,
             "als": {"factors": 32, "iterations": 10},
             "confidence": {"alpha": 10.0},
@@ -89,7 +89,13 @@ def test_movielens_is_evaluated_as_implicit_feedback_and_the_champion_is_publish
     metrics = spark.table(str(table_name(evaluated, "model_metrics")))
     overall = metrics.where("segment = 'all' AND slice = 'all'")
     models = {r.model for r in overall.select("model").distinct().collect()}
-    assert {m for m in models if "+" not in m} == {"als", "itemknn", "popularity", "popularity_global"}
+    assert {m for m in models if "+" not in m} == {
+        "als",
+        "itemknn",
+        "graph",
+        "popularity",
+        "popularity_global",
+    }
     # conf's business rules (category cap, MMR), each alone and together, on the first model.
     assert {m for m in models if "+" in m} == {"als+cap", "als+mmr", "als+rules"}
     offline = overall.where(~F.col("metric").startswith("interleaving"))

@@ -1,0 +1,74 @@
+"""Graph-filter collaborative filtering in closed form (GF-CF: Shen et al., "How Powerful is
+Graph Convolution for Recommendation?", CIKM 2021), the training-free limit of LightGCN-style
+propagation over the customer-item graph. scipy/numpy only; no Spark.
+
+With R the customers x items purchase graph (bought: 1), D_U and D_I its degrees and
+R~ = D_U^-1/2 R D_I^-1/2 the normalised graph, a customer's scores are
+
+    s_u = r_u (R~' R~  +  alpha * D_I^-1/2 V_k V_k' D_I^1/2)
+
+the normalised item-item propagation (a linear low-pass filter) plus an ideal low-pass filter
+on the graph's top k singular directions V_k. One truncated SVD of R~ = U S V' gives both:
+R~' R~ = V S^2 V', kept to its top ``rank`` directions (exact when ``rank`` reaches the
+graph's rank), so the model is a factor model like ALS, with
+
+    customer u: [r_u V S^2,  alpha * r_u D_I^-1/2 V_k]      item i: [V_i,  d_i^1/2 V_k,i]
+
+and scoring, similar items, serving and vector export are the factor models' own code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.linalg import svds
+
+from recsys_spark.kernels.factors import FactorModel
+
+DENSE_SVD_MAX = 2_000  # below this many items or customers a full SVD is cheaper and exact
+
+
+@dataclass(frozen=True)
+class GraphParams:
+    rank: int = 256  # singular directions kept of the item-item propagation R~'R~
+    ideal_dims: int = 64  # k of the ideal low-pass filter (at most rank)
+    alpha: float = 0.3  # the ideal low-pass filter's weight
+    seed: int = 42  # the sparse SVD's start vector
+
+
+def fit(user_items: sp.csr_matrix, params: GraphParams) -> FactorModel:
+    """The graph filter of the users x items weights (any weight > 0 is an edge)."""
+    graph = (sp.csr_matrix(user_items) > 0).astype(np.float64)
+    user_degree = np.asarray(graph.sum(axis=1)).ravel()
+    item_degree = np.asarray(graph.sum(axis=0)).ravel()
+    normalised = sp.diags(_inverse_sqrt(user_degree)) @ graph @ sp.diags(_inverse_sqrt(item_degree))
+    directions, strengths = top_right_singular(normalised.tocsr(), params.rank, params.seed)
+    ideal = directions[:, : min(params.ideal_dims, directions.shape[1])]
+    customers = np.hstack(
+        [
+            graph @ (directions * strengths**2),
+            params.alpha * (graph @ (ideal * _inverse_sqrt(item_degree)[:, None])),
+        ]
+    )
+    items = np.hstack([directions, ideal * np.sqrt(item_degree)[:, None]])
+    return FactorModel(customers.astype(np.float32), items.astype(np.float32))
+
+
+def top_right_singular(matrix: sp.csr_matrix, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(items x k right singular vectors, their k singular values), strongest first; a full SVD
+    for small matrices (exact, every direction), else scipy's sparse one."""
+    smaller = min(matrix.shape)
+    if smaller <= DENSE_SVD_MAX or k >= smaller - 1:
+        _, values, right = np.linalg.svd(matrix.toarray(), full_matrices=False)
+        keep = min(k, int((values > values.max(initial=0.0) * 1e-12).sum()))
+        return right[:keep].T, values[:keep]
+    start = np.random.default_rng(seed).random(smaller)
+    _, values, right = svds(matrix, k=k, v0=start)
+    order = np.argsort(values)[::-1]
+    return right[order].T, values[order]
+
+
+def _inverse_sqrt(degree: np.ndarray) -> np.ndarray:
+    return np.where(degree > 0, 1.0 / np.sqrt(np.maximum(degree, 1e-300)), 0.0)
