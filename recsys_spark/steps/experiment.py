@@ -28,7 +28,7 @@ from recsys_spark.config import Config
 from recsys_spark.distributed.experiments import ARMS, arm_statistics, customer_outcomes
 from recsys_spark.io.comments import sql_string
 from recsys_spark.io.step_runs import read_complete
-from recsys_spark.io.tables import overwrite_table, run_stamp, table_name
+from recsys_spark.io.tables import ensure_table, overwrite_table, run_stamp, table_name
 from recsys_spark.kernels import uplift
 from recsys_spark.kernels.routing import GLOBAL_SEGMENT
 from recsys_spark.progress import stage
@@ -38,6 +38,14 @@ log = logging.getLogger(__name__)
 
 COMPARED = [k for k in ARMS if k != "variant"]
 HEADLINE = "conversion"  # the metric the step's lines and the report lead with
+
+
+RESULT_COLUMNS = (
+    "export_run_id string, recommendations_run_id string, experiment string, window_days int, "
+    "as_of timestamp, observed_days double, complete boolean, segment string, metric string, "
+    "model_customers long, holdout_customers long, model_value double, holdout_value double, "
+    "uplift double, ci_low double, ci_high double, p_value double, verdict string"
+)
 
 
 @dataclass
@@ -52,7 +60,12 @@ class ExperimentResult:
 
 
 def run_experiment(spark: SparkSession, config: Config, run_id: str) -> ExperimentResult:
-    """Measure every export not yet settled; write and log its results."""
+    """Measure every export not yet settled; write and log its results. gold.experiment_results
+    exists from the first run on, empty until an export has purchases after it."""
+    results_schema = spark.createDataFrame(
+        [], f"run_id string, {RESULT_COLUMNS}, measured_at timestamp"
+    ).schema
+    ensure_table(spark, config, table_name(config, "experiment_results"), results_schema)
     lists_name = table_name(config, "exported_lists")
     if not spark.catalog.tableExists(str(lists_name)):
         return ExperimentResult(skipped=f"no exports recorded yet ({lists_name}): run `recsys export` first")
@@ -139,14 +152,6 @@ def _results(
 def _uplift_of(row: tuple) -> uplift.Uplift:
     values = (row.model_value, row.holdout_value, row.uplift, row.ci_low, row.ci_high, row.p_value)
     return uplift.Uplift(*(math.nan if v is None or pd.isna(v) else float(v) for v in values))
-
-
-RESULT_COLUMNS = (
-    "export_run_id string, recommendations_run_id string, experiment string, window_days int, "
-    "as_of timestamp, observed_days double, complete boolean, segment string, metric string, "
-    "model_customers long, holdout_customers long, model_value double, holdout_value double, "
-    "uplift double, ci_low double, ci_high double, p_value double, verdict string"
-)
 
 
 def _write(spark: SparkSession, config: Config, run_id: str, rows: pd.DataFrame, measured: list[str]) -> int:

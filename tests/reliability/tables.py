@@ -14,10 +14,16 @@ from recsys_spark.io.tables import TABLE_LAYERS, local_location, table_name
 # Columns that say when and by which run a row was written: they differ between runs by design.
 STAMPS = (
     "run_id", "generated_at", "ingested_at", "trained_at", "evaluated_at", "decided_at", "loaded_at",
-    "completed_at",
+    "completed_at", "exported_at", "measured_at", "recommendations_run_id", "export_run_id",
 )  # fmt: skip
 # Tables that keep every run's rows (replaceWhere on run_id, or appended): compare the latest run's.
-PER_RUN = {"model_metrics": "evaluated_at", "published_model": "decided_at", "step_runs": "completed_at"}
+PER_RUN = {
+    "model_metrics": "evaluated_at",
+    "published_model": "decided_at",
+    "step_runs": "completed_at",
+    "exported_lists": "exported_at",  # one export per recommendations run
+    "experiment_results": "measured_at",
+}
 
 
 def content(spark: SparkSession, config: Config, key: str) -> DataFrame:
