@@ -155,7 +155,8 @@ def verdict(metric: OutcomeMetric, window_days: int, result: Uplift, observed_da
 
 
 def compared(stats: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
-    """Per ``keys`` × metric, the model arm against the holdout arm (COMPARED_COLUMNS).
+    """Per ``keys`` × metric, the model arm against the holdout arm (COMPARED_COLUMNS; NaN
+    where a figure cannot be had, e.g. no holdout arm).
 
     ``stats``: one row per ``keys`` × ``variant`` with ``customers`` and, per metric,
     ``<metric>_total`` and ``<metric>_squares`` (an arm without a row has no customers).
@@ -166,7 +167,8 @@ def compared(stats: pd.DataFrame, keys: Sequence[str], metrics: Sequence[str]) -
         for name in metrics:
             model, holdout = (_arm(arms, variant, name) for variant in (MODEL_ARM, HOLDOUT_ARM))
             result = uplift(OUTCOMES[name].kind, model, holdout)
-            rows.append((*key, name, model.customers, holdout.customers, *_figures(result)))
+            figures = (result.model, result.holdout, result.uplift, result.low, result.high, result.p_value)
+            rows.append((*key, name, model.customers, holdout.customers, *figures))
     return pd.DataFrame(rows, columns=[*keys, *COMPARED_COLUMNS])
 
 
@@ -185,8 +187,3 @@ def _arm(arms: pd.DataFrame, variant: str, metric: str) -> Arm:
         return Arm(0, 0.0, 0.0)
     row = arms.loc[variant]
     return Arm(int(row.customers), float(row[f"{metric}_total"]), float(row[f"{metric}_squares"]))
-
-
-def _figures(result: Uplift) -> tuple[float | None, ...]:
-    values = (result.model, result.holdout, result.uplift, result.low, result.high, result.p_value)
-    return tuple(None if math.isnan(v) else v for v in values)

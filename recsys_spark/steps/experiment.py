@@ -118,9 +118,9 @@ def _exports(shown: DataFrame) -> pd.DataFrame:
 
 def _unsettled(spark: SparkSession, config: Config, timed: pd.DataFrame) -> pd.DataFrame:
     """The exports of ``timed`` not yet measured complete at every window."""
-    name = table_name(config, "experiment_results")
-    if timed.empty or not spark.catalog.tableExists(str(name)):
+    if timed.empty:
         return timed
+    name = table_name(config, "experiment_results")
     windows = sorted(config.experiment.windows_days)
     done = (
         spark.table(str(name))
@@ -151,7 +151,7 @@ def _results(
 
 def _uplift_of(row: tuple) -> uplift.Uplift:
     values = (row.model_value, row.holdout_value, row.uplift, row.ci_low, row.ci_high, row.p_value)
-    return uplift.Uplift(*(math.nan if v is None or pd.isna(v) else float(v) for v in values))
+    return uplift.Uplift(*(float(v) for v in values))
 
 
 def _write(spark: SparkSession, config: Config, run_id: str, rows: pd.DataFrame, measured: list[str]) -> int:

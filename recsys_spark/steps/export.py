@@ -118,7 +118,8 @@ def run_export(spark: SparkSession, config: Config, export_run_id: str) -> Expor
     kept_count = result.customers_published - result.inactive_dropped
 
     with stage("export", "lists") as st:
-        lists = _model_lists(published, kept).unionByName(_holdout_lists(spark, config, kept))
+        # Persisted: the record below and every file format read the lists (the holdout's are a UDF pass).
+        lists = _model_lists(published, kept).unionByName(_holdout_lists(spark, config, kept)).persist()
         items = read_complete(spark, config, "items", versions)
         rows = _flat_rows(config, items, lists, kept, run_id, latest.generated_at)
         if salt is not None:
@@ -140,6 +141,7 @@ def run_export(spark: SparkSession, config: Config, export_run_id: str) -> Expor
         result.rows = kept_count
         _write_manifest(config, result, rows.columns)
         st.counts.update(files=len(result.files), rows=result.rows)
+    lists.unpersist()
     kept.unpersist()
     return result
 
