@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from recsys_spark.config.schema import BasketsConfig, BusinessRulesConfig, ModelsConfig
 from recsys_spark.distributed.baskets import MiningSettings
 from recsys_spark.distributed.training import FusionParams, TrainSettings, Tuned
-from recsys_spark.kernels import als, bpr, content, graph_filter, itemknn, popularity
+from recsys_spark.kernels import als, bias, bpr, content, graph_filter, itemknn, popularity
 from recsys_spark.kernels.rerank import Rules
 
 P = TypeVar("P")
@@ -30,9 +30,16 @@ def train_settings(models: ModelsConfig, tuned: Tuned | None = None) -> TrainSet
     return by_name(
         TrainSettings,
         models,
-        models=tuple(m for m in models.enabled if m not in DERIVED_MODELS),
+        models=trained_models(models),
         # ALS's own log scale is tuning's choice; conf's confidence.log_scale scales every model's weights.
-        als=by_name(als.AlsParams, models.als, alpha=models.confidence.alpha, log_scale=False),
+        als=by_name(
+            als.AlsParams,
+            models.als,
+            alpha=models.confidence.alpha,
+            log_scale=False,
+            feedback=models.feedback,
+        ),
+        bias=by_name(bias.BiasParams, models.bias),
         bpr=by_name(bpr.BprParams, models.bpr),
         itemknn=by_name(itemknn.ItemKnnParams, models.itemknn),
         graph=by_name(graph_filter.GraphParams, models.graph, seed=models.als.seed),
@@ -42,6 +49,13 @@ def train_settings(models: ModelsConfig, tuned: Tuned | None = None) -> TrainSet
         hybrid_weights=dict(models.hybrid.weights) if "hybrid" in models.enabled else {},
         tuned=tuned or {},
     )
+
+
+def trained_models(models: ModelsConfig) -> tuple[str, ...]:
+    """The models training fits: the enabled ones, and with explicit feedback the bias baseline,
+    which the guardrail measures every model against (as popularity, always trained)."""
+    enabled = tuple(m for m in models.enabled if m not in DERIVED_MODELS)
+    return (*enabled, "bias") if models.feedback == "explicit" else enabled
 
 
 def mining_settings(baskets: BasketsConfig) -> MiningSettings:

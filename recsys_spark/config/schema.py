@@ -171,7 +171,8 @@ class ColumnMapping:
     order_id -> one basket per customer and day (per customer without a time); event_ts -> no
     time split (evaluation holds out a seeded random share); quantity -> each line counts 1;
     unit_price -> no revenue; description -> no content model; category -> no category rules
-    (unless input.category_from_description); segment -> one segment `all`."""
+    (unless input.category_from_description); segment -> one segment `all`; rating -> implicit
+    feedback only."""
 
     customer_id: str
     item_id: str
@@ -182,6 +183,7 @@ class ColumnMapping:
     description: str | None = None
     category: str | None = None
     segment: str | None = None
+    rating: str | None = None  # explicit feedback (models.feedback: explicit): the customer's rating
 
 
 @dataclass(frozen=True)
@@ -261,6 +263,14 @@ class AlsConfig:
 
 
 @dataclass(frozen=True)
+class BiasConfig:
+    # The explicit-feedback baseline mu + b_u + b_i (kernels/bias.py): each bias is a mean of
+    # residuals damped by this many ratings' weight.
+    item_regularization: NonNegativeFloat
+    user_regularization: NonNegativeFloat
+
+
+@dataclass(frozen=True)
 class GraphConfig:
     # Closed-form graph filter (GF-CF, kernels/graph_filter.py): no training loop.
     rank: Annotated[int, Range(1, 4096)]  # singular directions kept of the item-item propagation
@@ -322,7 +332,8 @@ class FusionConfig:
     dims: Annotated[int, Range(1, 4096)]  # projection: principal components kept
 
 
-BaselineName = Literal["popularity", "popularity_global"]
+# bias: the explicit-feedback baseline (models.feedback: explicit).
+BaselineName = Literal["popularity", "popularity_global", "bias"]
 
 
 @dataclass(frozen=True)
@@ -347,6 +358,9 @@ class ModelsConfig:
     # Whose top-N goes to gold.recommendations: "champion" (the evaluate step's guardrail choice)
     # or a model name. Customers of untrained segments get overall popularity either way.
     publish: Literal["champion", "als", "bpr", "itemknn", "graph", "popularity", "content", "hybrid"]
+    # implicit: purchases as confidences; explicit: input.columns.rating as values to predict
+    # (ALS on MLlib with implicitPrefs off, the bias baseline, RMSE and MAE; docs/models.md).
+    feedback: Literal["implicit", "explicit"]
     top_n: ListLength
     similar_top_k: ListLength
     audience_top_k: Annotated[int, Range(1, 1_000_000)]
@@ -365,6 +379,7 @@ class ModelsConfig:
     bpr: BprConfig
     itemknn: ItemKnnConfig
     graph: GraphConfig
+    bias: BiasConfig
     popularity: PopularityConfig
     content: ContentConfig
     hybrid: HybridConfig
@@ -413,7 +428,9 @@ class BasketsConfig:
 @dataclass(frozen=True)
 class EvaluationConfig:
     k: list[ListLength]
-    primary_metric: Literal["ndcg", "precision", "recall", "map", "hit_rate", "mrr"]
+    # rmse and mae (lower is better): explicit feedback only; models that predict no rating
+    # (popularity, itemknn, ...) cannot pass a guardrail on them.
+    primary_metric: Literal["ndcg", "precision", "recall", "map", "hit_rate", "mrr", "rmse", "mae"]
     primary_k: ListLength
     # How to split: one time cutoff for everyone (a quantile of event times, a date, the last N
     # days), each customer's last basket, or a seeded random share of each customer's items
@@ -584,6 +601,7 @@ def load_config(
         )
     _check_hybrid(config, origin, files)
     _check_input(config, origin, files)
+    _check_feedback(config, origin, files)
     _check_windows(config, origin, files)
     _check_formats(config, origin, files)
     return config
@@ -626,6 +644,33 @@ def _check_input(config: Config, origin: dict[str, str], files: list[Path]) -> N
             f"{_where('input.timestamp_format', origin, files)}: input.timestamp_format {timestamp!r} "
             f"is not one of {', '.join(TIMESTAMP_NAMES)} (or a Spark datetime pattern)"
         )
+
+
+def _check_feedback(config: Config, origin: dict[str, str], files: list[Path]) -> None:
+    """Settings that only mean something for one kind of feedback."""
+    explicit = config.models.feedback == "explicit"
+    conf = config.evaluation
+    problems = {
+        "models.feedback": (
+            explicit and config.input.columns.rating is None,
+            "explicit needs input.columns.rating, which is null: map the rating column",
+        ),
+        "evaluation.baseline": (
+            conf.baseline == "bias" and not explicit,
+            "bias predicts ratings: it needs models.feedback: explicit",
+        ),
+        "evaluation.primary_metric": (
+            conf.primary_metric in ("rmse", "mae") and not explicit,
+            f"{conf.primary_metric} measures predicted ratings: it needs models.feedback: explicit",
+        ),
+        "models.tuning.models": (
+            explicit and "als" in config.models.tuning.models and config.models.tuning.trials > 0,
+            "tuning searches implicit ALS; with models.feedback: explicit leave als out of it",
+        ),
+    }
+    for key, (wrong, why) in problems.items():
+        if wrong:
+            raise ConfigError(f"{_where(key, origin, files)}: {key}: {why}")
 
 
 def _check_formats(config: Config, origin: dict[str, str], files: list[Path]) -> None:

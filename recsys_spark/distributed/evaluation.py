@@ -138,6 +138,35 @@ def _new_items(train: DataFrame, test_lines: DataFrame) -> DataFrame:
     return test_lines.select(*pairs).distinct().join(train.select(*pairs).distinct(), pairs, "left_anti")
 
 
+def rating_sums(
+    ratings: DataFrame, user_factors: DataFrame, item_factors: DataFrame, models: Sequence[str]
+) -> pd.DataFrame:
+    """Per model × segment: the test ratings (``ratings``: segment, customer_id, item_id,
+    rating) every one of ``models`` predicts, as the dot product of the customer's and the
+    item's factors, and the sums of their squared and absolute errors (``metrics.rating_errors``
+    turns them into RMSE and MAE). A pair a model cannot predict (its customer or item unseen in
+    training) is left out for every model, so all are judged on the same ratings."""
+    pair = [*KEYS, "item_id"]
+    users = user_factors.where(F.col("model").isin(list(models))).select(
+        *KEYS, "model", F.col("factors").alias("u")
+    )
+    items = item_factors.select("segment", "item_id", "model", F.col("factors").alias("i"))
+    dot = F.aggregate(F.zip_with("u", "i", lambda a, b: a * b), F.lit(0.0), lambda acc, x: acc + x)
+    predicted = (
+        ratings.join(users, KEYS)
+        .join(items, ["segment", "item_id", "model"])
+        .select(*pair, "model", (dot - F.col("rating")).alias("error"))
+    )
+    predictors = F.count(F.lit(1)).over(Window.partitionBy(*pair))
+    shared = predicted.withColumn("predictors", predictors).where(F.col("predictors") == len(models))
+    sums = shared.groupBy("model", "segment").agg(
+        F.count(F.lit(1)).alias("pairs"),
+        F.sum(F.col("error") ** 2).alias("squared"),
+        F.sum(F.abs("error")).alias("absolute"),
+    )
+    return sums.toPandas()
+
+
 def relevant_items(test: DataFrame) -> DataFrame:
     """Per test customer (segment, customer_id): ``relevant``, their test items, for the tasks
     that measure lists where they make them (``kernels.metrics``)."""

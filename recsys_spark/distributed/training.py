@@ -28,7 +28,7 @@ from pyspark.sql.window import Window
 from recsys_spark.config import ModelsConfig
 from recsys_spark.distributed.analytics import item_descriptions
 from recsys_spark.distributed.errors import udf_errors
-from recsys_spark.kernels import als, bpr, content, fusion, graph_filter, itemknn, popularity
+from recsys_spark.kernels import als, bias, bpr, content, fusion, graph_filter, itemknn, popularity
 from recsys_spark.kernels.factors import FactorModel
 from recsys_spark.kernels.matrix import Interactions, build_interactions
 from recsys_spark.kernels.routing import GLOBAL_SEGMENT
@@ -58,6 +58,7 @@ class TrainSettings:
     bpr: bpr.BprParams
     itemknn: itemknn.ItemKnnParams
     graph: graph_filter.GraphParams
+    bias: bias.BiasParams
     popularity: popularity.PopularityParams
     content: content.ContentParams
     fusion: FusionParams
@@ -86,7 +87,7 @@ class TrainSettings:
 
 
 # The models whose settings silver.model_settings records (popularity's and content's included).
-SETTINGS_MODELS = ("als", "bpr", "itemknn", "graph", "popularity", "content")
+SETTINGS_MODELS = ("als", "bpr", "itemknn", "graph", "bias", "popularity", "content")
 
 
 def settings_rows(settings: TrainSettings, segments: list[str]) -> pd.DataFrame:
@@ -133,8 +134,20 @@ def user_item_weights(
     )
 
 
+def rating_weights(interactions: DataFrame) -> DataFrame:
+    """``user_item_weights``' rows for explicit feedback: each pair's latest rating (the mean
+    of its ratings when the input has no times)."""
+    ratings = interactions.groupBy("segment", "customer_id", "item_id").agg(
+        F.coalesce(F.max_by("rating", "event_ts"), F.avg("rating")).cast("float").alias("weight")
+    )
+    return ratings.select(*WEIGHTS_COLUMNS[:4], F.lit(None).cast("float").alias("age_days"))
+
+
 def confidence_weights(models: ModelsConfig, interactions: DataFrame) -> DataFrame:
-    """``user_item_weights`` as conf ``models.confidence`` says (ages only when popularity decays)."""
+    """``user_item_weights`` as conf ``models.confidence`` says (ages only when popularity
+    decays); with ``models.feedback`` explicit, the ratings."""
+    if models.feedback == "explicit":
+        return rating_weights(interactions)
     with_age = models.popularity.half_life_days is not None
     return user_item_weights(interactions, models.confidence.weight, models.confidence.log_scale, with_age)
 
@@ -160,7 +173,9 @@ def training_plan(weights: DataFrame, settings: TrainSettings) -> pd.DataFrame:
     plan.loc[too_few_users, "skip_reason"] = (
         f"fewer than models.min_segment_users={settings.min_segment_users} users"
     )
-    plan["engine"] = np.where(plan.pairs > settings.mllib_min_pairs, "mllib", "implicit")
+    # Explicit ratings: ALS runs on MLlib in every segment (the kernel solves implicit feedback).
+    on_mllib = (plan.pairs > settings.mllib_min_pairs) | (settings.als.feedback == "explicit")
+    plan["engine"] = np.where(on_mllib, "mllib", "implicit")
     plan.loc[plan.skip_reason.notna(), "engine"] = None
     return plan
 
@@ -257,29 +272,37 @@ def global_popularity(trained: DataFrame) -> DataFrame:
     )
 
 
-def train_mllib_als(weights: DataFrame, segments: list[str], params: als.AlsParams) -> DataFrame | None:
+def train_mllib_als(
+    weights: DataFrame, segments: list[str], params: als.AlsParams, baseline: DataFrame | None = None
+) -> DataFrame | None:
     """ALS on Spark MLlib for segments too big for one executor; same rows as the kernel's.
 
     MLlib needs integer ids: each segment's distinct ids are numbered in sorted order. MLlib's
     implicit ALS scales regularization by each user's and item's count, so its factors differ
-    from the kernel's for the same parameters.
+    from the kernel's for the same parameters. With explicit feedback the weights are ratings:
+    MLlib (implicitPrefs off) factorizes what ``baseline`` (the bias model's trained rows) leaves
+    of them, and each vector carries its baseline vector after its factors, so that the dot
+    product predicts mu + b_u + b_i + x_u . y_i (Koren, Bell, Volinsky 2009: biased MF).
     """
     from pyspark.ml.recommendation import ALS
 
     frames = []
+    implicit = params.feedback == "implicit"
     for segment in segments:
         rows = weights.where(F.col("segment") == segment)
+        if baseline is not None:
+            rows = _residuals(rows, baseline.where(F.col("segment") == segment))
         users = _numbered(rows, "customer_id")
         items = _numbered(rows, "item_id")
         ratings = rows.join(users, "customer_id").join(items, "item_id")
-        if params.log_scale:
+        if params.log_scale and implicit:
             ratings = ratings.withColumn("weight", F.log1p("weight"))
         model = ALS(
             rank=params.factors,
             maxIter=params.iterations,
             regParam=params.regularization,
             alpha=params.alpha,
-            implicitPrefs=True,
+            implicitPrefs=implicit,
             seed=params.seed,
             userCol="customer_id_index",
             itemCol="item_id_index",
@@ -289,15 +312,22 @@ def train_mllib_als(weights: DataFrame, segments: list[str], params: als.AlsPara
             ("user", model.userFactors, users, "customer_id"),
             ("item", model.itemFactors, items, "item_id"),
         ):
+            named = factors.join(ids, factors.id == ids[f"{column}_index"]).select(
+                F.col(column).alias("id"), F.col("features").cast("array<float>").alias("factors")
+            )
+            if baseline is not None:
+                named = _after_baseline(
+                    named, baseline.where((F.col("segment") == segment) & (F.col("kind") == kind))
+                )
             frames.append(
-                factors.join(ids, factors.id == ids[f"{column}_index"]).select(
+                named.select(
                     F.lit(kind).alias("kind"),
                     F.lit(segment).alias("segment"),
                     F.lit("als").alias("model"),
                     F.lit("mllib").alias("engine"),
-                    F.col(column).alias("id"),
+                    "id",
                     F.lit(None).cast("string").alias("other_id"),
-                    F.col("features").cast("array<float>").alias("factors"),
+                    "factors",
                     F.lit(None).cast("float").alias("weight"),
                 )
             )
@@ -307,6 +337,26 @@ def train_mllib_als(weights: DataFrame, segments: list[str], params: als.AlsPara
     for frame in frames[1:]:
         result = result.unionByName(frame)
     return result
+
+
+def _residuals(ratings: DataFrame, baseline: DataFrame) -> DataFrame:
+    """``ratings`` (weights rows) less the baseline's prediction: the dot product of the
+    customer's and the item's baseline vectors."""
+    users = baseline.where(F.col("kind") == "user").select(
+        F.col("id").alias("customer_id"), F.col("factors").alias("u")
+    )
+    items = baseline.where(F.col("kind") == "item").select(
+        F.col("id").alias("item_id"), F.col("factors").alias("i")
+    )
+    predicted = F.aggregate(F.zip_with("u", "i", lambda a, b: a * b), F.lit(0.0), lambda acc, x: acc + x)
+    with_both = ratings.join(users, "customer_id").join(items, "item_id")
+    return with_both.select(*WEIGHTS_COLUMNS[:3], (F.col("weight") - predicted).cast("float").alias("weight"))
+
+
+def _after_baseline(factors: DataFrame, baseline: DataFrame) -> DataFrame:
+    """``factors`` (id, factors) with each id's baseline vector appended."""
+    vectors = baseline.select("id", F.col("factors").alias("baseline"))
+    return factors.join(vectors, "id").select("id", F.concat("factors", "baseline").alias("factors"))
 
 
 def threads_per_task(total_cores: int, executor_cores: int, concurrent_tasks: int) -> int:
@@ -398,6 +448,7 @@ def _fit(
         "als": lambda: als.fit(data.weights, settings.als, threads),
         "bpr": lambda: bpr.fit(data.weights, settings.bpr, threads),
         "graph": lambda: graph_filter.fit(data.weights, settings.graph),
+        "bias": lambda: bias.fit(data.weights, settings.bias),
     }
     if model not in fits:
         raise ValueError(f"no kernel trains model {model!r}")
@@ -503,7 +554,8 @@ def fit_models(
                 f"no interactions to train on in {source}: run `recsys ingest` first, or check "
                 "silver.interactions_quarantine for why every row was rejected"
             )
-        st.counts.update(pairs=result.pairs, weight=models.confidence.weight)
+        weight = "rating" if models.feedback == "explicit" else models.confidence.weight
+        st.counts.update(pairs=result.pairs, weight=weight)
     with stage(step, "plan segments", seconds) as st:
         plan = training_plan(weights, settings)
         threads = _plan_counts(spark, plan, settings, step, result, st.counts)
@@ -589,11 +641,20 @@ def _fit_all(
 ) -> tuple[DataFrame, DataFrame]:
     """(the fitted rows, persisted; those plus the fused embedding and global popularity)."""
     trained = train_segments(weights, plan, settings, threads, texts)
+    segment_rows = None
     if "als" in settings.models and mllib_segments:
-        trained = trained.unionByName(train_mllib_als(weights, mllib_segments, settings.als))
+        baseline = None
+        if settings.als.feedback == "explicit":  # MLlib factorizes what the bias model leaves
+            segment_rows = trained.persist()
+            with udf_errors(TrainingError):
+                segment_rows.count()
+            baseline = segment_rows.where(F.col("model") == "bias")
+        trained = trained.unionByName(train_mllib_als(weights, mllib_segments, settings.als, baseline))
     fitted = trained.persist()
     with udf_errors(TrainingError):
         fitted.count()
+    if segment_rows is not None:
+        segment_rows.unpersist()
     trained = fitted
     if {"als", "content"} <= set(settings.models):
         trained = trained.unionByName(fused_embeddings(fitted, settings.fusion))

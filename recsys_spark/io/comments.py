@@ -67,6 +67,8 @@ TABLES: dict[str, TableDoc] = {
             "unit_price": "price per unit in the input's currency (> 0); null: the input has no price",
             "revenue": "quantity x unit_price, in the input's currency; null without a price",
             "description": "item description on this line, as in the input",
+            "rating": "the customer's rating of the item (explicit feedback); null when the input "
+            "has no rating column",
             "run_id": "MLflow run id of the ingest that inserted the row",
         },
     ),
@@ -76,8 +78,9 @@ TABLES: dict[str, TableDoc] = {
             "raw": "the input line: input column -> value as text",
             "reason": "first failed check: malformed_line, cancellation, non_product_code, "
             "missing_customer, missing_item, missing_order, unparseable_timestamp, future_timestamp, "
-            "unparseable_quantity, non_positive_quantity, unparseable_price, non_positive_price, "
-            "missing_segment or near_duplicate",
+            "implausible_timestamp, unparseable_quantity, non_positive_quantity, implausible_quantity, "
+            "unparseable_price, non_positive_price, implausible_price, unparseable_rating, "
+            "missing_segment, reserved_segment or near_duplicate",
         },
     ),
     "user_factors": TableDoc(

@@ -10,7 +10,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys_spark.config import Config
-from recsys_spark.config.params import hybrid_uses_rules, train_settings
+from recsys_spark.config.params import hybrid_uses_rules, train_settings, trained_models
 from recsys_spark.distributed.training import Fitted, Tuned
 from recsys_spark.io.tables import table_name
 from recsys_spark.kernels.routing import GLOBAL_SEGMENT
@@ -68,7 +68,8 @@ def published_model(spark: SparkSession, config: Config) -> tuple[str, str]:
         latest = spark.table(str(name)).orderBy(F.desc("decided_at")).first()
     if latest is None:
         return "popularity", "no evaluation has chosen a champion yet (run `recsys evaluate`)"
-    if latest.model not in [*config.models.enabled, "popularity_global"]:
+    # The baselines are trained whatever is enabled (bias with explicit feedback).
+    if latest.model not in [*config.models.enabled, *trained_models(config.models), "popularity_global"]:
         return "popularity", f"the champion {latest.model} is no longer in models.enabled"
     return latest.model, latest.reason
 

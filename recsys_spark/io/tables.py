@@ -38,6 +38,7 @@ INTERACTIONS_SCHEMA = T.StructType(
         T.StructField("revenue", T.DoubleType(), True),
         T.StructField("description", T.StringType(), True),
         T.StructField("category", T.StringType(), True),
+        T.StructField("rating", T.DoubleType(), True),  # null: the input has no rating column
         T.StructField("line_id", T.StringType(), False),
         T.StructField("source_file", T.StringType(), True),
         T.StructField("run_id", T.StringType(), False),

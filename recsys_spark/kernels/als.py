@@ -1,8 +1,13 @@
-"""Implicit-feedback ALS (Hu, Koren, Volinsky 2008) through the `implicit` library's CPU solver."""
+"""Implicit-feedback ALS (Hu, Koren, Volinsky 2008) through the `implicit` library's CPU solver.
+
+Explicit ratings (``feedback="explicit"``) are factorized by Spark MLlib's ALS with
+implicitPrefs off (``distributed.training.train_mllib_als``): this kernel refuses them.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -20,10 +25,15 @@ class AlsParams:
     alpha: float = 40.0  # confidence = 1 + alpha × weight
     seed: int = 42
     log_scale: bool = False  # weight -> log(1 + weight) for ALS alone (tuning may choose it)
+    feedback: Literal["implicit", "explicit"] = "implicit"  # explicit: ratings, on MLlib
 
 
 def fit(user_items: sp.csr_matrix, params: AlsParams, threads: int = 1) -> FactorModel:
     """Factorize the users × items weights; ``threads`` is the solver's OpenMP thread count."""
+    if params.feedback != "implicit":
+        raise ValueError(
+            "the implicit kernel factorizes confidences, not ratings: explicit ALS runs on MLlib"
+        )
     # The solver parallelises over users itself; BLAS threads inside it only contend.
     with threadpool_limits(1, "blas"):
         model = AlternatingLeastSquares(

@@ -19,6 +19,7 @@ REASON_CODES = {
     "als": "factor_score",
     "bpr": "factor_score",
     "graph": "factor_score",
+    "bias": "high_predicted_rating",  # explicit feedback's baseline: mean + customer + item bias
     "itemknn": "because_bought",  # reason_item_id: the bought item that contributed most
     "popularity": "popular_in_segment",
     "content": "similar_description",  # close to the descriptions of what the customer bought
@@ -34,6 +35,7 @@ REASON_MEANINGS = {
         "hybrid: an association rule from reason_item_id, in the customer's last basket"
     ),
     "popular_in_segment": "best sellers of the segment",
+    "high_predicted_rating": "bias baseline: rated highly, the customer's own leniency added",
     POPULAR_OVERALL: "best sellers of all segments: the segment was too small",
 }
 

@@ -10,7 +10,10 @@ import scipy.sparse as sp
 from recsys_spark.kernels.topn import DEFAULT_BLOCK_ROWS, TopN, normalize_rows, self_mask, top_matches
 
 # The models whose fit returns a FactorModel.
-FACTOR_MODELS = ("als", "bpr", "graph", "content")
+FACTOR_MODELS = ("als", "bpr", "graph", "content", "bias")
+# Those whose vectors place customers and items by taste (audiences, lookalikes, a cart's
+# neighbours, vector stores); the bias baseline's two numbers do not.
+EMBEDDING_MODELS = tuple(m for m in FACTOR_MODELS if m != "bias")
 
 
 @dataclass(frozen=True)

@@ -158,3 +158,22 @@ def ideal_dcg(hits: np.ndarray) -> np.ndarray:
     top = int(np.max(hits, initial=0))
     cumulative = np.r_[0.0, np.cumsum(1.0 / np.log2(np.arange(2, top + 2)))]
     return cumulative[np.asarray(hits, dtype=np.int64)]
+
+
+# Explicit feedback: how far predicted ratings fall from the test ratings (lower is better).
+RATING_METRICS = ("rmse", "mae")
+
+
+def rating_errors(sums: pd.DataFrame, everyone: str) -> pd.DataFrame:
+    """RMSE and MAE per model × segment, and per model over every segment (``everyone``), from
+    the per-segment sums of ``sums`` (model, segment, pairs, squared, absolute: the count, the
+    sum of squared and the sum of absolute errors); pooled, so every rating weighs the same."""
+    pooled = sums.groupby("model", as_index=False)[["pairs", "squared", "absolute"]].sum()
+    # Data without segments has only the global one: its rows are the pooled ones.
+    segments = sums[sums.segment != everyone]
+    scopes = pd.concat([segments, pooled.assign(segment=everyone)], ignore_index=True)
+    pairs = scopes.pairs.to_numpy(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rmse = np.sqrt(scopes.squared.to_numpy(np.float64) / pairs)
+        mae = scopes.absolute.to_numpy(np.float64) / pairs
+    return scopes[["model", "segment", "pairs"]].assign(rmse=rmse, mae=mae)

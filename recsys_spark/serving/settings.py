@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any
 
 from recsys_spark.config import Config
-from recsys_spark.kernels.factors import FACTOR_MODELS
+from recsys_spark.kernels.factors import EMBEDDING_MODELS
 
 
 def serving_sources(config: Config, model: str) -> set[str]:
@@ -45,5 +45,5 @@ def serving_settings(config: Config, model: str) -> dict[str, Any]:
 def vector_model(published: str, trained: set[str]) -> str | None:
     """The factor model whose vectors stand for items and customers outside the lists (a cart's
     neighbours, the vector stores): the published one, else ALS, else any trained."""
-    candidates = [m for m in (published, "als", *sorted(FACTOR_MODELS)) if m in FACTOR_MODELS]
+    candidates = [m for m in (published, "als", *sorted(EMBEDDING_MODELS)) if m in EMBEDDING_MODELS]
     return next((m for m in candidates if m in trained), None)

@@ -24,7 +24,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from recsys_spark.config import Config, EvaluationConfig, on_databricks
+from recsys_spark.config import Config, EvaluationConfig, ModelsConfig, on_databricks
 from recsys_spark.config.params import (
     DERIVED_MODELS,
     business_rules,
@@ -37,7 +37,14 @@ from recsys_spark.distributed import evaluation as ev
 from recsys_spark.distributed import lists
 from recsys_spark.distributed.analytics import has_categories, item_categories
 from recsys_spark.distributed.evaluation import ALL_SLICES
-from recsys_spark.distributed.training import Fitted, TrainResult, TrainSettings, fit_models, settings_rows
+from recsys_spark.distributed.training import (
+    Fitted,
+    TrainResult,
+    TrainSettings,
+    fit_models,
+    rating_weights,
+    settings_rows,
+)
 from recsys_spark.io.model_tables import blocked_items, trained_settings, tuned_config, tuned_values
 from recsys_spark.io.tables import overwrite_table, run_stamp, table_name
 from recsys_spark.kernels import metrics, routing
@@ -55,6 +62,10 @@ from recsys_spark.tracking.runs import PipelineRun, StepReport, log_champion, lo
 log = logging.getLogger(__name__)
 
 BASELINES = ("popularity", "popularity_global")
+RATING_BASELINE = "bias"  # explicit feedback's baseline: mean + customer and item biases
+# Explicit feedback: the models whose factors predict ratings, judged by RMSE and MAE.
+RATING_MODELS = ("als", RATING_BASELINE)
+LOWER_IS_BETTER = frozenset(metrics.RATING_METRICS)
 # Business-rule variants are evaluated as "<model>+<rule>": reported, never chosen by the guardrail
 # (the rules apply to whatever is published).
 VARIANT_MARK = "+"
@@ -87,12 +98,26 @@ class EvaluateResult:
     settings_mismatch: str | None = None
     # The published model interleaved with the runner-up: per segment (and all), each one's wins.
     interleaving: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # Explicit feedback: per model × segment (and all), the test ratings predicted, RMSE, MAE.
+    ratings: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def choose(overall: pd.DataFrame, conf: EvaluationConfig, test_customers: int) -> Decision:
+def baselines(models: ModelsConfig) -> tuple[str, ...]:
+    """The models a published model is measured against: popularity, in the segment and
+    overall, and with explicit feedback the bias baseline."""
+    return (*BASELINES, RATING_BASELINE) if models.feedback == "explicit" else BASELINES
+
+
+def choose(
+    overall: pd.DataFrame,
+    conf: EvaluationConfig,
+    test_customers: int,
+    baseline_models: tuple[str, ...] = BASELINES,
+) -> Decision:
     """The guardrail: the best model on the primary metric at primary_k among those that beat the
     baseline and reach ``min_coverage``; the baseline itself when none does, or when the split
-    left fewer than ``min_test_customers`` to judge by."""
+    left fewer than ``min_test_customers`` to judge by. RMSE and MAE are better lower; a model
+    that predicts no rating (NaN) cannot pass on them."""
     at_k = overall[overall.k == conf.primary_k].set_index("model")
     metric, k, baseline = conf.primary_metric, conf.primary_k, conf.baseline
     if baseline not in at_k.index:
@@ -107,23 +132,28 @@ def choose(overall: pd.DataFrame, conf: EvaluationConfig, test_customers: int) -
         log.warning("evaluate: %s", reason)
         return Decision(baseline, reason, base, base)
     passing, failing = [], []
-    for model in [m for m in at_k.index if m not in BASELINES and VARIANT_MARK not in m]:
+    sign = -1.0 if metric in LOWER_IS_BETTER else 1.0  # passing ranks by sign × value
+    label = metric if metric in LOWER_IS_BETTER else f"{metric}@{k}"  # a rating error has no K
+    for model in [m for m in at_k.index if m not in baseline_models and VARIANT_MARK not in m]:
         value, coverage = float(at_k.loc[model, metric]), float(at_k.loc[model, "coverage"])
-        if value <= base:
-            failing.append(f"{model}: {metric}@{k} {value:.4f} does not beat {baseline} {base:.4f}")
+        if math.isnan(value):
+            failing.append(f"{model}: predicts no {metric}")
+        elif sign * value <= sign * base:
+            failing.append(f"{model}: {label} {value:.4f} does not beat {baseline} {base:.4f}")
         elif coverage < conf.min_coverage:
             failing.append(
                 f"{model}: coverage {coverage:.3f} below evaluation.min_coverage {conf.min_coverage}"
             )
         else:
-            passing.append((value, model, coverage))
+            passing.append((sign * value, model, coverage))
     if not passing:
         reason = "; ".join(failing) or "no model besides the baselines is enabled"
         return Decision(baseline, f"baseline published: {reason}", base, base)
-    value, model, coverage = max(passing)
-    others = [f"{m} {v:.4f}" for v, m, _ in sorted(passing, reverse=True)[1:]]
+    signed, model, coverage = max(passing)
+    value = sign * signed
+    others = [f"{m} {sign * v:.4f}" for v, m, _ in sorted(passing, reverse=True)[1:]]
     reason = (
-        f"{model}: {metric}@{k} {value:.4f} beats {baseline} {base:.4f}, coverage {coverage:.3f} "
+        f"{model}: {label} {value:.4f} beats {baseline} {base:.4f}, coverage {coverage:.3f} "
         f">= {conf.min_coverage}" + (f"; also passing: {', '.join(others)}" if others else "")
     )
     return Decision(model, reason, value, base)
@@ -160,6 +190,10 @@ def run_evaluate(
         catalogue, catalogue_items = ev.catalogue(data.train, _categories(interactions))
         per_user, models = _test_lists(spark, config, data, fitted, catalogue)
         st.counts.update(models=models, rows=per_user.count())
+    if config.models.feedback == "explicit":
+        with stage("evaluate", "rating errors", result.seconds) as st:
+            result.ratings = _rating_errors(interactions, data, fitted)
+            st.counts.update(rated_pairs=_everyone(result.ratings).pairs.max())
     with stage("evaluate", "metrics", result.seconds) as st:
         list_metrics = ev.list_metrics(per_user, config.evaluation.k, catalogue_items)
         st.counts.update(rows=_metrics(spark, config, run_id, data, per_user, list_metrics, result))
@@ -168,6 +202,21 @@ def run_evaluate(
         frame.unpersist()
     fitted.unpersist()
     return result
+
+
+def _rating_errors(interactions: DataFrame, data: SplitData, fitted: Fitted) -> pd.DataFrame:
+    """RMSE and MAE of each rating model on the test pairs' ratings (a test pair is new after
+    the cutoff, so its latest rating is the test's)."""
+    pair = [*ev.KEYS, "item_id"]
+    ratings = rating_weights(interactions).join(data.test.select(*pair), pair)
+    ratings = ratings.select(*pair, F.col("weight").alias("rating"))
+    sums = ev.rating_sums(ratings, fitted.user_factors, fitted.item_factors, RATING_MODELS)
+    return metrics.rating_errors(sums, GLOBAL_SEGMENT)
+
+
+def _everyone(ratings: pd.DataFrame) -> pd.DataFrame:
+    """The rating errors over every segment, one row per model."""
+    return ratings[ratings.segment == GLOBAL_SEGMENT].set_index("model")
 
 
 def settings_mismatch(settings: TrainSettings, trained: pd.DataFrame) -> str | None:
@@ -273,7 +322,7 @@ def _test_lists(
     segment_users = dict(data.known.groupBy("segment").count().collect())
     # A model left out of training (its input is missing: content without text) is not evaluated.
     trained = set(fitted.models or models.enabled) | set(DERIVED_MODELS)
-    evaluated = [m for m in models.enabled if m != "popularity" and m in trained] + list(BASELINES)
+    evaluated = [m for m in models.enabled if m != "popularity" and m in trained] + list(baselines(models))
     variants = rule_variants(config, blocked_items(spark, config))
     base = "hybrid" if "hybrid" in evaluated else evaluated[0]
     sources = set().union(*(serving_sources(config, m) for m in evaluated))
@@ -352,12 +401,13 @@ def _metrics(
     # Read twice (the decision below, then gold.model_metrics): persisted, not made twice.
     list_metrics = list_metrics.persist()
     overall = summaries[0].join(list_metrics, ["model", "k"], "left").toPandas()
-    result.overall = (
+    result.overall = with_rating_errors(
         overall.drop(columns=["segment", "slice"])
         .sort_values(["model", "k"])
-        .fillna({"coverage": 0.0})  # a model with no list at all covers nothing
+        .fillna({"coverage": 0.0}),  # a model with no list at all covers nothing
+        result.ratings,
     )
-    result.decision = choose(result.overall, conf, result.test_customers)
+    result.decision = choose(result.overall, conf, result.test_customers, baselines(config.models))
     intervals = reduce(
         DataFrame.unionByName,
         [
@@ -370,7 +420,9 @@ def _metrics(
         ],
     ).withColumn("slice", F.lit(ALL_SLICES))
     metrics = _long(summaries, list_metrics, conf.baseline, run_id, intervals)
-    if pair := interleaving_pair(result.overall, conf, result.decision.model):
+    if not result.ratings.empty:
+        metrics = metrics.unionByName(_rating_rows(spark, result.ratings, run_id))
+    if pair := interleaving_pair(result.overall, conf, result.decision.model, baselines(config.models)):
         result.interleaving = _interleave(per_user, data.test, pair, conf)
         metrics = metrics.unionByName(_interleaving_rows(spark, result.interleaving, conf, run_id))
     name = table_name(config, "model_metrics")
@@ -379,15 +431,55 @@ def _metrics(
     return written
 
 
+def with_rating_errors(overall: pd.DataFrame, ratings: pd.DataFrame) -> pd.DataFrame:
+    """``overall`` (model × k) with each model's RMSE and MAE over every segment beside every
+    K (NaN: the model predicts no rating); unchanged without ratings."""
+    if ratings.empty:
+        return overall
+    errors = _everyone(ratings)[list(metrics.RATING_METRICS)]
+    return overall.merge(errors, left_on="model", right_index=True, how="left")
+
+
+def _rating_rows(spark: SparkSession, ratings: pd.DataFrame, run_id: str) -> DataFrame:
+    """gold.model_metrics rows of the rating errors: per model and segment, rmse, mae and
+    rated_pairs, with no K (a rating error has no list length) and the bias baseline's value."""
+    long = ratings.melt(["model", "segment"], ["rmse", "mae", "pairs"], "metric", "value")
+    long["metric"] = long.metric.replace({"pairs": "rated_pairs"})
+    base = long[long.model == RATING_BASELINE].drop(columns="model")
+    long = long.merge(base, on=["segment", "metric"], how="left", suffixes=("", "_baseline"))
+    frame = spark.createDataFrame(
+        long[["model", "segment", "metric", "value", "value_baseline"]].astype({"value": float}),
+        "model string, segment string, metric string, value double, baseline_value double",
+    )
+    stamp = run_stamp(run_id, "evaluated_at")
+    return frame.select(
+        stamp["run_id"].alias("run_id"),
+        "model",
+        "segment",
+        F.lit(ALL_SLICES).alias("slice"),
+        "metric",
+        F.lit(None).cast("int").alias("k"),
+        "value",
+        F.lit(None).cast("double").alias("ci_low"),
+        F.lit(None).cast("double").alias("ci_high"),
+        "baseline_value",
+        stamp["evaluated_at"].alias("evaluated_at"),
+    )
+
+
 def interleaving_pair(
-    overall: pd.DataFrame, conf: EvaluationConfig, published: str
+    overall: pd.DataFrame,
+    conf: EvaluationConfig,
+    published: str,
+    baseline_models: tuple[str, ...] = BASELINES,
 ) -> tuple[str, str] | None:
     """(the published model, the runner-up: the best other model on the primary metric, a
     baseline only when no other model was evaluated: two popularity lists, often the same ones,
     tell nothing), or None when there is no other model. Business-rule variants take no part."""
     at_k = overall[(overall.k == conf.primary_k) & ~overall.model.str.contains(VARIANT_MARK, regex=False)]
-    others = at_k[at_k.model != published].assign(baseline=lambda f: f.model.isin(BASELINES))
-    others = others.sort_values(["baseline", conf.primary_metric, "model"], ascending=[True, False, True])
+    others = at_k[at_k.model != published].assign(baseline=lambda f: f.model.isin(baseline_models))
+    lower = conf.primary_metric in LOWER_IS_BETTER
+    others = others.sort_values(["baseline", conf.primary_metric, "model"], ascending=[True, lower, True])
     return (published, str(others.model.iloc[0])) if len(others) else None
 
 
@@ -573,7 +665,7 @@ def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
     version = None
     if result.settings_mismatch:
         log.warning("evaluate: nothing registered: %s", result.settings_mismatch)
-    elif decision.model not in BASELINES:
+    elif decision.model not in baselines(config.models):
         tables = served_tables(spark, config, decision.model)
         version = log_champion(config, tables, serving_settings(config, decision.model))
     report.close()
@@ -593,12 +685,26 @@ def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
         f"{result.test_pairs:,} new customer x item pairs to find ({result.cold_start_pairs:,} of items "
         f"new to their segment, which no model can recommend); at k={conf.primary_k}:",
         *table_lines,
+        *_rating_lines(result.ratings, metrics),
         f"  published: {decision.model} ({decision.reason})",
         *_interleaving_lines(result, conf.primary_k, metrics),
         _registered_line(config, result, version),
         f"  report: {path}" if path else "  report: in the MLflow run (report/evaluation.html)",
     ]
     return StepReport(metrics, lines)
+
+
+def _rating_lines(ratings: pd.DataFrame, metrics: dict[str, float]) -> list[str]:
+    """Explicit feedback: each rating model's RMSE and MAE over every segment, added to
+    ``metrics``; nothing with implicit feedback."""
+    if ratings.empty:
+        return []
+    everyone = _everyone(ratings)
+    lines = [f"  predicted ratings ({int(everyone.pairs.max()):,} test ratings both models predict):"]
+    for model, row in everyone.iterrows():
+        metrics.update({f"{model}.rmse": float(row.rmse), f"{model}.mae": float(row.mae)})
+        lines.append(f"    {model:<18} rmse {row.rmse:.4f}  mae {row.mae:.4f}")
+    return lines
 
 
 def _interleaving_lines(result: EvaluateResult, k: int, metrics: dict[str, float]) -> list[str]:

@@ -66,6 +66,7 @@ QUARANTINE_REASONS = (
     "unparseable_price",
     "non_positive_price",
     "implausible_price",  # above input.max_unit_price
+    "unparseable_rating",  # input.columns.rating given, the value is no number
     "missing_segment",
     "reserved_segment",  # the global segment's name, which no data segment may take
     "near_duplicate",  # the same purchase as another line once trimmed and parsed
@@ -335,6 +336,7 @@ class _Fields:
     segment: Column
     description: Column
     category: Column
+    rating: Column
 
 
 # _Fields attribute -> its silver column.
@@ -348,6 +350,7 @@ TYPED_COLUMNS = {
     "price": "unit_price",
     "description": "description",
     "category": "category",
+    "rating": "rating",
 }
 
 
@@ -379,6 +382,7 @@ def _fields(spec: InputConfig, cols: dict[str, str | None]) -> _Fields:
         segment=_clean(cols["segment"]) if cols["segment"] else F.lit(GLOBAL_SEGMENT),
         description=description,
         category=category,
+        rating=_number(cols["rating"]) if cols["rating"] else F.lit(None).cast("double"),
     )
 
 
@@ -395,7 +399,7 @@ def _checks(
         cancelled = row.order.startswith(spec.cancellation_prefix)
     earliest = F.lit(spec.earliest_event).cast("timestamp")
     never = F.lit(False)
-    has = {name: bool(cols[name]) for name in ("event_ts", "quantity", "unit_price", "segment")}
+    has = {name: bool(cols[name]) for name in ("event_ts", "quantity", "unit_price", "segment", "rating")}
     checks = [
         ("malformed_line", F.col(MALFORMED).isNotNull() if MALFORMED in raw_columns else never),
         ("cancellation", cancelled),
@@ -412,6 +416,7 @@ def _checks(
         ("unparseable_price", row.price.isNull() if has["unit_price"] else never),
         ("non_positive_price", row.price <= 0 if has["unit_price"] else never),
         ("implausible_price", row.price > spec.max_unit_price if has["unit_price"] else never),
+        ("unparseable_rating", row.rating.isNull() if has["rating"] else never),
         ("missing_segment", row.segment.isNull()),
         ("reserved_segment", row.segment == GLOBAL_SEGMENT if has["segment"] else never),
     ]
@@ -455,11 +460,21 @@ def _classify(df: DataFrame, config: Config, raw_columns: list[str]) -> DataFram
         F.round(F.col("quantity") * F.col("unit_price"), 4).alias("revenue"),
         "description",
         "category",
+        "rating",
         reason.alias("reason"),
     )
     # Usable lines that differ only in spacing, case or number format (" 71053 " vs "71053",
     # "6" vs "6.0") are one purchase: the first by source file, then line id, is kept.
-    purchase = ["segment", "customer_id", "item_id", "order_id", "event_ts", "quantity", "unit_price"]
+    purchase = [
+        "segment",
+        "customer_id",
+        "item_id",
+        "order_id",
+        "event_ts",
+        "quantity",
+        "unit_price",
+        "rating",
+    ]
     first = Window.partitionBy(*purchase, F.col("reason").isNull()).orderBy(SOURCE_FILE, "line_id")
     twin = F.col("reason").isNull() & (F.row_number().over(first) > 1)
     return typed.withColumn("reason", F.when(twin, "near_duplicate").otherwise(F.col("reason")))

@@ -29,7 +29,7 @@ from recsys_spark.io.model_tables import (
 from recsys_spark.io.tables import overwrite_table, run_stamp, table_name
 from recsys_spark.kernels import routing
 from recsys_spark.kernels.candidates import POPULAR_OVERALL
-from recsys_spark.kernels.factors import FACTOR_MODELS
+from recsys_spark.kernels.factors import EMBEDDING_MODELS
 from recsys_spark.kernels.lists import ListMaker, ListSpec
 from recsys_spark.progress import stage
 from recsys_spark.serving.settings import serving_settings, serving_sources
@@ -146,7 +146,7 @@ def _similar_items(spark: SparkSession, config: Config, inputs: Inputs, result: 
 def _audience(spark: SparkSession, config: Config, inputs: Inputs, result: ScoreResult) -> None:
     """gold.item_audience and gold.lookalikes from the first factor model (published first)."""
     conf = config.models
-    factor_models = [m for m in [result.model, *conf.enabled] if m in FACTOR_MODELS]
+    factor_models = [m for m in [result.model, *conf.enabled] if m in EMBEDDING_MODELS]
     if not factor_models:
         log.info(
             "score: no factor model (als, bpr, graph or content) enabled: "

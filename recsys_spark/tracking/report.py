@@ -29,6 +29,7 @@ from pyspark.sql import functions as F  # noqa: E402
 from recsys_spark.config import Config  # noqa: E402
 from recsys_spark.distributed.evaluation import ALL_SLICES  # noqa: E402
 from recsys_spark.io.tables import table_name  # noqa: E402
+from recsys_spark.kernels.metrics import RATING_METRICS  # noqa: E402
 from recsys_spark.kernels.routing import GLOBAL_SEGMENT  # noqa: E402
 from recsys_spark.kernels.uplift import COMPARED_COLUMNS  # noqa: E402
 
@@ -64,11 +65,13 @@ def build_report(spark: SparkSession, config: Config, run_id: str | None = None)
         spark.table(str(table_name(config, "published_model"))).where(F.col("run_id") == run_id).toPandas()
     )
     conf = config.evaluation
-    figures = make_figures(rows, conf.primary_metric, conf.primary_k)
+    # The plots and tables by K show a ranking metric: with a rating error primary, NDCG.
+    ranking = "ndcg" if conf.primary_metric in RATING_METRICS else conf.primary_metric
+    figures = make_figures(rows, ranking, conf.primary_k)
     experiment = latest_experiment(spark, config)
     if len(experiment):
         figures["experiment_uplift.png"] = experiment_figure(experiment)
-    page = render(run_id, rows, choice, figures, conf.primary_metric, conf.primary_k, experiment)
+    page = render(run_id, rows, choice, figures, ranking, conf.primary_k, experiment)
     return Report(run_id, page, figures)
 
 
@@ -197,8 +200,28 @@ def render(
         f"<h1>Evaluation {html.escape(run_id)}</h1>{decision}"
         f"<h2>All customers, K = {k}</h2>{table.to_html(float_format=lambda v: f'{v:.4f}')}"
         f"<h2>{metric}@{k} by segment</h2>{by_segment.to_html(float_format=lambda v: f'{v:.4f}')}"
-        f"{experiment_section(experiment)}"
+        f"{rating_section(rows)}{experiment_section(experiment)}"
         f"<h2>Plots</h2>{images}</body></html>"
+    )
+
+
+def rating_section(rows: pd.DataFrame) -> str:
+    """Explicit feedback: each rating model's RMSE and MAE on the test ratings, over every
+    segment (empty with implicit feedback)."""
+    errors = rows[
+        rows.metric.isin([*RATING_METRICS, "rated_pairs"])
+        & (rows.segment == GLOBAL_SEGMENT)
+        & (rows.slice == ALL_SLICES)
+    ]
+    if errors.empty:
+        return ""
+    table = errors.pivot(index="model", columns="metric", values="value").sort_values("rmse")
+    pairs = int(table.rated_pairs.max())
+    table = table[list(RATING_METRICS)]
+    return (
+        f"<h2>Predicted ratings</h2><p>On the {pairs:,} test ratings every rating model predicts "
+        "(customer and item seen before the cutoff); lower is better.</p>"
+        f"{table.to_html(float_format=lambda v: f'{v:.4f}')}"
     )
 
 
@@ -248,6 +271,8 @@ def champion_sentence(rows: pd.DataFrame, choice: pd.Series) -> str:
     """Who is published and why, in one sentence a merchandiser can read."""
     metric, k = str(choice.metric), int(choice.k)
     name = f"{metric.upper() if metric in ('ndcg', 'map', 'mrr') else metric.replace('_', ' ')}@{k}"
+    if metric in RATING_METRICS:
+        name = f"{metric.upper()} on the test ratings"
     cell = rows[
         (rows.model == choice.model)
         & (rows.metric == metric)

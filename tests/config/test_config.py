@@ -163,3 +163,27 @@ def test_kernel_params_are_read_field_by_field_by_name() -> None:
 
     with pytest.raises(AttributeError, match="regularization"):
         by_name(als.AlsParams, Section(), alpha=1.0)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"models": {"feedback": "explicit"}}, r"models\.feedback: explicit needs input\.columns\.rating"),
+        ({"evaluation": {"baseline": "bias"}}, r"evaluation\.baseline: bias predicts ratings"),
+        ({"evaluation": {"primary_metric": "rmse"}}, r"evaluation\.primary_metric: rmse measures predicted"),
+        (
+            {"models": {"feedback": "explicit"}, "input": {"columns": {"rating": "stars"}}},
+            r"models\.tuning\.models: tuning searches implicit ALS",
+        ),
+    ],
+)
+def test_settings_of_the_other_kind_of_feedback_are_refused(overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config("local", overrides=overrides)
+
+
+def test_the_movielens_overlay_loads_as_explicit_feedback() -> None:
+    config = load_config("local", extra_files=[Path(__file__).parents[2] / "conf" / "movielens.yml"])
+    assert config.models.feedback == "explicit" and config.input.columns.rating == "rating"
+    assert train_settings(config.models).models == ("als", "itemknn", "popularity", "bias")
+    assert train_settings(config.models).als.feedback == "explicit"

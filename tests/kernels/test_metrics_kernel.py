@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recsys_spark.kernels.metrics import USER_METRIC_COLUMNS, user_metrics
+from recsys_spark.kernels.metrics import USER_METRIC_COLUMNS, rating_errors, user_metrics
 
 LOG2 = math.log2
 LIST_COLUMNS = ["model", "segment", "customer_id", "rank", "item_id"]
@@ -94,3 +94,20 @@ def test_every_customer_model_and_k_equals_the_definitions(customers: int, seed:
     assert len(actual) == len(truth)
     for row in actual.itertuples(index=False):
         assert list(row[5:]) == pytest.approx(truth[(row.model, row.customer_id, row.k)], abs=1e-12)
+
+
+def test_rating_errors_pool_the_segments_so_every_rating_weighs_the_same() -> None:
+    errors = {"a": np.array([0.5, -1.0, 2.0]), "b": np.array([0.25])}
+    sums = pd.DataFrame(
+        [("als", s, len(e), float((e**2).sum()), float(np.abs(e).sum())) for s, e in errors.items()],
+        columns=["model", "segment", "pairs", "squared", "absolute"],
+    )
+    scores = rating_errors(sums, "all").set_index("segment")
+    every = np.concatenate(list(errors.values()))
+    assert scores.loc["all", "rmse"] == pytest.approx(np.sqrt(np.mean(every**2)))
+    assert scores.loc["all", "mae"] == pytest.approx(np.mean(np.abs(every)))
+    assert scores.loc["a", "rmse"] == pytest.approx(np.sqrt(np.mean(errors["a"] ** 2)))
+    assert scores.loc["all", "pairs"] == 4
+    # Data without segments: its one segment is the global one, reported once.
+    alone = rating_errors(sums[sums.segment == "a"].assign(segment="all"), "all")
+    assert len(alone) == 1 and alone.rmse.iat[0] == pytest.approx(scores.loc["a", "rmse"])

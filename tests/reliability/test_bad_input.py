@@ -530,7 +530,8 @@ def test_a_work_dir_that_cannot_be_written_is_one_line(tmp_path: Path) -> None:
 
 def test_quarantine_reasons_are_all_exercised(dirty: Any) -> None:
     _, _, quarantine = dirty
-    assert set(QUARANTINE_REASONS) == set(quarantine.reason)
+    # An unparseable rating needs an input with ratings: tests/steps/test_explicit.py.
+    assert set(QUARANTINE_REASONS) - {"unparseable_rating"} == set(quarantine.reason)
 
 
 def test_the_reliability_doc_lists_exactly_the_cases_tested() -> None:

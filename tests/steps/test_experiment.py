@@ -62,7 +62,8 @@ def measured(spark: SparkSession, make_config: Callable[..., Config]) -> tuple[C
         for c, i, d in PURCHASES
     ]
     purchases = spark.createDataFrame(
-        [(*r, None, None, f"line{n}", "f.csv", "r0", AS_OF) for n, r in enumerate(rows)], INTERACTIONS_SCHEMA
+        [(*r, None, None, None, f"line{n}", "f.csv", "r0", AS_OF) for n, r in enumerate(rows)],
+        INTERACTIONS_SCHEMA,
     )
     overwrite_table(spark, config, table_name(config, "interactions"), purchases)
     mlflow.set_tracking_uri(tracking_uri(config))
@@ -171,7 +172,7 @@ def test_an_open_window_says_so(spark: SparkSession, make_config: Callable[..., 
     config = make_config(experiment={"windows_days": [7]})
     bought = [("UK", "m1", "A", "o1", AS_OF + dt.timedelta(days=3), 1.0, 10.0, 10.0)]
     purchases = spark.createDataFrame(
-        [(*r, None, None, "l1", "f.csv", "r0", AS_OF) for r in bought], INTERACTIONS_SCHEMA
+        [(*r, None, None, None, "l1", "f.csv", "r0", AS_OF) for r in bought], INTERACTIONS_SCHEMA
     )
     overwrite_table(spark, config, table_name(config, "interactions"), purchases)
     shown = spark.createDataFrame(

@@ -52,8 +52,9 @@ def write_interactions(spark: SparkSession, config: Config, frame: pd.DataFrame)
         run_id="test",
         ingested_at=pd.Timestamp("2025-01-01"),
     )
-    if "category" not in full:  # e.g. MovieLens: no categories
-        full["category"] = None
+    for optional in ("category", "rating"):  # e.g. MovieLens: no categories; purchases: no ratings
+        if optional not in full:
+            full[optional] = None
     rows = spark.createDataFrame(full[INTERACTIONS_SCHEMA.fieldNames()], INTERACTIONS_SCHEMA)
     overwrite_table(spark, config, table_name(config, "interactions"), rows)
 
