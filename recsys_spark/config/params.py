@@ -16,7 +16,9 @@ from recsys_spark.kernels import als, bias, bpr, content, graph_filter, itemknn,
 from recsys_spark.kernels.rerank import Rules
 
 P = TypeVar("P")
-DERIVED_MODELS = ("hybrid",)  # built at scoring from trained models: nothing of their own to train
+# Made at scoring, nothing of their own to train: the hybrid blends trained models, UserKNN
+# compares the customers' purchases.
+DERIVED_MODELS = ("hybrid", "userknn")
 
 
 def by_name(params: type[P], section: Any, **given: Any) -> P:

@@ -296,6 +296,15 @@ class ItemKnnConfig:
 
 
 @dataclass(frozen=True)
+class UserKnnConfig:
+    # Customer-customer neighbours (kernels/userknn.py): the K most similar customers' purchases.
+    similarity: Literal["bm25", "cosine"]
+    neighbours: Annotated[int, Range(1, 10_000)]
+    bm25_k1: Annotated[float, Range(0.0, 100.0)] = 1.2
+    bm25_b: Unit = 0.75
+
+
+@dataclass(frozen=True)
 class ContentConfig:
     # item vectors: TF-IDF of the description projected to this many dimensions (0: all words)
     dims: Annotated[int, Range(0, 4096)]
@@ -308,9 +317,9 @@ class PopularityConfig:
     half_life_days: PositiveFloat | None = None
 
 
-ModelName = Literal["als", "bpr", "itemknn", "graph", "popularity", "content", "hybrid"]
+ModelName = Literal["als", "bpr", "itemknn", "userknn", "graph", "popularity", "content", "hybrid"]
 # Candidate sources the hybrid blends: trained models, and association rules from the last basket.
-HybridSource = Literal["als", "bpr", "itemknn", "graph", "content", "rules"]
+HybridSource = Literal["als", "bpr", "itemknn", "userknn", "graph", "content", "rules"]
 
 
 @dataclass(frozen=True)
@@ -357,7 +366,9 @@ class ModelsConfig:
     enabled: list[ModelName]
     # Whose top-N goes to gold.recommendations: "champion" (the evaluate step's guardrail choice)
     # or a model name. Customers of untrained segments get overall popularity either way.
-    publish: Literal["champion", "als", "bpr", "itemknn", "graph", "popularity", "content", "hybrid"]
+    publish: Literal[
+        "champion", "als", "bpr", "itemknn", "userknn", "graph", "popularity", "content", "hybrid"
+    ]
     # implicit: purchases as confidences; explicit: input.columns.rating as values to predict
     # (ALS on MLlib with implicitPrefs off, the bias baseline, RMSE and MAE; docs/models.md).
     feedback: Literal["implicit", "explicit"]
@@ -378,6 +389,7 @@ class ModelsConfig:
     als: AlsConfig
     bpr: BprConfig
     itemknn: ItemKnnConfig
+    userknn: UserKnnConfig
     graph: GraphConfig
     bias: BiasConfig
     popularity: PopularityConfig

@@ -28,6 +28,7 @@ from recsys_spark.kernels.lists import KEYS, ListError, ListTables, vector_colum
 from recsys_spark.kernels.popularity import has_own_list
 from recsys_spark.kernels.rerank import MMR_VECTOR_MODELS
 from recsys_spark.kernels.topn import limit_threads
+from recsys_spark.kernels.userknn import CUSTOMER_MATRIX_SCHEMA, matrix_row
 
 SCORING_THREADS = 1  # scoring tasks run side by side, one per core
 LIST_SCHEMA = (
@@ -38,8 +39,8 @@ LIST_SCHEMA = (
 
 def customer_histories(models: ModelsConfig, interactions: DataFrame, publish: str) -> DataFrame:
     """Per segment × customer: the items bought (``history``); with their weights
-    (``history_weights``) for ItemKNN; for the hybrid also ``last_basket`` and ``orders``."""
-    if publish not in ("itemknn", "hybrid"):
+    (``history_weights``) for ItemKNN and UserKNN; for the hybrid also ``last_basket`` and ``orders``."""
+    if publish not in ("itemknn", "userknn", "hybrid"):
         bought = F.array_sort(F.collect_set("item_id")).alias("history")
         return interactions.groupBy("segment", "customer_id").agg(bought)
     entries = F.array_sort(F.collect_list(F.struct("item_id", "weight")))
@@ -54,7 +55,7 @@ def customer_histories(models: ModelsConfig, interactions: DataFrame, publish: s
             F.col("entries.weight").alias("history_weights"),
         )
     )
-    return histories if publish == "itemknn" else histories.join(last_baskets(interactions), KEYS)
+    return histories if publish != "hybrid" else histories.join(last_baskets(interactions), KEYS)
 
 
 def history_kind(models: ModelsConfig, publish: str) -> str:
@@ -152,8 +153,9 @@ def list_tables(
     """What ``kernels.lists`` makes the lists of ``sources`` from, as pandas: ``items``
     (``fitted.item_factors`` as pandas) of those models and of the MMR vectors, segment
     popularity only where the segment is big enough for its own (``segment_users``: customers per
-    segment); ItemKNN's neighbours, the single-item rules, the categories of ``interactions``;
-    the user factors only ``with_users`` (the batch joins them to the customers instead)."""
+    segment); ItemKNN's neighbours, UserKNN's customer x item matrix of ``interactions``, the
+    single-item rules, the categories of ``interactions``; the user factors only ``with_users``
+    (the batch joins them to the customers instead)."""
     wanted = items[items.model.isin(sources | set(MMR_VECTOR_MODELS))]
     popular = wanted[wanted.model == "popularity"]
     sizes = popular.segment.value_counts()
@@ -168,6 +170,12 @@ def list_tables(
         neighbours = (
             entries.groupBy("segment").applyInPandas(neighbour_matrix, NEIGHBOUR_MATRIX_SCHEMA).toPandas()
         )
+    customers = None
+    if "userknn" in sources:  # compacted per segment on the executors, as ItemKNN's neighbours
+        weights = confidence_weights(models, interactions).select(
+            "segment", "customer_id", "item_id", "weight"
+        )
+        customers = weights.groupBy("segment").applyInPandas(matrix_row, CUSTOMER_MATRIX_SCHEMA).toPandas()
     pairs = None
     if "rules" in sources and association_rules is not None:
         pairs = single_item_rules(association_rules, "antecedent_id", "item_id")
@@ -178,7 +186,7 @@ def list_tables(
         users = fitted.user_factors.where(wanted_users).select("segment", "customer_id", "model", "factors")
         users = users.toPandas()
     categories = dict(item_categories(interactions).collect())
-    return ListTables(wanted.reset_index(drop=True), users, neighbours, pairs, categories)
+    return ListTables(wanted.reset_index(drop=True), users, neighbours, pairs, categories, customers)
 
 
 def _own_popularity(models: ModelsConfig, segment: str, segment_users: dict[str, int], items: int) -> bool:

@@ -28,7 +28,8 @@ SHARED: dict[str, str] = {
     "run_id": RUN,
     "generated_at": "when this row was written (UTC)",
     "trained_at": "when the model was trained (UTC)",
-    "model": "the model that produced the row (als, bpr, itemknn, graph, content, hybrid, popularity, ...)",
+    "model": "the model that produced the row (als, bpr, itemknn, userknn, graph, content, hybrid, "
+    "popularity, ...)",
     "rank": "position in the list, 1 = best",
     "score": "the model's score; higher ranks first, comparable within one list only",
     "engine": "what fitted the factors: implicit (one machine per segment) or mllib (Spark ALS)",
@@ -109,10 +110,12 @@ TABLES: dict[str, TableDoc] = {
         + RECOMMENDATION_REASONS,
         {
             "item_id": "the recommended item",
-            "reason": "why it is recommended: factor_score, because_bought, similar_description, "
-            "bought_with_last_basket, popular_in_segment or popular_overall",
+            "reason": "why it is recommended: factor_score, because_bought, similar_customer_bought, "
+            "similar_description, bought_with_last_basket, high_predicted_rating, popular_in_segment "
+            "or popular_overall",
             "reason_item_id": "the customer's purchase that led to it (because_bought, "
-            "bought_with_last_basket); null otherwise",
+            "bought_with_last_basket); for similar_customer_bought the customer id of the most "
+            "similar customer who bought it; null otherwise",
         },
     ),
     "similar_items": TableDoc(
@@ -173,7 +176,9 @@ TABLES: dict[str, TableDoc] = {
             "popularity_bias, diversity; interleaving_preference (of the test customers who preferred "
             "one of the published model and the runner-up when their lists were team-draft "
             "interleaved at primary k, the share who preferred this model; Wilson interval, no "
-            "baseline) and interleaving_wins (how many)",
+            "baseline) and interleaving_wins (how many); with explicit feedback rmse, mae and "
+            "rated_pairs (the test ratings every rating model predicts; k null, the bias baseline's "
+            "value as baseline_value)",
             "slice": "customers measured: all, or a history slice (e.g. short history)",
             "ci_low": "lower end of the value's 95% interval: test customers resampled "
             "(evaluation.bootstrap_samples); ranking metrics of all customers and of each segment",

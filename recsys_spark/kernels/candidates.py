@@ -21,6 +21,7 @@ REASON_CODES = {
     "graph": "factor_score",
     "bias": "high_predicted_rating",  # explicit feedback's baseline: mean + customer + item bias
     "itemknn": "because_bought",  # reason_item_id: the bought item that contributed most
+    "userknn": "similar_customer_bought",  # reason_item_id: the most similar customer who bought it
     "popularity": "popular_in_segment",
     "content": "similar_description",  # close to the descriptions of what the customer bought
     "rules": "bought_with_last_basket",  # reason_item_id: the item in the last basket
@@ -30,6 +31,9 @@ POPULAR_OVERALL = "popular_overall"  # the customer's segment was too small to t
 REASON_MEANINGS = {
     "factor_score": "ALS/BPR: customers with similar purchases bought it",
     "because_bought": "ItemKNN: like reason_item_id, which the customer bought",
+    "similar_customer_bought": (
+        "UserKNN: customers like this one bought it; reason_item_id holds the most similar one's customer id"
+    ),
     "similar_description": "content: described like what the customer bought",
     "bought_with_last_basket": (
         "hybrid: an association rule from reason_item_id, in the customer's last basket"
@@ -53,14 +57,17 @@ def candidate_rows(
     source: str,
     reason: str,
     because: np.ndarray | None = None,
+    reason_ids: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """CANDIDATE_COLUMNS rows of a top-N result (one query per customer, in order);
-    ``because``: per match, the catalogue index of the item that explains it (-1: none)."""
+    ``because``: per match, the index of what explains it (-1: none) among ``reason_ids``
+    (default: the catalogue's items)."""
     rows, ranks = np.nonzero(top.indices >= 0)
     reason_items = None
     if because is not None:
         codes = because[rows, ranks]
-        reason_items = np.where(codes >= 0, catalog.ids[np.maximum(codes, 0)], None)
+        named = catalog.ids if reason_ids is None else reason_ids
+        reason_items = np.where(codes >= 0, named[np.maximum(codes, 0)], None)
     return pd.DataFrame(
         {
             "segment": np.asarray(segments, dtype=object)[rows],

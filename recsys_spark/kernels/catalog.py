@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys_spark.kernels import userknn
 from recsys_spark.kernels.itemknn import ItemKnnModel
 from recsys_spark.kernels.matrix import index_lists, rows_of
 from recsys_spark.kernels.topn import DEFAULT_BLOCK_ROWS, TopN, normalize_rows, top_matches
@@ -21,13 +22,14 @@ from recsys_spark.kernels.topn import DEFAULT_BLOCK_ROWS, TopN, normalize_rows, 
 
 @dataclass(frozen=True)
 class Catalog:
-    """The candidates of one segment: sorted ids (ties go to the smaller id), their vectors or
-    ItemKNN similarity, and the indexes never to return (exclude lists)."""
+    """The candidates of one segment: sorted ids (ties go to the smaller id), their vectors,
+    ItemKNN similarity or UserKNN customers, and the indexes never to return (exclude lists)."""
 
     ids: np.ndarray
     blocked: np.ndarray
     vectors: np.ndarray | None = None  # float32 candidates × f
     similarity: sp.csr_matrix | None = None  # ItemKNN: candidates × candidates
+    customers: userknn.UserKnnModel | None = None  # UserKNN: the segment's customers × candidates
 
     @staticmethod
     def of_vectors(
@@ -51,6 +53,12 @@ class Catalog:
             shape=(len(ids), len(ids)),
         )
         return Catalog(ids, _blocked(ids, blocked_ids), similarity=similarity)
+
+    @staticmethod
+    def of_customers(matrix: pd.Series, blocked_ids: set[str], params: userknn.UserKnnParams) -> Catalog:
+        """From one segment's ``userknn.matrix_row`` row."""
+        ids, model = userknn.of_matrix_row(matrix, params)
+        return Catalog(ids, _blocked(ids, blocked_ids), customers=model)
 
     def index_lists(self, lists: Sequence[Sequence[str] | None]) -> list[np.ndarray]:
         """Each list of ids as candidate indexes (-1 for ids not in the catalogue)."""
@@ -85,6 +93,21 @@ class Catalog:
         model = ItemKnnModel(self.similarity)
         top = model.recommend(np.arange(len(histories)), history, n, self.blocked, block_rows)
         return top, model.because_of(history, top)
+
+    def top_for_customers(
+        self,
+        histories: Sequence[Sequence[str] | None],
+        weights: Sequence[Sequence[float]] | None,
+        customer_ids: Sequence[str],
+        n: int,
+    ) -> tuple[TopN, np.ndarray]:
+        """UserKNN's ``n`` best per history (bought items excluded; ``weights``: each item's
+        confidence, default 1) and, per match, the index in ``customers.customer_ids`` of the
+        most similar customer who bought it; each of ``customer_ids`` is never its own neighbour."""
+        assert self.customers is not None, "a UserKNN catalogue"
+        history = rows_of(self.index_lists(histories), len(self.ids), weights)
+        own = pd.Index(self.customers.customer_ids).get_indexer(np.asarray(customer_ids, dtype=object))
+        return self.customers.recommend(history, own, n, self.blocked)
 
 
 NEIGHBOUR_MATRIX_SCHEMA = (

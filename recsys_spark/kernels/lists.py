@@ -24,6 +24,7 @@ from recsys_spark.kernels.catalog import Catalog
 from recsys_spark.kernels.factors import FACTOR_MODELS
 from recsys_spark.kernels.routing import GLOBAL_SEGMENT
 from recsys_spark.kernels.topup import Bestsellers, top_up
+from recsys_spark.kernels.userknn import UserKnnParams
 
 KEYS = ["segment", "customer_id"]
 # Lists of several models (or settings) side by side, for measuring them: ``model`` is the label.
@@ -73,26 +74,29 @@ class ListTables:
     popularity only where the segment is big enough for its own: ``kernels.popularity.has_own_list``);
     ``users``: segment, customer_id, model, factors (None: the customers carry their vectors);
     ``neighbours``: ItemKNN's, one ``catalog.neighbour_matrix`` row per segment; ``pairs``:
-    single-item rules (segment, antecedent_id, item_id, confidence); ``categories``: item -> category."""
+    single-item rules (segment, antecedent_id, item_id, confidence); ``categories``: item -> category;
+    ``customers``: UserKNN's, one ``userknn.matrix_row`` row per segment."""
 
     items: pd.DataFrame
     users: pd.DataFrame | None = None
     neighbours: pd.DataFrame | None = None
     pairs: pd.DataFrame | None = None
     categories: Mapping[str, str] = field(default_factory=dict)
+    customers: pd.DataFrame | None = None
 
 
 @dataclass(frozen=True)
 class ListSpec:
     """What to publish: the champion ``model``, N, the business rules and, with the hybrid
     enabled, its settings (``models.hybrid`` as a dict: weights, short_history_weights,
-    short_history_orders, candidates)."""
+    short_history_orders, candidates); with UserKNN enabled, its settings (``models.userknn``)."""
 
     model: str
     top_n: int
     rules: rerank.Rules = rerank.Rules()
     depth: int = 0  # candidates the business rules choose from (business_rules.candidates)
     hybrid: Mapping[str, Any] = field(default_factory=dict)
+    userknn: Mapping[str, Any] = field(default_factory=dict)
 
     @staticmethod
     def of(settings: Mapping[str, Any]) -> ListSpec:
@@ -111,6 +115,7 @@ class ListSpec:
             ),
             int(rules.get("candidates", top_n)),
             settings.get("hybrid") or {},
+            settings.get("userknn") or {},
         )
 
     @property
@@ -291,6 +296,15 @@ class ListMaker:
                 customers.segment, customers.customer_id, catalog, top, model, reason, because
             )
             return rows, customers.iloc[:0]
+        if model == "userknn":
+            weights = list(customers.history_weights) if "history_weights" in customers else None
+            ids = customers.customer_id.to_numpy(dtype=object)
+            top, because = catalog.top_for_customers(list(customers.history), weights, ids, n)
+            assert catalog.customers is not None
+            rows = candidate_rows(
+                customers.segment, ids, catalog, top, model, reason, because, catalog.customers.customer_ids
+            )
+            return rows, customers.iloc[:0]
         if model in FACTOR_MODELS:
             known, vectors = self._user_vectors(segment, customers, model)
             rest = customers[~known]
@@ -337,6 +351,13 @@ class ListMaker:
                 return None
             matrix = neighbours[neighbours.segment == segment]
             return Catalog.of_neighbours(matrix.iloc[0], blocked) if len(matrix) else None
+        if model == "userknn":
+            customers = self.tables.customers
+            if customers is None:
+                return None
+            matrix = customers[customers.segment == segment]
+            params = UserKnnParams(**self.spec.userknn)
+            return Catalog.of_customers(matrix.iloc[0], blocked, params) if len(matrix) else None
         items = self.tables.items
         items = items[(items.segment == segment) & (items.model == model)]
         if not len(items):

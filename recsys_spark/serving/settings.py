@@ -39,6 +39,8 @@ def serving_settings(config: Config, model: str) -> dict[str, Any]:
     }
     if "hybrid" in conf.enabled:
         settings["hybrid"] = dataclasses.asdict(conf.hybrid)
+    if "userknn" in conf.enabled:
+        settings["userknn"] = dataclasses.asdict(conf.userknn)
     return settings
 
 

@@ -69,7 +69,7 @@ LOWER_IS_BETTER = frozenset(metrics.RATING_METRICS)
 # Business-rule variants are evaluated as "<model>+<rule>": reported, never chosen by the guardrail
 # (the rules apply to whatever is published).
 VARIANT_MARK = "+"
-MODEL_SECTIONS = ("als", "bpr", "itemknn", "graph", "popularity", "content", "hybrid")
+MODEL_SECTIONS = ("als", "bpr", "itemknn", "userknn", "graph", "popularity", "content", "hybrid")
 LIST_METRICS = ("coverage", "novelty", "popularity_bias", "diversity")
 
 

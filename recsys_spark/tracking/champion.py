@@ -31,6 +31,8 @@ def served_tables(spark: SparkSession, config: Config, model: str) -> dict[str, 
         served["item_neighbours"] = tables.neighbours
     if tables.pairs is not None:
         served["rules"] = tables.pairs
+    if tables.customers is not None:
+        served["customer_matrix"] = tables.customers
     # The batch's histories of every customer: a request by customer id alone gets the same list.
     kind = lists.history_kind(config.models, model)
     served["customers"] = lists.customer_histories(config.models, interactions, kind).toPandas()

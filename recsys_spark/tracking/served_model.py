@@ -36,6 +36,7 @@ class PublishedRecommender(mlflow.pyfunc.PythonModel):
             _optional(context, "item_neighbours"),
             _optional(context, "rules"),  # single-item rules: segment, antecedent_id, item_id, confidence
             dict(zip(categories.item_id, categories.category, strict=True)) if categories is not None else {},
+            _optional(context, "customer_matrix"),  # UserKNN's customers x items, one row per segment
         )
         self.maker = ListMaker.of(tables, ListSpec.of(context.model_config))
         self.histories = _optional(context, "customers")

@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from recsys_spark.kernels import userknn
 from recsys_spark.kernels.candidates import POPULAR_OVERALL
 from recsys_spark.kernels.catalog import neighbour_matrix
 from recsys_spark.kernels.lists import (
@@ -155,3 +156,24 @@ def test_a_request_by_customer_id_alone_reads_the_batch_histories() -> None:
     assert with_histories(given, histories) is given  # a history given is used as given
     lists = maker().predict(with_histories(pd.DataFrame({"customer_id": ["new"]}), histories))
     assert set(lists.reason) == {"popular_overall"}
+
+
+def test_userknn_lists_name_the_most_similar_customer_who_bought_the_item() -> None:
+    """Segment "s" of four customers (k1: a b, k2: a b c, k3: b d, k4: c d), cosine, K = 2:
+    k1's neighbours are k2 (2/sqrt6) and k3 (1/2), so c (from k2) ranks above d (from k3);
+    a cart of a alone (customer c9, unknown) gets b from k1 and k2, k1 being the closer."""
+    bought = {"k1": "ab", "k2": "abc", "k3": "bd", "k4": "cd"}
+    entries = pd.DataFrame(
+        [("s", c, i, 1.0) for c, items in bought.items() for i in items],
+        columns=["segment", "customer_id", "item_id", "weight"],
+    )
+    tables = ListTables(item_rows(), customers=userknn.matrix_row(entries))
+    spec = ListSpec("userknn", 2, userknn={"similarity": "cosine", "neighbours": 2})
+    asked = pd.DataFrame({"segment": "s", "customer_id": ["k1", "c9"], "history": [["a", "b"], ["a"]]})
+    lists = ListMaker.of(tables, spec).published(asked, "userknn")
+    k1 = lists[lists.customer_id == "k1"].sort_values("rank")
+    assert k1.item_id.tolist() == ["c", "d"] and k1.reason_item_id.tolist() == ["k2", "k3"]
+    assert set(k1.reason) == {"similar_customer_bought"}
+    np.testing.assert_allclose(k1.score, [2 / np.sqrt(6), 0.5], rtol=1e-6)
+    cart = lists[lists.customer_id == "c9"].sort_values("rank")
+    assert cart.item_id.tolist()[0] == "b" and cart.reason_item_id.tolist()[0] == "k1"

@@ -72,7 +72,7 @@ def evaluated(spark: SparkSession, make_config: Callable[..., Config]) -> Config
         # Few MovieLens users stay active after the cutoff: their lists reach little of the catalogue.
         evaluation={"min_coverage": 0.01},
         models={
-            "enabled": ["als", "itemknn", "graph", "popularity"],
+            "enabled": ["als", "itemknn", "userknn", "graph", "popularity"],
             "min_segment_users": 10,
             "als": {"factors": 32, "iterations": 10},
             "confidence": {"alpha": 10.0},
@@ -92,6 +92,7 @@ def test_movielens_is_evaluated_as_implicit_feedback_and_the_champion_is_publish
     assert {m for m in models if "+" not in m} == {
         "als",
         "itemknn",
+        "userknn",
         "graph",
         "popularity",
         "popularity_global",
