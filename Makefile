@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup jars demo test lint clean bench-baskets bench-models bench-tuning bench-crashes bench-scale bench-takeover bench-uplift
+.PHONY: setup jars demo demo-movielens test lint clean bench-baskets bench-models bench-tuning bench-crashes bench-scale bench-takeover bench-uplift
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ setup: $(INSTALLED) jars
 
 demo: setup
 	$(BIN)/recsys run --target local
+
+# The same pipeline on the shipped MovieLens ratings as explicit feedback (work/movielens).
+demo-movielens: setup
+	$(BIN)/recsys run --target local --conf conf/movielens.yml
 
 test: setup
 	$(BIN)/pytest
