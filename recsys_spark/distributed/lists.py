@@ -7,6 +7,7 @@ lookalikes). Takes and returns DataFrames; reads and writes no tables.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,7 @@ from recsys_spark.distributed import scoring
 from recsys_spark.distributed.analytics import item_categories
 from recsys_spark.distributed.baskets import single_item_rules
 from recsys_spark.distributed.scoring import ScoringError
-from recsys_spark.distributed.training import Fitted, confidence_weights, executor_cores
+from recsys_spark.distributed.training import Fitted, TrainSettings, confidence_weights, executor_cores
 from recsys_spark.kernels import routing
 from recsys_spark.kernels.catalog import NEIGHBOUR_MATRIX_SCHEMA, Catalog, neighbour_matrix
 from recsys_spark.kernels.factors import FACTOR_MODELS
@@ -33,14 +34,15 @@ from recsys_spark.kernels.userknn import CUSTOMER_MATRIX_SCHEMA, matrix_row
 SCORING_THREADS = 1  # scoring tasks run side by side, one per core
 LIST_SCHEMA = (
     "segment string, customer_id string, rank int, item_id string, score float, model string, "
-    "reason string, reason_item_id string"
+    "reason string, reason_item_id string, score_low float, score_high float"
 )
 
 
 def customer_histories(models: ModelsConfig, interactions: DataFrame, publish: str) -> DataFrame:
     """Per segment × customer: the items bought (``history``); with their weights
-    (``history_weights``) for ItemKNN and UserKNN; for the hybrid also ``last_basket`` and ``orders``."""
-    if publish not in ("itemknn", "userknn", "hybrid"):
+    (``history_weights``) for ItemKNN, UserKNN and ALS (its intervals); for the hybrid also
+    ``last_basket`` and ``orders``."""
+    if publish not in ("itemknn", "userknn", "als", "hybrid"):
         bought = F.array_sort(F.collect_set("item_id")).alias("history")
         return interactions.groupBy("segment", "customer_id").agg(bought)
     entries = F.array_sort(F.collect_list(F.struct("item_id", "weight")))
@@ -64,6 +66,25 @@ def history_kind(models: ModelsConfig, publish: str) -> str:
     it, else only what ``publish`` reads."""
     short_route = "hybrid" in models.enabled and models.hybrid.short_history_orders > 0
     return "hybrid" if short_route else publish
+
+
+def als_posteriors(fitted: Fitted, settings: TrainSettings) -> dict[str, dict[str, Any]]:
+    """Per segment with ALS factors, what ALS was fitted with there (``kernels.intervals
+    .Posterior``: alpha, regularization, its own log scale, the engine), for the score intervals;
+    none with explicit feedback, whose ALS factorizes rating residuals with an unknown noise."""
+    if settings.als.feedback != "implicit":
+        return {}
+    als_rows = fitted.user_factors.where(F.col("model") == "als").select("segment", "engine").distinct()
+    posteriors = {}
+    for segment, engine in als_rows.collect():
+        als = settings.for_segment(segment).als
+        posteriors[segment] = {
+            "alpha": als.alpha,
+            "regularization": als.regularization,
+            "log_scale": als.log_scale,
+            "engine": engine,
+        }
+    return posteriors
 
 
 def with_unknown_customers(histories: DataFrame, customers: DataFrame) -> DataFrame:

@@ -316,27 +316,29 @@ def train_mllib_als(
                 F.col(column).alias("id"), F.col("features").cast("array<float>").alias("factors")
             )
             if baseline is not None:
-                named = _after_baseline(
-                    named, baseline.where((F.col("segment") == segment) & (F.col("kind") == kind))
-                )
-            frames.append(
-                named.select(
-                    F.lit(kind).alias("kind"),
-                    F.lit(segment).alias("segment"),
-                    F.lit("als").alias("model"),
-                    F.lit("mllib").alias("engine"),
-                    "id",
-                    F.lit(None).cast("string").alias("other_id"),
-                    "factors",
-                    F.lit(None).cast("float").alias("weight"),
-                )
-            )
+                kinds = (F.col("segment") == segment) & (F.col("kind") == kind)
+                named = _after_baseline(named, baseline.where(kinds))
+            frames.append(_trained_rows(named, kind, segment))
     if not frames:
         return None
     result = frames[0]
     for frame in frames[1:]:
         result = result.unionByName(frame)
     return result
+
+
+def _trained_rows(named: DataFrame, kind: str, segment: str) -> DataFrame:
+    """MLlib's ALS factors (id, factors) of ``kind`` as TRAINED_SCHEMA rows."""
+    return named.select(
+        F.lit(kind).alias("kind"),
+        F.lit(segment).alias("segment"),
+        F.lit("als").alias("model"),
+        F.lit("mllib").alias("engine"),
+        "id",
+        F.lit(None).cast("string").alias("other_id"),
+        "factors",
+        F.lit(None).cast("float").alias("weight"),
+    )
 
 
 def _residuals(ratings: DataFrame, baseline: DataFrame) -> DataFrame:

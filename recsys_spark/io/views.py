@@ -27,7 +27,7 @@ VIEWS: dict[str, tuple[tuple[str, ...], str]] = {
         """
         SELECT r.segment, r.customer_id, r.rank, r.item_id, i.description, i.category, r.score,
                r.model, r.reason, r.reason_item_id, ri.description AS reason_description,
-               r.run_id, r.generated_at
+               r.score_low, r.score_high, r.run_id, r.generated_at
         FROM {recommendations} r
         LEFT JOIN {items} i ON i.item_id = r.item_id
         LEFT JOIN {items} ri ON ri.item_id = r.reason_item_id

@@ -22,7 +22,7 @@ class AlsParams:
     factors: int = 64
     regularization: float = 0.05
     iterations: int = 15
-    alpha: float = 40.0  # confidence = 1 + alpha × weight
+    alpha: float = 40.0  # a bought item's confidence: alpha × weight (implicit's; unbought items 1)
     seed: int = 42
     log_scale: bool = False  # weight -> log(1 + weight) for ALS alone (tuning may choose it)
     feedback: Literal["implicit", "explicit"] = "implicit"  # explicit: ratings, on MLlib

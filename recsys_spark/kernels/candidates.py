@@ -58,10 +58,11 @@ def candidate_rows(
     reason: str,
     because: np.ndarray | None = None,
     reason_ids: np.ndarray | None = None,
+    interval: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """CANDIDATE_COLUMNS rows of a top-N result (one query per customer, in order);
     ``because``: per match, the index of what explains it (-1: none) among ``reason_ids``
-    (default: the catalogue's items)."""
+    (default: the catalogue's items); ``interval``: per match, its score's (low, high)."""
     rows, ranks = np.nonzero(top.indices >= 0)
     reason_items = None
     if because is not None:
@@ -77,6 +78,8 @@ def candidate_rows(
             "score": top.scores[rows, ranks].astype(np.float32),
             "reason": reason,
             "reason_item_id": reason_items,
+            "score_low": interval[0][rows, ranks] if interval else np.nan,
+            "score_high": interval[1][rows, ranks] if interval else np.nan,
         },
         columns=CANDIDATE_COLUMNS,
     )

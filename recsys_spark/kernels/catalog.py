@@ -64,6 +64,13 @@ class Catalog:
         """Each list of ids as candidate indexes (-1 for ids not in the catalogue)."""
         return index_lists(self.ids, lists)
 
+    def history_rows(
+        self, histories: Sequence[Sequence[str] | None], weights: Sequence[Sequence[float]] | None
+    ) -> sp.csr_matrix:
+        """The histories as rows over the candidates (``weights``: each item's confidence,
+        default 1; items not among the candidates dropped)."""
+        return rows_of(self.index_lists(histories), len(self.ids), weights)
+
     def top_for_vectors(
         self,
         vectors: np.ndarray,
@@ -89,7 +96,7 @@ class Catalog:
     ) -> tuple[TopN, np.ndarray]:
         """ItemKNN's ``n`` best per history (bought items excluded; ``weights``: each item's
         confidence, default 1) and, per match, the bought item's index that contributed most."""
-        history = rows_of(self.index_lists(histories), len(self.ids), weights)
+        history = self.history_rows(histories, weights)
         model = ItemKnnModel(self.similarity)
         top = model.recommend(np.arange(len(histories)), history, n, self.blocked, block_rows)
         return top, model.because_of(history, top)
@@ -105,7 +112,7 @@ class Catalog:
         confidence, default 1) and, per match, the index in ``customers.customer_ids`` of the
         most similar customer who bought it; each of ``customer_ids`` is never its own neighbour."""
         assert self.customers is not None, "a UserKNN catalogue"
-        history = rows_of(self.index_lists(histories), len(self.ids), weights)
+        history = self.history_rows(histories, weights)
         own = pd.Index(self.customers.customer_ids).get_indexer(np.asarray(customer_ids, dtype=object))
         return self.customers.recommend(history, own, n, self.blocked)
 

@@ -22,7 +22,9 @@ from recsys_spark.kernels import rerank, routing
 from recsys_spark.kernels.candidates import POPULAR_OVERALL, candidate_rows, reason_code, rule_candidates
 from recsys_spark.kernels.catalog import Catalog
 from recsys_spark.kernels.factors import FACTOR_MODELS
+from recsys_spark.kernels.intervals import Posterior, als_intervals, bootstrap_intervals
 from recsys_spark.kernels.routing import GLOBAL_SEGMENT
+from recsys_spark.kernels.topn import TopN
 from recsys_spark.kernels.topup import Bestsellers, top_up
 from recsys_spark.kernels.userknn import UserKnnParams
 
@@ -97,6 +99,9 @@ class ListSpec:
     depth: int = 0  # candidates the business rules choose from (business_rules.candidates)
     hybrid: Mapping[str, Any] = field(default_factory=dict)
     userknn: Mapping[str, Any] = field(default_factory=dict)
+    intervals: bool = False  # score_low / score_high on ALS (posterior) and ItemKNN (bootstrap) rows
+    # Segment -> the settings ALS was fitted with there (``kernels.intervals.Posterior.of``).
+    posteriors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @staticmethod
     def of(settings: Mapping[str, Any]) -> ListSpec:
@@ -112,10 +117,13 @@ class ListSpec:
                 frozenset(rules.get("category_exclude", [])),
                 rules.get("max_per_category"),
                 rules.get("mmr_lambda"),
+                rules.get("min_score_low"),
             ),
             int(rules.get("candidates", top_n)),
             settings.get("hybrid") or {},
             settings.get("userknn") or {},
+            bool(settings.get("intervals", False)),
+            settings.get("posteriors") or {},
         )
 
     @property
@@ -288,35 +296,57 @@ class ListMaker:
         catalog = self._catalog(model, segment)
         if catalog is None:
             return _concat([]), customers
-        reason = reason_code(model)
-        if model == "itemknn":
-            weights = list(customers.history_weights) if "history_weights" in customers else None
-            top, because = catalog.top_for_histories(list(customers.history), weights, n)
-            rows = candidate_rows(
-                customers.segment, customers.customer_id, catalog, top, model, reason, because
-            )
-            return rows, customers.iloc[:0]
-        if model == "userknn":
-            weights = list(customers.history_weights) if "history_weights" in customers else None
-            ids = customers.customer_id.to_numpy(dtype=object)
-            top, because = catalog.top_for_customers(list(customers.history), weights, ids, n)
-            assert catalog.customers is not None
-            rows = candidate_rows(
-                customers.segment, ids, catalog, top, model, reason, because, catalog.customers.customer_ids
-            )
-            return rows, customers.iloc[:0]
+        if model in ("itemknn", "userknn"):
+            return self._from_histories(catalog, customers, model, n), customers.iloc[:0]
         if model in FACTOR_MODELS:
             known, vectors = self._user_vectors(segment, customers, model)
-            rest = customers[~known]
-            customers = customers[known]
-            if not len(customers):
-                return _concat([]), rest
-            top = catalog.top_for_vectors(vectors, list(customers.history), n)
-            return candidate_rows(customers.segment, customers.customer_id, catalog, top, model, reason), rest
+            if not known.any():
+                return _concat([]), customers
+            scored = customers[known]
+            top = catalog.top_for_vectors(vectors, list(scored.history), n)
+            interval = self._posterior_interval(segment, catalog, scored, model, top)
+            reason = reason_code(model)
+            rows = candidate_rows(
+                scored.segment, scored.customer_id, catalog, top, model, reason, interval=interval
+            )
+            return rows, customers[~known]
+        reason = reason_code(model)
         ones = np.ones((len(customers), 1), np.float32)  # popularity: a rank-1 factor model
         top = catalog.top_for_vectors(ones, list(customers.history), n)
         rows = candidate_rows(customers.segment, customers.customer_id, catalog, top, model, reason)
         return rows, customers.iloc[:0]
+
+    def _from_histories(self, catalog: Catalog, customers: pd.DataFrame, model: str, n: int) -> pd.DataFrame:
+        """ItemKNN's or UserKNN's candidate rows, each with its reason (the bought item, the
+        similar customer) and, for ItemKNN with ``spec.intervals``, its bootstrap interval."""
+        weights = list(customers.history_weights) if "history_weights" in customers else None
+        ids = customers.customer_id.to_numpy(dtype=object)
+        reason = reason_code(model)
+        if model == "userknn":
+            assert catalog.customers is not None
+            top, because = catalog.top_for_customers(list(customers.history), weights, ids, n)
+            named = catalog.customers.customer_ids
+            return candidate_rows(customers.segment, ids, catalog, top, model, reason, because, named)
+        top, because = catalog.top_for_histories(list(customers.history), weights, n)
+        interval = None
+        if self.spec.intervals:
+            assert catalog.similarity is not None
+            history = catalog.history_rows(list(customers.history), weights)
+            interval = bootstrap_intervals(catalog.similarity, history, top.indices, ids)
+        return candidate_rows(customers.segment, ids, catalog, top, model, reason, because, interval=interval)
+
+    def _posterior_interval(
+        self, segment: str, catalog: Catalog, customers: pd.DataFrame, model: str, top: TopN
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """ALS's posterior intervals of ``top`` where ``spec.intervals`` asks for them and the
+        segment's ALS settings are known (``spec.posteriors``); None otherwise."""
+        settings = self.spec.posteriors.get(segment) if model == "als" and self.spec.intervals else None
+        if settings is None:
+            return None
+        assert catalog.vectors is not None
+        weights = list(customers.history_weights) if "history_weights" in customers else None
+        history = catalog.history_rows(list(customers.history), weights)
+        return als_intervals(catalog.vectors, history, top.indices, top.scores, Posterior.of(settings))
 
     def _user_vectors(
         self, segment: str, customers: pd.DataFrame, model: str

@@ -195,6 +195,8 @@ class Rules:
     category_exclude: frozenset[str] = frozenset()
     max_per_category: int | None = None
     mmr_lambda: float | None = None
+    # Candidates whose score interval starts below this are dropped (those without one stay).
+    min_score_low: float | None = None
 
     @property
     def beyond_exclusion(self) -> bool:
@@ -279,8 +281,12 @@ def _min_max_within(groups: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 
 # One row per candidate: the source (a model, or rules), its score, and why it is there.
+# score_low, score_high: the score's 95% interval (kernels/intervals.py), NaN without one.
+INTERVAL_COLUMNS = ["score_low", "score_high"]
 CANDIDATE_COLUMNS = ["segment", "customer_id", "source", "item_id", "score", "reason", "reason_item_id"]
+CANDIDATE_COLUMNS += INTERVAL_COLUMNS
 LIST_COLUMNS = ["segment", "customer_id", "rank", "item_id", "score", "model", "reason", "reason_item_id"]
+LIST_COLUMNS += INTERVAL_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -319,6 +325,9 @@ def final_lists(candidates: pd.DataFrame, settings: ListSettings) -> pd.DataFram
     """Per customer (segment × customer_id) of ``candidates`` (CANDIDATE_COLUMNS): blended when
     ``settings.weights`` is set (``blend``, for every customer at once), then cut to
     ``settings.n`` by the rules (``apply_rules``) (LIST_COLUMNS)."""
+    threshold = settings.rules.min_score_low
+    if threshold is not None:  # NaN (no interval) compares False: kept
+        candidates = candidates[~(candidates.score_low.astype(np.float64) < threshold)]
     if candidates.empty:
         return pd.DataFrame(columns=LIST_COLUMNS)
     keys = ["segment", "customer_id"]
@@ -327,12 +336,13 @@ def final_lists(candidates: pd.DataFrame, settings: ListSettings) -> pd.DataFram
     else:
         ranked = candidates.assign(model=candidates.source)
     ranked = ranked.sort_values([*keys, "score", "item_id"], ascending=[True, True, False, True])
-    if settings.rules == Rules():
+    if settings.rules in (Rules(), Rules(min_score_low=threshold)):
         picked = ranked.groupby(keys, sort=False).head(settings.n)
     else:
         picked = ranked.iloc[_picked_rows(ranked, settings)]
     rank = picked.groupby(keys, sort=False).cumcount() + 1
-    return picked.assign(rank=rank.astype(np.int32), score=picked.score.astype(np.float32))[LIST_COLUMNS]
+    floats = {c: picked[c].astype(np.float32) for c in ["score", *INTERVAL_COLUMNS]}
+    return picked.assign(rank=rank.astype(np.int32), **floats)[LIST_COLUMNS]
 
 
 def _blended(candidates: pd.DataFrame, weights: Mapping[str, float]) -> pd.DataFrame:
@@ -349,7 +359,10 @@ def _blended(candidates: pd.DataFrame, weights: Mapping[str, float]) -> pd.DataF
     totals = parts.groupby(items, sort=False).part.sum().rename("total")
     main = parts.sort_values(["part", "source"], ascending=[False, True]).drop_duplicates(items)
     blended = main.join(totals, on=items)
-    return blended.assign(score=blended.total).drop(columns=["part", "total"])
+    # A blended score has no interval of its own.
+    return blended.assign(score=blended.total, score_low=np.nan, score_high=np.nan).drop(
+        columns=["part", "total"]
+    )
 
 
 def _picked_rows(ranked: pd.DataFrame, settings: ListSettings) -> np.ndarray:

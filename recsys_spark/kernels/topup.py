@@ -111,6 +111,8 @@ def top_up(
         bought = [] if history is None else list(history)
         added = fill(listed, bought, bestsellers.sources(segment), n, rules, categories)
         for rank, (item, score, reason) in enumerate(added, start=len(listed) + 1):
-            rows.append((segment, customer, rank, item, score, "popularity", reason, None))
+            rows.append((segment, customer, rank, item, score, "popularity", reason, None, np.nan, np.nan))
     frame = pd.DataFrame(rows, columns=LIST_COLUMNS)
-    return frame.astype({"rank": np.int32, "score": np.float32})
+    return frame.astype(
+        {"rank": np.int32, "score": np.float32, "score_low": np.float32, "score_high": np.float32}
+    )

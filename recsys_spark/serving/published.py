@@ -34,7 +34,14 @@ Ranked = dict[tuple[str, ...], list[dict[str, Any]]]  # (segment, [model,] id) -
 LIST_TABLES: dict[str, tuple[str, dict[str, str]]] = {
     "recommendations": (
         "customer_id",
-        {"item_id": "item_id", "score": "score", "reason": "reason", "reason_item_id": "reason_item_id"},
+        {
+            "item_id": "item_id",
+            "score": "score",
+            "reason": "reason",
+            "reason_item_id": "reason_item_id",
+            "score_low": "score_low",
+            "score_high": "score_high",
+        },
     ),
     "item_audience": ("item_id", {"customer_id": "customer_id", "score": "score"}),
     "lookalikes": ("customer_id", {"similar_customer_id": "customer_id", "score": "score"}),

@@ -4,6 +4,7 @@ config) and the API's settings, shared with the batch scoring that makes the sam
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 from recsys_spark.config import Config
@@ -21,9 +22,12 @@ def serving_sources(config: Config, model: str) -> set[str]:
     return needed
 
 
-def serving_settings(config: Config, model: str) -> dict[str, Any]:
+def serving_settings(
+    config: Config, model: str, posteriors: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
     """The served model's config: its name and N, the hybrid and the business rules (the
-    exclude lists as they stand in conf; ``models.exclude_table`` is read at batch scoring)."""
+    exclude lists as they stand in conf; ``models.exclude_table`` is read at batch scoring),
+    and score intervals, with ALS's per segment settings (``posteriors``) when known."""
     conf, rules = config.models, config.business_rules
     settings: dict[str, Any] = {
         "model": model,
@@ -34,8 +38,11 @@ def serving_settings(config: Config, model: str) -> dict[str, Any]:
             "category_exclude": rules.category_exclude,
             "max_per_category": rules.max_per_category,
             "mmr_lambda": rules.mmr_lambda,
+            "min_score_low": rules.min_score_low,
             "candidates": rules.candidates,
         },
+        "intervals": True,
+        "posteriors": {segment: dict(values) for segment, values in (posteriors or {}).items()},
     }
     if "hybrid" in conf.enabled:
         settings["hybrid"] = dataclasses.asdict(conf.hybrid)

@@ -45,7 +45,13 @@ from recsys_spark.distributed.training import (
     rating_weights,
     settings_rows,
 )
-from recsys_spark.io.model_tables import blocked_items, trained_settings, tuned_config, tuned_values
+from recsys_spark.io.model_tables import (
+    blocked_items,
+    fitted_from_tables,
+    trained_settings,
+    tuned_config,
+    tuned_values,
+)
 from recsys_spark.io.tables import overwrite_table, run_stamp, table_name
 from recsys_spark.kernels import metrics, routing
 from recsys_spark.kernels.interleaving import preference_share
@@ -188,7 +194,7 @@ def run_evaluate(
     )
     with stage("evaluate", "score and measure test customers", result.seconds) as st:
         catalogue, catalogue_items = ev.catalogue(data.train, _categories(interactions))
-        per_user, models = _test_lists(spark, config, data, fitted, catalogue)
+        per_user, models = _test_lists(spark, config, data, fitted, catalogue, settings)
         st.counts.update(models=models, rows=per_user.count())
     if config.models.feedback == "explicit":
         with stage("evaluate", "rating errors", result.seconds) as st:
@@ -305,7 +311,12 @@ def _categories(interactions: DataFrame) -> DataFrame | None:
 
 
 def _test_lists(
-    spark: SparkSession, config: Config, data: SplitData, fitted: Fitted, catalogue: Catalogue
+    spark: SparkSession,
+    config: Config,
+    data: SplitData,
+    fitted: Fitted,
+    catalogue: Catalogue,
+    settings: TrainSettings,
 ) -> tuple[DataFrame, list[str]]:
     """(every evaluated model's top max(k) for the test customers as production would serve
     them, measured where they are made: ``kernels.metrics.measured`` rows, checkpointed; the
@@ -334,7 +345,10 @@ def _test_lists(
     if mined is not None:
         mined.unpersist()
     # The models as they are; business rules are measured as variants.
-    spec = ListSpec.of(serving_settings(config, base))
+    # Score intervals only where a variant drops by them: each costs a bootstrap per ItemKNN list.
+    intervals = any(rules.min_score_low is not None for rules in variants.values())
+    posteriors = lists.als_posteriors(fitted, settings) if intervals else {}
+    spec = dataclasses.replace(ListSpec.of(serving_settings(config, base, posteriors)), intervals=intervals)
     maker = ListMaker.of(tables, dataclasses.replace(spec, top_n=max(config.evaluation.k), rules=Rules()))
     plan = [(m, m, None) for m in evaluated]
     plan += [(f"{base}{VARIANT_MARK}{name}", base, rules) for name, rules in variants.items()]
@@ -596,6 +610,7 @@ def rule_variants(config: Config, blocked: set[str]) -> dict[str, Rules]:
         else None,
         "cap": Rules(max_per_category=conf.max_per_category) if conf.max_per_category else None,
         "mmr": Rules(mmr_lambda=conf.mmr_lambda) if conf.mmr_lambda is not None else None,
+        "confident": Rules(min_score_low=conf.min_score_low) if conf.min_score_low is not None else None,
     }
     variants = {name: rules for name, rules in alone.items() if rules is not None}
     if len(variants) > 1:
@@ -667,7 +682,8 @@ def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
         log.warning("evaluate: nothing registered: %s", result.settings_mismatch)
     elif decision.model not in baselines(config.models):
         tables = served_tables(spark, config, decision.model)
-        version = log_champion(config, tables, serving_settings(config, decision.model))
+        posteriors = lists.als_posteriors(fitted_from_tables(spark, config), result.settings)
+        version = log_champion(config, tables, serving_settings(config, decision.model, posteriors))
     report.close()
     metrics: dict[str, float] = {
         "train_lines": result.train_lines,

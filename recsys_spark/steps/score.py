@@ -13,7 +13,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys_spark.config import Config
-from recsys_spark.config.params import business_rules
+from recsys_spark.config.params import business_rules, train_settings
 from recsys_spark.distributed import lists
 from recsys_spark.distributed.errors import udf_errors
 from recsys_spark.distributed.scoring import ScoringError
@@ -25,6 +25,7 @@ from recsys_spark.io.model_tables import (
     published_model,
     trained_settings,
     tuned_config,
+    tuned_values,
 )
 from recsys_spark.io.tables import overwrite_table, run_stamp, table_name
 from recsys_spark.kernels import routing
@@ -73,7 +74,8 @@ def run_score(
     (``item_audience`` also writes ``lookalikes``)."""
     seconds: dict[str, float] = {}
     # The hybrid blends with the weights tuning chose.
-    config = tuned_config(config, trained_settings(spark, config))
+    trained = trained_settings(spark, config)
+    config = tuned_config(config, trained)
     publish, why = published_model(spark, config)
     log.info("score: publishing %s (%s)", publish, why)
     fitted = fitted_from_tables(spark, config)
@@ -96,7 +98,10 @@ def run_score(
         tables = lists.list_tables(
             config.models, fitted, items, interactions, association, segment_users, sources
         )
-        spec = dataclasses.replace(ListSpec.of(serving_settings(config, publish)), rules=rules)
+        posteriors = lists.als_posteriors(
+            fitted, train_settings(config.models, tuned_values(config, trained))
+        )
+        spec = dataclasses.replace(ListSpec.of(serving_settings(config, publish, posteriors)), rules=rules)
         maker = ListMaker.of(tables, spec)
         customers = lists.with_vectors(histories, fitted.user_factors, sources)
         st.counts.update(customers=result.customers, business_rules="on" if rules.beyond_exclusion else "off")

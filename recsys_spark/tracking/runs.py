@@ -200,6 +200,8 @@ def _signature() -> Any:
             ColSpec(DataType.float, "score"),
             ColSpec(text, "reason"),
             ColSpec(text, "reason_item_id", required=False),
+            ColSpec(DataType.float, "score_low", required=False),
+            ColSpec(DataType.float, "score_high", required=False),
         ]
     )
     return ModelSignature(inputs, outputs)

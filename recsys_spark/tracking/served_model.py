@@ -7,7 +7,7 @@ batch), orders (their number of orders, for cold-start routing) and last_basket 
 their latest order, for the hybrid's rules). Without a history, the model reads each customer's
 from the batch's histories it carries (``kernels.lists.with_histories``): a customer id alone
 gets the list gold.recommendations holds for them. Output: segment, customer_id, rank, item_id, score,
-reason, reason_item_id, as in gold.recommendations.
+reason, reason_item_id, score_low, score_high, as in gold.recommendations.
 
 The batch scoring makes its lists with the same ``kernels.lists.ListMaker`` this model calls:
 routing, candidates, blend, business rules and top-up are one implementation. A customer the
@@ -25,6 +25,7 @@ import pandas as pd
 from recsys_spark.kernels.lists import ListMaker, ListSpec, ListTables, with_histories
 
 OUTPUT_COLUMNS = ["segment", "customer_id", "rank", "item_id", "score", "reason", "reason_item_id"]
+OUTPUT_COLUMNS += ["score_low", "score_high"]
 
 
 class PublishedRecommender(mlflow.pyfunc.PythonModel):

@@ -168,7 +168,7 @@ def test_final_lists_blend_every_customer_as_blend_and_apply_rules_do(
             items = rng.choice(30, size=int(rng.integers(1, 12)), replace=False)
             scores = rng.integers(0, 4, size=len(items)).astype(float)  # ties on purpose
             rows += [
-                ("s", f"c{customer}", source, f"i{i:02d}", v, source, None)
+                ("s", f"c{customer}", source, f"i{i:02d}", v, source, None, v - 1.0, v + 1.0)
                 for i, v in zip(items, scores, strict=True)
             ]
     candidates = pd.DataFrame(rows, columns=CANDIDATE_COLUMNS)
@@ -245,3 +245,18 @@ def test_many_lists_at_once_pick_what_each_list_alone_picks(
         picks = _greedy(min_max(scores[keep]), vectors[keep], n, 0.6, list(categories[keep]), cap)
         expected += [keep[i] for i in picks]
     assert got == expected
+
+
+def test_the_interval_rule_drops_candidates_whose_lower_end_is_under_the_threshold() -> None:
+    rows = [
+        ("s", "c1", "als", "a", 0.9, "factor_score", None, 0.5, 1.3),
+        ("s", "c1", "als", "b", 0.8, "factor_score", None, -0.1, 1.7),  # wide: could be 0 or less
+        ("s", "c1", "als", "c", 0.7, "factor_score", None, 0.2, 1.2),
+        ("s", "c1", "als", "d", 0.6, "factor_score", None, np.nan, np.nan),  # no interval: kept
+    ]
+    candidates = pd.DataFrame(rows, columns=CANDIDATE_COLUMNS)
+    lists = final_lists(candidates, ListSettings(3, rules=Rules(min_score_low=0.0)))
+    assert lists.sort_values("rank").item_id.tolist() == ["a", "c", "d"]
+    assert lists.score_low.iloc[0] == pytest.approx(0.5) and lists.score_high.iloc[0] == pytest.approx(1.3)
+    blended = final_lists(candidates, ListSettings(3, {"als": 1.0}, "hybrid"))
+    assert blended.score_low.isna().all()  # a blended score has no interval of its own

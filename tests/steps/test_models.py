@@ -13,10 +13,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from recsys_spark import synthetic
-from recsys_spark.config import Config
+from recsys_spark.config import Config, load_config
 from recsys_spark.distributed.scoring import ScoringError
 from recsys_spark.distributed.training import TrainingError, threads_per_task
 from recsys_spark.io.tables import INTERACTIONS_SCHEMA, TableName, overwrite_table, table_name
+from recsys_spark.kernels.intervals import Z_95
 from recsys_spark.kernels.matrix import build_interactions
 from recsys_spark.pipeline import run_steps
 from tests.conftest import NO_RULES, without_comments
@@ -114,6 +115,37 @@ def test_recommendations_equal_a_single_node_numpy_computation(spark, sample):
         precision=1e-4,
         ignore_nullable=True,
     )
+
+
+def test_als_recommendations_carry_their_posterior_interval(spark, sample):
+    """score +- 1.96 sd, sd^2 = y_i' (Y'C_uY + lambda I)^-1 y_i with implicit's confidences
+    (alpha w on bought items, 1 elsewhere; w: purchase lines), written out densely; customers
+    with more purchases get narrower intervals."""
+    conf = load_config("local").models
+    alpha, lam = conf.confidence.alpha, conf.als.regularization
+    segment = "United Kingdom"
+    users = table(spark, sample, "user_factors").where(f"model = 'als' AND segment = '{segment}'").toPandas()
+    items = table(spark, sample, "item_factors").where(f"model = 'als' AND segment = '{segment}'").toPandas()
+    lines = table(spark, sample, "interactions").where(f"segment = '{segment}'").toPandas()
+    counts = lines.groupby(["customer_id", "item_id"]).size()
+    published = table(spark, sample, "recommendations")
+    lists = published.where(f"model = 'als' AND segment = '{segment}'").toPandas()
+    assert lists.score_low.notna().all() and (lists.score_low < lists.score).all()
+    Y = np.stack(items.factors).astype(np.float64)
+    row_of = pd.Index(items.item_id)
+    for customer in users.customer_id.iloc[:5]:
+        confidence = np.ones(len(Y))
+        bought = counts.loc[customer]
+        confidence[row_of.get_indexer(bought.index)] = alpha * bought.to_numpy()
+        covariance = np.linalg.inv(Y.T @ (Y * confidence[:, None]) + lam * np.eye(Y.shape[1]))
+        mine = lists[lists.customer_id == customer]
+        rows = Y[row_of.get_indexer(mine.item_id)]
+        deviation = np.sqrt(np.einsum("if,fg,ig->i", rows, covariance, rows))
+        np.testing.assert_allclose(mine.score_high - mine.score, Z_95 * deviation, rtol=1e-3)
+        np.testing.assert_allclose(mine.score - mine.score_low, Z_95 * deviation, rtol=1e-3)
+    width = (lists.score_high - lists.score_low).groupby(lists.customer_id).mean()
+    purchases = lines.groupby("customer_id").size().reindex(width.index)
+    assert width.corr(purchases, method="spearman") < -0.5
 
 
 def test_als_factors_equal_implicit_called_directly(spark, sample):

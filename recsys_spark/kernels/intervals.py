@@ -1,0 +1,110 @@
+"""How sure a recommendation's score is: a 95% interval around it (numpy/scipy; no Spark).
+
+ALS, from the posterior of the customer's least-squares solve. The customer's factors solve
+the ridge regression ``x_u = (Y'C_uY + lambda I)^-1 Y'C_u p_u``; read as a Bayesian linear
+model (prior ``x_u ~ N(0, lambda^-1 I)``, each preference ``p_ui`` seen with precision
+``c_ui``), the posterior covariance of ``x_u`` is ``(Y'C_uY + lambda I)^-1``, so a score
+``x_u . y_i`` has variance ``y_i' (Y'C_uY + lambda I)^-1 y_i`` and its interval is the score
++- 1.96 standard deviations. Every purchase adds to ``Y'C_uY``: a customer with fewer
+purchases gets wider intervals. ``C_u`` and ``lambda`` are the engine's own: the `implicit`
+library weighs a bought item ``alpha * w`` and the others 1 (``Y'C_uY = Y'Y + sum (alpha w - 1)
+y y'``) with ``lambda`` as given; MLlib weighs a bought item ``1 + alpha * w`` and scales
+``lambda`` by the customer's purchases (ALS-WR).
+
+ItemKNN, by a bootstrap over the customer's history: the score of item j is
+``sum_i w_i sim(i, j)`` over the bought items i; the history is resampled with replacement
+(seeded by the customer id, so the batch and the served model agree) and the interval is the
+2.5th to 97.5th percentile of the resampled scores.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+
+Z_95 = 1.959963984540054
+BOOTSTRAP_SAMPLES = 200
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """What ALS was fitted with in one segment (its posterior's ingredients)."""
+
+    alpha: float
+    regularization: float
+    log_scale: bool  # ALS's own log(1 + w) over the confidence weights
+    engine: Literal["implicit", "mllib"]
+
+    @staticmethod
+    def of(settings: dict[str, Any]) -> Posterior:
+        return Posterior(
+            float(settings["alpha"]),
+            float(settings["regularization"]),
+            bool(settings["log_scale"]),
+            settings["engine"],
+        )
+
+
+def als_intervals(
+    item_factors: np.ndarray,
+    history: sp.csr_matrix,
+    items: np.ndarray,
+    scores: np.ndarray,
+    posterior: Posterior,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) of each score: per row of ``history`` (a customer's confidence weights over
+    the catalogue whose ``item_factors`` they are) and each of its ``items`` (catalogue indexes,
+    -1: none, NaN out) with ``scores``, the score +- 1.96 posterior standard deviations."""
+    factors = np.asarray(item_factors, np.float64)
+    gram = factors.T @ factors
+    spread = np.full(items.shape, np.nan)
+    for row in range(history.shape[0]):
+        wanted = items[row] >= 0
+        if not wanted.any():
+            continue
+        chol = np.linalg.cholesky(_precision(factors, gram, history, row, posterior))
+        half = scipy.linalg.solve_triangular(chol, factors[items[row][wanted]].T, lower=True)
+        spread[row, wanted] = np.sqrt((half**2).sum(axis=0))
+    return scores - Z_95 * spread, scores + Z_95 * spread
+
+
+def _precision(
+    factors: np.ndarray, gram: np.ndarray, history: sp.csr_matrix, row: int, posterior: Posterior
+) -> np.ndarray:
+    """``Y'C_uY + lambda_u I`` of one customer, as the engine that fitted ALS built it."""
+    bought = history.indices[history.indptr[row] : history.indptr[row + 1]]
+    weights = history.data[history.indptr[row] : history.indptr[row + 1]].astype(np.float64)
+    if posterior.log_scale:
+        weights = np.log1p(weights)
+    if posterior.engine == "mllib":
+        extra, regularization = posterior.alpha * weights, posterior.regularization * max(len(bought), 1)
+    else:
+        extra, regularization = posterior.alpha * weights - 1.0, posterior.regularization
+    seen = factors[bought]
+    return gram + (seen.T * extra) @ seen + regularization * np.eye(len(gram))
+
+
+def bootstrap_intervals(
+    similarity: sp.csr_matrix, history: sp.csr_matrix, items: np.ndarray, customers: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """ItemKNN's (low, high): per row of ``history`` (weights over the items of ``similarity``)
+    and each of its ``items`` (-1: none, NaN out), the 2.5th and 97.5th percentiles of the
+    score over ``BOOTSTRAP_SAMPLES`` resamples of the history, seeded by ``customers``' ids."""
+    low, high = np.full(items.shape, np.nan), np.full(items.shape, np.nan)
+    for row in range(history.shape[0]):
+        wanted = items[row] >= 0
+        start, stop = history.indptr[row], history.indptr[row + 1]
+        if not wanted.any() or start == stop:
+            continue
+        bought, weights = history.indices[start:stop], history.data[start:stop].astype(np.float64)
+        rng = np.random.default_rng(zlib.crc32(str(customers[row]).encode()))
+        draws = rng.multinomial(len(bought), np.full(len(bought), 1.0 / len(bought)), BOOTSTRAP_SAMPLES)
+        terms = similarity[bought][:, items[row][wanted]].toarray() * weights[:, None]
+        resampled = draws @ terms
+        low[row, wanted], high[row, wanted] = np.percentile(resampled, [2.5, 97.5], axis=0)
+    return low, high
