@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup jars demo demo-movielens test lint clean bench-baskets bench-models bench-tuning bench-crashes bench-scale bench-takeover bench-uplift
+.PHONY: setup jars demo demo-movielens test lint clean bench-movielens bench-baskets bench-models bench-tuning bench-crashes bench-scale bench-takeover bench-uplift
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ bench-baskets: setup
 
 bench-models: setup
 	$(BIN)/python bench/als.py
+
+# Every collaborative model on MovieLens reshaped as implicit feedback (bench/RESULTS-models.md).
+bench-movielens: setup
+	$(BIN)/python bench/movielens_models.py
 
 bench-tuning: setup
 	$(BIN)/python bench/tuning.py

@@ -22,6 +22,7 @@ from pyspark.sql import types as T
 from pyspark.sql.window import Window
 
 from recsys_spark.config import Config, EvaluationConfig
+from recsys_spark.distributed.training import dot_product
 from recsys_spark.kernels import bootstrap, interleaving, metrics
 
 KEYS = ["segment", "customer_id"]
@@ -151,11 +152,10 @@ def rating_sums(
         *KEYS, "model", F.col("factors").alias("u")
     )
     items = item_factors.select("segment", "item_id", "model", F.col("factors").alias("i"))
-    dot = F.aggregate(F.zip_with("u", "i", lambda a, b: a * b), F.lit(0.0), lambda acc, x: acc + x)
     predicted = (
         ratings.join(users, KEYS)
         .join(items, ["segment", "item_id", "model"])
-        .select(*pair, "model", (dot - F.col("rating")).alias("error"))
+        .select(*pair, "model", (dot_product("u", "i") - F.col("rating")).alias("error"))
     )
     predictors = F.count(F.lit(1)).over(Window.partitionBy(*pair))
     shared = predicted.withColumn("predictors", predictors).where(F.col("predictors") == len(models))

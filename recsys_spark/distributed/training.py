@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.window import Window
 
@@ -341,6 +341,11 @@ def _trained_rows(named: DataFrame, kind: str, segment: str) -> DataFrame:
     )
 
 
+def dot_product(left: str, right: str) -> Column:
+    """The dot product of two array columns of the same length (a factor model's score)."""
+    return F.aggregate(F.zip_with(left, right, lambda a, b: a * b), F.lit(0.0), lambda acc, x: acc + x)
+
+
 def _residuals(ratings: DataFrame, baseline: DataFrame) -> DataFrame:
     """``ratings`` (weights rows) less the baseline's prediction: the dot product of the
     customer's and the item's baseline vectors."""
@@ -350,7 +355,7 @@ def _residuals(ratings: DataFrame, baseline: DataFrame) -> DataFrame:
     items = baseline.where(F.col("kind") == "item").select(
         F.col("id").alias("item_id"), F.col("factors").alias("i")
     )
-    predicted = F.aggregate(F.zip_with("u", "i", lambda a, b: a * b), F.lit(0.0), lambda acc, x: acc + x)
+    predicted = dot_product("u", "i")
     with_both = ratings.join(users, "customer_id").join(items, "item_id")
     return with_both.select(*WEIGHTS_COLUMNS[:3], (F.col("weight") - predicted).cast("float").alias("weight"))
 

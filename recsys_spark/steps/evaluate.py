@@ -461,24 +461,8 @@ def _rating_rows(spark: SparkSession, ratings: pd.DataFrame, run_id: str) -> Dat
     long["metric"] = long.metric.replace({"pairs": "rated_pairs"})
     base = long[long.model == RATING_BASELINE].drop(columns="model")
     long = long.merge(base, on=["segment", "metric"], how="left", suffixes=("", "_baseline"))
-    frame = spark.createDataFrame(
-        long[["model", "segment", "metric", "value", "value_baseline"]].astype({"value": float}),
-        "model string, segment string, metric string, value double, baseline_value double",
-    )
-    stamp = run_stamp(run_id, "evaluated_at")
-    return frame.select(
-        stamp["run_id"].alias("run_id"),
-        "model",
-        "segment",
-        F.lit(ALL_SLICES).alias("slice"),
-        "metric",
-        F.lit(None).cast("int").alias("k"),
-        "value",
-        F.lit(None).cast("double").alias("ci_low"),
-        F.lit(None).cast("double").alias("ci_high"),
-        "baseline_value",
-        stamp["evaluated_at"].alias("evaluated_at"),
-    )
+    long = long.rename(columns={"value_baseline": "baseline_value"}).assign(ci_low=None, ci_high=None)
+    return _metric_rows(spark, long.astype({"value": float}), run_id, None)
 
 
 def interleaving_pair(
@@ -537,21 +521,32 @@ def _interleaving_rows(
                 (model, scope.segment, "interleaving_preference", share, low, high),
                 (model, scope.segment, "interleaving_wins", float(wins), None, None),
             ]
-    frame = spark.createDataFrame(
-        rows, "model string, segment string, metric string, value double, ci_low double, ci_high double"
+    columns = ["model", "segment", "metric", "value", "ci_low", "ci_high"]
+    frame = pd.DataFrame(rows, columns=columns).assign(baseline_value=None)
+    return _metric_rows(spark, frame, run_id, conf.primary_k)
+
+
+def _metric_rows(spark: SparkSession, frame: pd.DataFrame, run_id: str, k: int | None) -> DataFrame:
+    """``frame`` (model, segment, metric, value, ci_low, ci_high, baseline_value) as
+    gold.model_metrics rows of every customer (slice all) at ``k``, stamped with the run."""
+    columns = ["model", "segment", "metric", "value", "ci_low", "ci_high", "baseline_value"]
+    rows = spark.createDataFrame(
+        frame[columns].astype(object).where(frame[columns].notna(), None),
+        "model string, segment string, metric string, value double, ci_low double, ci_high double, "
+        "baseline_value double",
     )
     stamp = run_stamp(run_id, "evaluated_at")
-    return frame.select(
+    return rows.select(
         stamp["run_id"].alias("run_id"),
         "model",
         "segment",
         F.lit(ALL_SLICES).alias("slice"),
         "metric",
-        F.lit(conf.primary_k).cast("int").alias("k"),
+        F.lit(k).cast("int").alias("k"),
         "value",
         "ci_low",
         "ci_high",
-        F.lit(None).cast("double").alias("baseline_value"),
+        "baseline_value",
         stamp["evaluated_at"].alias("evaluated_at"),
     )
 

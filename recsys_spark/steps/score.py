@@ -101,7 +101,10 @@ def run_score(
         posteriors = lists.als_posteriors(
             fitted, train_settings(config.models, tuned_values(config, trained))
         )
-        spec = dataclasses.replace(ListSpec.of(serving_settings(config, publish, posteriors)), rules=rules)
+        # A blended list has no intervals: the hybrid's sources need none unless a rule drops by them.
+        intervals = publish != "hybrid" or rules.min_score_low is not None
+        settings = serving_settings(config, publish, posteriors)
+        spec = dataclasses.replace(ListSpec.of(settings), rules=rules, intervals=intervals)
         maker = ListMaker.of(tables, spec)
         customers = lists.with_vectors(histories, fitted.user_factors, sources)
         st.counts.update(customers=result.customers, business_rules="on" if rules.beyond_exclusion else "off")

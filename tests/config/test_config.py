@@ -153,7 +153,8 @@ def test_kernel_params_are_read_field_by_field_by_name() -> None:
     assert (settings.bpr.learning_rate, settings.bpr.regularization) == (0.02, 0.04)
     assert settings.content == content.ContentParams(dims=9, min_df=4, seed=5)
     assert settings.fusion.strategy == conf.models.fusion.strategy
-    assert settings.models == tuple(m for m in conf.models.enabled if m != "hybrid")
+    # The hybrid and UserKNN are made at scoring: nothing of their own to train.
+    assert settings.models == tuple(m for m in conf.models.enabled if m not in ("hybrid", "userknn"))
     mining = mining_settings(conf.baskets)
     assert (mining.min_support, mining.max_len) == (0.02, 3)
 
