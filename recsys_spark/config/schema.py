@@ -410,7 +410,7 @@ class BusinessRulesConfig:
     category_exclude: list[str]  # never these categories
     max_per_category: AtLeastOne | None  # at most this many items of one category in a list
     mmr_lambda: Unit | None  # maximal marginal relevance: 1 = relevance only, lower = more diverse
-    # Drop candidates whose score's 95% interval starts below this (ALS's and ItemKNN's have
+    # Drop candidates whose score's 95% interval starts below this (ALS's, ItemKNN's and content's have
     # one; others are kept); in the model's own score units. null: off.
     min_score_low: float | None = None
 

@@ -117,7 +117,7 @@ TABLES: dict[str, TableDoc] = {
             "bought_with_last_basket); for similar_customer_bought the customer id of the most "
             "similar customer who bought it; null otherwise",
             "score_low": "lower end of the score's 95% interval: ALS from the customer's posterior "
-            "(Y'C_uY + lambda I)^-1, ItemKNN by a bootstrap of the customer's history; null for "
+            "(Y'C_uY + lambda I)^-1, ItemKNN and content by a bootstrap of the customer's history; null for "
             "other models, blended (hybrid) and topped-up rows",
             "score_high": "upper end of the score's 95% interval (null as score_low)",
         },

@@ -11,15 +11,17 @@ library weighs a bought item ``alpha * w`` and the others 1 (``Y'C_uY = Y'Y + su
 y y'``) with ``lambda`` as given; MLlib weighs a bought item ``1 + alpha * w`` and scales
 ``lambda`` by the customer's purchases (ALS-WR).
 
-ItemKNN, by a bootstrap over the customer's history: the score of item j is
-``sum_i w_i sim(i, j)`` over the bought items i; the history is resampled with replacement
-(seeded by the customer id, so the batch and the served model agree) and the interval is the
-2.5th to 97.5th percentile of the resampled scores.
+ItemKNN and content, by a bootstrap over the customer's history: their scores are functions
+of the history (ItemKNN: ``sum_i w_i sim(i, j)`` over the bought items i; content: the cosine
+of the item with the normalised weighted sum of the bought items' vectors); the history is
+resampled with replacement (seeded by the customer id, so the batch and the served model agree)
+and the interval is the 2.5th to 97.5th percentile of the resampled scores.
 """
 
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -89,12 +91,43 @@ def _precision(
     return gram + (seen.T * extra) @ seen + regularization * np.eye(len(gram))
 
 
-def bootstrap_intervals(
+def itemknn_intervals(
     similarity: sp.csr_matrix, history: sp.csr_matrix, items: np.ndarray, customers: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """ItemKNN's (low, high): per row of ``history`` (weights over the items of ``similarity``)
-    and each of its ``items`` (-1: none, NaN out), the 2.5th and 97.5th percentiles of the
-    score over ``BOOTSTRAP_SAMPLES`` resamples of the history, seeded by ``customers``' ids."""
+    """ItemKNN's (low, high) by ``bootstrap_intervals``: a score is ``sum_i w_i sim(i, j)``."""
+
+    def scores(bought: np.ndarray, weighted: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        return weighted @ similarity[bought][:, wanted].toarray()
+
+    return bootstrap_intervals(history, items, customers, scores)
+
+
+def content_intervals(
+    item_vectors: np.ndarray, history: sp.csr_matrix, items: np.ndarray, customers: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The content model's (low, high) by ``bootstrap_intervals``: a score is the cosine of
+    the item's vector and the profile, the L2-normalised weighted sum of the bought items'."""
+    vectors = np.asarray(item_vectors, np.float64)
+
+    def scores(bought: np.ndarray, weighted: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        profiles = weighted @ vectors[bought]
+        norms = np.linalg.norm(profiles, axis=1, keepdims=True)
+        return np.where(norms > 0, profiles / np.maximum(norms, 1e-300), 0.0) @ vectors[wanted].T
+
+    return bootstrap_intervals(history, items, customers, scores)
+
+
+def bootstrap_intervals(
+    history: sp.csr_matrix,
+    items: np.ndarray,
+    customers: np.ndarray,
+    scores: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) per row of ``history`` (weights over the catalogue) and each of its
+    ``items`` (-1: none, NaN out): the 2.5th and 97.5th percentiles of the score over
+    ``BOOTSTRAP_SAMPLES`` resamples of the history with replacement, seeded by ``customers``'
+    ids. ``scores(bought, weighted, wanted)``: the scores of the ``wanted`` items (columns) for
+    each resample (rows of ``weighted``: each bought item's weight times its draws)."""
     low, high = np.full(items.shape, np.nan), np.full(items.shape, np.nan)
     for row in range(history.shape[0]):
         wanted = items[row] >= 0
@@ -104,7 +137,6 @@ def bootstrap_intervals(
         bought, weights = history.indices[start:stop], history.data[start:stop].astype(np.float64)
         rng = np.random.default_rng(zlib.crc32(str(customers[row]).encode()))
         draws = rng.multinomial(len(bought), np.full(len(bought), 1.0 / len(bought)), BOOTSTRAP_SAMPLES)
-        terms = similarity[bought][:, items[row][wanted]].toarray() * weights[:, None]
-        resampled = draws @ terms
+        resampled = scores(bought, draws * weights, items[row][wanted])
         low[row, wanted], high[row, wanted] = np.percentile(resampled, [2.5, 97.5], axis=0)
     return low, high

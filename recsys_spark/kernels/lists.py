@@ -22,7 +22,7 @@ from recsys_spark.kernels import rerank, routing
 from recsys_spark.kernels.candidates import POPULAR_OVERALL, candidate_rows, reason_code, rule_candidates
 from recsys_spark.kernels.catalog import Catalog
 from recsys_spark.kernels.factors import FACTOR_MODELS
-from recsys_spark.kernels.intervals import Posterior, als_intervals, bootstrap_intervals
+from recsys_spark.kernels.intervals import Posterior, als_intervals, content_intervals, itemknn_intervals
 from recsys_spark.kernels.routing import GLOBAL_SEGMENT
 from recsys_spark.kernels.topn import TopN
 from recsys_spark.kernels.topup import Bestsellers, top_up
@@ -99,7 +99,7 @@ class ListSpec:
     depth: int = 0  # candidates the business rules choose from (business_rules.candidates)
     hybrid: Mapping[str, Any] = field(default_factory=dict)
     userknn: Mapping[str, Any] = field(default_factory=dict)
-    intervals: bool = False  # score_low / score_high on ALS (posterior) and ItemKNN (bootstrap) rows
+    intervals: bool = False  # score_low / score_high on ALS (posterior), ItemKNN and content (bootstrap) rows
     # Segment -> the settings ALS was fitted with there (``kernels.intervals.Posterior.of``).
     posteriors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -304,7 +304,7 @@ class ListMaker:
                 return _concat([]), customers
             scored = customers[known]
             top = catalog.top_for_vectors(vectors, list(scored.history), n)
-            interval = self._posterior_interval(segment, catalog, scored, model, top)
+            interval = self._factor_interval(segment, catalog, scored, model, top)
             reason = reason_code(model)
             rows = candidate_rows(
                 scored.segment, scored.customer_id, catalog, top, model, reason, interval=interval
@@ -332,20 +332,24 @@ class ListMaker:
         if self.spec.intervals:
             assert catalog.similarity is not None
             history = catalog.history_rows(list(customers.history), weights)
-            interval = bootstrap_intervals(catalog.similarity, history, top.indices, ids)
+            interval = itemknn_intervals(catalog.similarity, history, top.indices, ids)
         return candidate_rows(customers.segment, ids, catalog, top, model, reason, because, interval=interval)
 
-    def _posterior_interval(
+    def _factor_interval(
         self, segment: str, catalog: Catalog, customers: pd.DataFrame, model: str, top: TopN
     ) -> tuple[np.ndarray, np.ndarray] | None:
-        """ALS's posterior intervals of ``top`` where ``spec.intervals`` asks for them and the
-        segment's ALS settings are known (``spec.posteriors``); None otherwise."""
-        settings = self.spec.posteriors.get(segment) if model == "als" and self.spec.intervals else None
-        if settings is None:
+        """Where ``spec.intervals`` asks for them: ALS's posterior intervals of ``top`` (when
+        the segment's ALS settings are known, ``spec.posteriors``) and the content model's
+        bootstrap intervals; None for the other models."""
+        settings = self.spec.posteriors.get(segment) if model == "als" else None
+        if not self.spec.intervals or (settings is None and model != "content"):
             return None
         assert catalog.vectors is not None
         weights = list(customers.history_weights) if "history_weights" in customers else None
         history = catalog.history_rows(list(customers.history), weights)
+        if model == "content":
+            ids = customers.customer_id.to_numpy(dtype=object)
+            return content_intervals(catalog.vectors, history, top.indices, ids)
         return als_intervals(catalog.vectors, history, top.indices, top.scores, Posterior.of(settings))
 
     def _user_vectors(

@@ -1,5 +1,5 @@
 """Score intervals (kernels/intervals.py): ALS's posterior against the formula written out,
-and ItemKNN's bootstrap against a direct resampling."""
+and ItemKNN's and content's bootstraps against a direct resampling."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recsys_spark.kernels.intervals import Z_95, Posterior, als_intervals, bootstrap_intervals
+from recsys_spark.kernels.intervals import (
+    Z_95,
+    Posterior,
+    als_intervals,
+    content_intervals,
+    itemknn_intervals,
+)
 
 RNG = np.random.default_rng(3)
 Y = RNG.normal(size=(12, 4))  # 12 items, 4 factors
@@ -60,7 +66,7 @@ def test_the_itemknn_interval_is_the_bootstrap_percentiles_of_the_history() -> N
     similarity = sp.csr_matrix(RNG.random((6, 6)))
     history = sp.csr_matrix(np.array([[1.0, 2.0, 0, 0.5, 0, 0], [0, 0, 3.0, 0, 0, 0]]))
     items = np.array([[4, 5], [0, -1]])
-    low, high = bootstrap_intervals(similarity, history, items, np.array(["c1", "c2"], dtype=object))
+    low, high = itemknn_intervals(similarity, history, items, np.array(["c1", "c2"], dtype=object))
     bought, weights = np.array([0, 1, 3]), np.array([1.0, 2.0, 0.5])
     rng = np.random.default_rng(zlib.crc32(b"c1"))
     draws = rng.multinomial(3, [1 / 3] * 3, 200)
@@ -71,3 +77,20 @@ def test_the_itemknn_interval_is_the_bootstrap_percentiles_of_the_history() -> N
     score = 3.0 * similarity[2, 0]
     assert low[1, 0] == pytest.approx(score) and high[1, 0] == pytest.approx(score)
     assert np.isnan(low[1, 1]) and np.isnan(high[1, 1])
+
+
+def test_the_content_interval_is_the_bootstrap_of_the_profile() -> None:
+    vectors = RNG.normal(size=(6, 3))
+    history = sp.csr_matrix(np.array([[1.0, 0, 2.0, 0, 0, 0], [0, 0, 0, 1.0, 0, 0]]))
+    items = np.array([[1, 4], [0, -1]])
+    low, high = content_intervals(vectors, history, items, np.array(["c1", "c2"], dtype=object))
+    rng = np.random.default_rng(zlib.crc32(b"c1"))
+    draws = rng.multinomial(2, [0.5, 0.5], 200)
+    profiles = (draws * [1.0, 2.0]) @ vectors[[0, 2]]
+    profiles /= np.linalg.norm(profiles, axis=1, keepdims=True)
+    resampled = profiles @ vectors[[1, 4]].T
+    np.testing.assert_allclose(low[0], np.percentile(resampled, 2.5, axis=0))
+    np.testing.assert_allclose(high[0], np.percentile(resampled, 97.5, axis=0))
+    # One bought item: the profile is that item's direction, the interval a point.
+    cosine = vectors[3] @ vectors[0] / np.linalg.norm(vectors[3])
+    assert low[1, 0] == pytest.approx(cosine) and high[1, 0] == pytest.approx(cosine)
