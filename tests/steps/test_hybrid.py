@@ -77,8 +77,8 @@ def test_blend_of_two_sources_by_hand() -> None:
             # c2: one source, one item -> 1.
             ("s", "c2", "rules", "a", 0.2, "bought_with_last_basket", "z"),
         ],
-        columns=CANDIDATE_COLUMNS,
-    )
+        columns=CANDIDATE_COLUMNS[:7],
+    ).assign(score_low=0.0, score_high=5.0)
     lists = final_lists(candidates, ListSettings(3, {"als": 0.6, "rules": 0.4}, "hybrid"))
     # c1: a 0.6, b 0.3, c 0 + 0.4 = 0.4 (from rules, so its reason), d 0: top 3 = a, c, b.
     expected = [
@@ -87,8 +87,9 @@ def test_blend_of_two_sources_by_hand() -> None:
         ("s", "c1", 3, "b", 0.3, "hybrid", "factor_score", None),
         ("s", "c2", 1, "a", 0.4, "hybrid", "bought_with_last_basket", "z"),
     ]
-    got = [(*row[:4], round(float(row[4]), 6), *row[5:]) for row in lists.itertuples(index=False)]
+    got = [(*row[:4], round(float(row[4]), 6), *row[5:8]) for row in lists.itertuples(index=False)]
     assert sorted(got, key=str) == sorted(expected, key=str)
+    assert lists.score_low.isna().all() and lists.score_high.isna().all()  # a blend has no interval
 
 
 def test_published_lists_follow_every_business_rule(spark: SparkSession, hybrid_run: Config) -> None:
