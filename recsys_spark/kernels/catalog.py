@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from recsys_spark.kernels import userknn
 from recsys_spark.kernels.itemknn import ItemKnnModel
-from recsys_spark.kernels.matrix import index_lists, rows_of
+from recsys_spark.kernels.matrix import csr_cells, csr_of_cells, index_lists, rows_of
 from recsys_spark.kernels.topn import DEFAULT_BLOCK_ROWS, TopN, normalize_rows, top_matches
 
 
@@ -44,14 +44,7 @@ class Catalog:
     def of_neighbours(matrix: pd.Series, blocked_ids: set[str]) -> Catalog:
         """From one segment's ``neighbour_matrix`` row."""
         ids = np.asarray(matrix["ids"], dtype=object)
-        similarity = sp.csr_matrix(
-            (
-                np.asarray(matrix["similarity"], np.float32),
-                np.asarray(matrix["indices"], np.int32),
-                np.asarray(matrix["indptr"], np.int64),
-            ),
-            shape=(len(ids), len(ids)),
-        )
+        similarity = csr_of_cells(matrix, "similarity", (len(ids), len(ids)))
         return Catalog(ids, _blocked(ids, blocked_ids), similarity=similarity)
 
     @staticmethod
@@ -96,23 +89,23 @@ class Catalog:
     ) -> tuple[TopN, np.ndarray]:
         """ItemKNN's ``n`` best per history (bought items excluded; ``weights``: each item's
         confidence, default 1) and, per match, the bought item's index that contributed most."""
-        history = self.history_rows(histories, weights)
+        return self.top_for_history_rows(self.history_rows(histories, weights), n, block_rows)
+
+    def top_for_history_rows(
+        self, history: sp.csr_matrix, n: int, block_rows: int = DEFAULT_BLOCK_ROWS
+    ) -> tuple[TopN, np.ndarray]:
+        """``top_for_histories`` of histories already made rows (``history_rows``)."""
         model = ItemKnnModel(self.similarity)
-        top = model.recommend(np.arange(len(histories)), history, n, self.blocked, block_rows)
+        top = model.recommend(np.arange(history.shape[0]), history, n, self.blocked, block_rows)
         return top, model.because_of(history, top)
 
     def top_for_customers(
-        self,
-        histories: Sequence[Sequence[str] | None],
-        weights: Sequence[Sequence[float]] | None,
-        customer_ids: Sequence[str],
-        n: int,
+        self, history: sp.csr_matrix, customer_ids: Sequence[str], n: int
     ) -> tuple[TopN, np.ndarray]:
-        """UserKNN's ``n`` best per history (bought items excluded; ``weights``: each item's
-        confidence, default 1) and, per match, the index in ``customers.customer_ids`` of the
-        most similar customer who bought it; each of ``customer_ids`` is never its own neighbour."""
+        """UserKNN's ``n`` best per row of ``history`` (``history_rows``; bought items excluded)
+        and, per match, the index in ``customers.customer_ids`` of the most similar customer who
+        bought it; each of ``customer_ids`` is never its own neighbour."""
         assert self.customers is not None, "a UserKNN catalogue"
-        history = self.history_rows(histories, weights)
         own = pd.Index(self.customers.customer_ids).get_indexer(np.asarray(customer_ids, dtype=object))
         return self.customers.recommend(history, own, n, self.blocked)
 
@@ -137,13 +130,7 @@ def neighbour_matrix(entries: pd.DataFrame) -> pd.DataFrame:
         shape=(len(ids), len(ids)),
     )
     return pd.DataFrame(
-        {
-            "segment": [entries.segment.iloc[0]],
-            "ids": [ids],
-            "indptr": [similarity.indptr.astype(np.int64)],
-            "indices": [similarity.indices.astype(np.int32)],
-            "similarity": [similarity.data],
-        }
+        {"segment": [entries.segment.iloc[0]], "ids": [ids], **csr_cells(similarity, "similarity")}
     )
 
 

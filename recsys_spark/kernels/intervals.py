@@ -29,7 +29,8 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
 
-Z_95 = 1.959963984540054
+from recsys_spark.kernels.uplift import Z_95
+
 BOOTSTRAP_SAMPLES = 200
 
 

@@ -322,16 +322,16 @@ class ListMaker:
         weights = list(customers.history_weights) if "history_weights" in customers else None
         ids = customers.customer_id.to_numpy(dtype=object)
         reason = reason_code(model)
+        history = catalog.history_rows(list(customers.history), weights)
         if model == "userknn":
             assert catalog.customers is not None
-            top, because = catalog.top_for_customers(list(customers.history), weights, ids, n)
+            top, because = catalog.top_for_customers(history, ids, n)
             named = catalog.customers.customer_ids
             return candidate_rows(customers.segment, ids, catalog, top, model, reason, because, named)
-        top, because = catalog.top_for_histories(list(customers.history), weights, n)
+        top, because = catalog.top_for_history_rows(history, n)
         interval = None
         if self.spec.intervals:
             assert catalog.similarity is not None
-            history = catalog.history_rows(list(customers.history), weights)
             interval = itemknn_intervals(catalog.similarity, history, top.indices, ids)
         return candidate_rows(customers.segment, ids, catalog, top, model, reason, because, interval=interval)
 

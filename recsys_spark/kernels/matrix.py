@@ -6,8 +6,9 @@ id order so that ties broken by index are ties broken by id.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -85,3 +86,25 @@ def rows_of(
     rows = np.repeat(np.arange(len(lists)), lengths)
     keep = cols >= 0
     return _csr(data[keep], rows[keep], cols[keep], (len(lists), n_cols))
+
+
+def csr_cells(matrix: sp.csr_matrix, values: str) -> dict[str, list[np.ndarray]]:
+    """``matrix``'s CSR arrays as one table row's cells (``indptr``, ``indices`` and ``values``):
+    how a segment's matrix travels to the list tasks and the served model."""
+    return {
+        "indptr": [matrix.indptr.astype(np.int64)],
+        "indices": [matrix.indices.astype(np.int32)],
+        values: [matrix.data.astype(np.float32)],
+    }
+
+
+def csr_of_cells(row: Mapping[str, Any], values: str, shape: tuple[int, int]) -> sp.csr_matrix:
+    """The matrix ``csr_cells`` stored in ``row``."""
+    return sp.csr_matrix(
+        (
+            np.asarray(row[values], np.float32),
+            np.asarray(row["indices"], np.int32),
+            np.asarray(row["indptr"], np.int64),
+        ),
+        shape=shape,
+    )

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recsys_spark.kernels.matrix import csr_cells, csr_of_cells
 from recsys_spark.kernels.topn import TopN, mask_entries, top_n
 
 # The customer x item matrix of one segment as one row, for the list tasks and the served model.
@@ -49,14 +50,7 @@ class UserKnnModel:
 
     def profile(self, rows: sp.csr_matrix) -> sp.csr_matrix:
         """Histories (rows x items, confidence weights) as unit rows weighted like the model's."""
-        weighted = sp.csr_matrix(rows, dtype=np.float64, copy=True)
-        if self.params.similarity == "bm25":
-            k1, b = self.params.bm25_k1, self.params.bm25_b
-            lengths = np.repeat(np.asarray(weighted.sum(axis=1)).ravel(), np.diff(weighted.indptr))
-            norm = k1 * ((1.0 - b) + b * lengths / max(self.average_length, 1e-12))
-            weighted.data = weighted.data * (k1 + 1.0) / (weighted.data + norm) * self.idf[weighted.indices]
-        sizes = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel())
-        return sp.csr_matrix(sp.diags(np.where(sizes > 0, 1.0 / np.maximum(sizes, 1e-300), 0.0)) @ weighted)
+        return _profiles(rows, self.idf, self.average_length, self.params)
 
     def recommend(
         self, history: sp.csr_matrix, own: np.ndarray, n: int, exclude_items: np.ndarray | None = None
@@ -122,22 +116,29 @@ def fit(customer_ids: np.ndarray, bought: sp.csr_matrix, params: UserKnnParams) 
     if params.similarity == "bm25":  # implicit's BM25 idf, kept >= 0: an item all bought says nothing
         idf = np.maximum(np.log(max(bought.shape[0], 1)) - np.log1p(buyers), 0.0)
     average = float(np.asarray(bought.sum(axis=1)).mean()) if bought.shape[0] else 0.0
-    plain = UserKnnModel(customer_ids, bought, bought, idf, average, params)
-    return UserKnnModel(customer_ids, bought, plain.profile(bought), idf, average, params)
+    return UserKnnModel(customer_ids, bought, _profiles(bought, idf, average, params), idf, average, params)
+
+
+def _profiles(
+    rows: sp.csr_matrix, idf: np.ndarray, average_length: float, params: UserKnnParams
+) -> sp.csr_matrix:
+    """``rows`` (confidence weights) BM25-weighted with ``idf`` and ``average_length`` (for
+    ``similarity: bm25``), then scaled to unit length (zero rows stay zero)."""
+    weighted = sp.csr_matrix(rows, dtype=np.float64, copy=True)
+    if params.similarity == "bm25":
+        k1, b = params.bm25_k1, params.bm25_b
+        lengths = np.repeat(np.asarray(weighted.sum(axis=1)).ravel(), np.diff(weighted.indptr))
+        norm = k1 * ((1.0 - b) + b * lengths / max(average_length, 1e-12))
+        weighted.data = weighted.data * (k1 + 1.0) / (weighted.data + norm) * idf[weighted.indices]
+    sizes = np.sqrt(np.asarray(weighted.multiply(weighted).sum(axis=1)).ravel())
+    return sp.csr_matrix(sp.diags(np.where(sizes > 0, 1.0 / np.maximum(sizes, 1e-300), 0.0)) @ weighted)
 
 
 def of_matrix_row(row: pd.Series, params: UserKnnParams) -> tuple[np.ndarray, UserKnnModel]:
     """(the segment's item ids, its model) from one ``matrix_row`` row."""
     customer_ids = np.asarray(row["customer_ids"], dtype=object)
     item_ids = np.asarray(row["item_ids"], dtype=object)
-    bought = sp.csr_matrix(
-        (
-            np.asarray(row["weights"], np.float32),
-            np.asarray(row["indices"], np.int32),
-            np.asarray(row["indptr"], np.int64),
-        ),
-        shape=(len(customer_ids), len(item_ids)),
-    )
+    bought = csr_of_cells(row, "weights", (len(customer_ids), len(item_ids)))
     return item_ids, fit(customer_ids, bought, params)
 
 
@@ -155,13 +156,6 @@ def matrix_row(entries: pd.DataFrame) -> pd.DataFrame:
         shape=(len(customer_ids), len(item_ids)),
     )
     matrix.sum_duplicates()
-    return pd.DataFrame(
-        {
-            "segment": [entries.segment.iloc[0]],
-            "customer_ids": [customer_ids],
-            "item_ids": [item_ids],
-            "indptr": [matrix.indptr.astype(np.int64)],
-            "indices": [matrix.indices.astype(np.int32)],
-            "weights": [matrix.data],
-        }
-    )
+    segment = entries.segment.iloc[0]
+    cells = {"segment": [segment], "customer_ids": [customer_ids], "item_ids": [item_ids]}
+    return pd.DataFrame({**cells, **csr_cells(matrix, "weights")})

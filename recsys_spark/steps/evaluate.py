@@ -514,9 +514,7 @@ def _interleaving_rows(
             (scope.model_a, scope.a_wins, scope.b_wins),
             (scope.model_b, scope.b_wins, scope.a_wins),
         ):
-            share, low, high = (
-                None if math.isnan(v) else v for v in preference_share(int(wins), int(losses))
-            )
+            share, low, high = preference_share(int(wins), int(losses))  # NaN: null in the table
             rows += [
                 (model, scope.segment, "interleaving_preference", share, low, high),
                 (model, scope.segment, "interleaving_wins", float(wins), None, None),
