@@ -21,7 +21,7 @@ from recsys_spark.distributed.analytics import item_categories
 from recsys_spark.distributed.baskets import single_item_rules
 from recsys_spark.distributed.scoring import ScoringError
 from recsys_spark.distributed.training import Fitted, TrainSettings, confidence_weights, executor_cores
-from recsys_spark.kernels import routing
+from recsys_spark.kernels import graph_filter, routing
 from recsys_spark.kernels.catalog import NEIGHBOUR_MATRIX_SCHEMA, Catalog, neighbour_matrix
 from recsys_spark.kernels.factors import FACTOR_MODELS
 from recsys_spark.kernels.fusion import FUSED_MODEL
@@ -68,23 +68,26 @@ def history_kind(models: ModelsConfig, publish: str) -> str:
     return "hybrid" if short_route else publish
 
 
-def als_posteriors(fitted: Fitted, settings: TrainSettings) -> dict[str, dict[str, Any]]:
-    """Per segment with ALS factors, what ALS was fitted with there (``kernels.intervals
-    .Posterior``: alpha, regularization, its own log scale, the engine), for the score intervals;
-    none with explicit feedback, whose ALS factorizes rating residuals with an unknown noise."""
-    if settings.als.feedback != "implicit":
-        return {}
-    als_rows = fitted.user_factors.where(F.col("model") == "als").select("segment", "engine").distinct()
-    posteriors = {}
-    for segment, engine in als_rows.collect():
-        als = settings.for_segment(segment).als
-        posteriors[segment] = {
-            "alpha": als.alpha,
-            "regularization": als.regularization,
-            "log_scale": als.log_scale,
+def interval_settings(fitted: Fitted, settings: TrainSettings) -> dict[str, dict[str, dict[str, Any]]]:
+    """Segment -> model -> what ALS and BPR were fitted with there, for their score intervals
+    (``kernels.intervals``): ALS's alpha, regularization, own log scale and engine
+    (``Posterior``), BPR's regularization. ALS has none with explicit feedback: it factorizes
+    rating residuals with an unknown noise."""
+    models = ["bpr"] if settings.als.feedback != "implicit" else ["als", "bpr"]
+    trained = fitted.user_factors.where(F.col("model").isin(models)).select("segment", "model", "engine")
+    found: dict[str, dict[str, dict[str, Any]]] = {}
+    for segment, model, engine in trained.distinct().collect():
+        own = settings.for_segment(segment)
+        if model == "bpr":
+            found.setdefault(segment, {})[model] = {"regularization": own.bpr.regularization}
+            continue
+        found.setdefault(segment, {})[model] = {
+            "alpha": own.als.alpha,
+            "regularization": own.als.regularization,
+            "log_scale": own.als.log_scale,
             "engine": engine,
         }
-    return posteriors
+    return found
 
 
 def with_unknown_customers(histories: DataFrame, customers: DataFrame) -> DataFrame:
@@ -177,7 +180,8 @@ def list_tables(
     segment); ItemKNN's neighbours, UserKNN's customer x item matrix of ``interactions``, the
     single-item rules, the categories of ``interactions``; the user factors only ``with_users``
     (the batch joins them to the customers instead)."""
-    wanted = items[items.model.isin(sources | set(MMR_VECTOR_MODELS))]
+    folds = {graph_filter.FOLD_MODEL} if "graph" in sources else set()  # its score intervals
+    wanted = items[items.model.isin(sources | set(MMR_VECTOR_MODELS) | folds)]
     popular = wanted[wanted.model == "popularity"]
     sizes = popular.segment.value_counts()
     own = [s for s, size in sizes.items() if _own_popularity(models, s, segment_users, size)]

@@ -462,13 +462,13 @@ def _fit(
     fitted = fits[model]()
     if not (np.isfinite(fitted.user_factors).all() and np.isfinite(fitted.item_factors).all()):
         raise ValueError("the factors contain NaN or infinity; lower the learning rate or check the weights")
-    return pd.concat(
-        [
-            _rows("user", model, data.user_ids, fitted.user_factors),
-            _rows("item", model, data.item_ids, fitted.item_factors),
-        ],
-        ignore_index=True,
-    )
+    rows = [
+        _rows("user", model, data.user_ids, fitted.user_factors),
+        _rows("item", model, data.item_ids, fitted.item_factors),
+    ]
+    if fitted.fold is not None:  # the graph filter's customer side, for its score intervals
+        rows.append(_rows("item", graph_filter.FOLD_MODEL, data.item_ids, fitted.fold))
+    return pd.concat(rows, ignore_index=True)
 
 
 def _rows(kind: str, model: str, ids: np.ndarray, vectors: np.ndarray) -> pd.DataFrame:

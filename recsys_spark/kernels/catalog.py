@@ -30,15 +30,23 @@ class Catalog:
     vectors: np.ndarray | None = None  # float32 candidates × f
     similarity: sp.csr_matrix | None = None  # ItemKNN: candidates × candidates
     customers: userknn.UserKnnModel | None = None  # UserKNN: the segment's customers × candidates
+    fold: np.ndarray | None = None  # graph: a customer's vector is their purchases times these rows
 
     @staticmethod
     def of_vectors(
-        ids: np.ndarray, vectors: np.ndarray, blocked_ids: set[str], cosine: bool = False
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        blocked_ids: set[str],
+        cosine: bool = False,
+        fold: np.ndarray | None = None,
     ) -> Catalog:
+        """Candidates ``ids`` with their ``vectors`` (and ``fold`` rows, in the same order)."""
         order = np.argsort(np.asarray(ids, dtype=object), kind="stable")
         ids = np.asarray(ids, dtype=object)[order]
         vectors = np.asarray(vectors, dtype=np.float32)[order]
-        return Catalog(ids, _blocked(ids, blocked_ids), normalize_rows(vectors) if cosine else vectors)
+        folded = None if fold is None else np.asarray(fold, dtype=np.float32)[order]
+        blocked = _blocked(ids, blocked_ids)
+        return Catalog(ids, blocked, normalize_rows(vectors) if cosine else vectors, fold=folded)
 
     @staticmethod
     def of_neighbours(matrix: pd.Series, blocked_ids: set[str]) -> Catalog:

@@ -20,6 +20,8 @@ EMBEDDING_MODELS = tuple(m for m in FACTOR_MODELS if m != "bias")
 class FactorModel:
     user_factors: np.ndarray  # float32 users × f
     item_factors: np.ndarray  # float32 items × f
+    # float32 items × f where a user's factors are their purchases (0/1) times it (graph)
+    fold: np.ndarray | None = None
 
     def recommend(
         self,

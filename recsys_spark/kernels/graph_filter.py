@@ -14,7 +14,10 @@ graph's rank), so the model is a factor model like ALS, with
 
     customer u: [r_u V S^2,  alpha * r_u D_I^-1/2 V_k]      item i: [V_i,  d_i^1/2 V_k,i]
 
-and scoring, similar items, serving and vector export are the factor models' own code.
+and scoring, similar items, serving and vector export are the factor models' own code. The
+customer side is linear in the purchases: a customer's vector is the sum over the items bought
+of each item's ``fold`` row [V_i S^2, alpha d_i^-1/2 V_k,i], kept beside the item factors (as
+model ``graph_fold``) so that the score intervals can re-run it on resampled histories.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from scipy.sparse.linalg import svds
 
 from recsys_spark.kernels.factors import FactorModel
 
+FOLD_MODEL = "graph_fold"  # silver.item_factors' model name of the fold rows
 DENSE_SVD_MAX = 2_000  # below this many items or customers a full SVD is cheaper and exact
 
 
@@ -46,14 +50,9 @@ def fit(user_items: sp.csr_matrix, params: GraphParams) -> FactorModel:
     normalised = sp.diags(_inverse_sqrt(user_degree)) @ graph @ sp.diags(_inverse_sqrt(item_degree))
     directions, strengths = top_right_singular(normalised.tocsr(), params.rank, params.seed)
     ideal = directions[:, : min(params.ideal_dims, directions.shape[1])]
-    customers = np.hstack(
-        [
-            graph @ (directions * strengths**2),
-            params.alpha * (graph @ (ideal * _inverse_sqrt(item_degree)[:, None])),
-        ]
-    )
+    fold = np.hstack([directions * strengths**2, params.alpha * ideal * _inverse_sqrt(item_degree)[:, None]])
     items = np.hstack([directions, ideal * np.sqrt(item_degree)[:, None]])
-    return FactorModel(customers.astype(np.float32), items.astype(np.float32))
+    return FactorModel((graph @ fold).astype(np.float32), items.astype(np.float32), fold.astype(np.float32))
 
 
 def top_right_singular(matrix: sp.csr_matrix, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

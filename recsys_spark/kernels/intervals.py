@@ -11,11 +11,20 @@ library weighs a bought item ``alpha * w`` and the others 1 (``Y'C_uY = Y'Y + su
 y y'``) with ``lambda`` as given; MLlib weighs a bought item ``1 + alpha * w`` and scales
 ``lambda`` by the customer's purchases (ALS-WR).
 
-ItemKNN and content, by a bootstrap over the customer's history: their scores are functions
-of the history (ItemKNN: ``sum_i w_i sim(i, j)`` over the bought items i; content: the cosine
-of the item with the normalised weighted sum of the bought items' vectors); the history is
-resampled with replacement (seeded by the customer id, so the batch and the served model agree)
+ItemKNN, content and the graph filter, by a bootstrap over the customer's history: their
+scores are functions of the history (ItemKNN: ``sum_i w_i sim(i, j)`` over the bought items i;
+content: the cosine of the item with the normalised weighted sum of the bought items' vectors;
+the graph filter: ``sum_i fold_i . y_j``); the history is resampled with replacement (seeded by
+the customer id, so the batch and the served model agree), each purchase weighted by its draws,
 and the interval is the 2.5th to 97.5th percentile of the resampled scores.
+
+BPR, by the same bootstrap with the customer re-fitted by one Newton step. BPR's customer vector
+maximises ``sum_{i bought} sum_{j not} p_j log sigmoid(x . (y_i - y_j)) - n q reg/2 |x|^2``: the
+`implicit` library's SGD draws a bought item i, a negative j with probability p_j (its share of
+all purchases; bought ones skipped, q the share left) and shrinks x by reg at each of the
+customer's n draws. A resample weighting the purchases c_i moves the optimum by
+``H^-1 sum_i (c_i - 1) g_i`` (g_i: purchase i's gradient, H the Hessian, both at the fitted x):
+the linearised (one-step) bootstrap, which needs no sampling and no re-training.
 """
 
 from __future__ import annotations
@@ -28,10 +37,13 @@ from typing import Any, Literal
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
+from scipy.special import expit
 
 from recsys_spark.kernels.uplift import Z_95
 
 BOOTSTRAP_SAMPLES = 200
+# The factor models with intervals; ItemKNN's come with its lists (``itemknn_intervals``).
+INTERVAL_MODELS = ("als", "bpr", "graph", "content")
 
 
 @dataclass(frozen=True)
@@ -97,7 +109,7 @@ def itemknn_intervals(
 ) -> tuple[np.ndarray, np.ndarray]:
     """ItemKNN's (low, high) by ``bootstrap_intervals``: a score is ``sum_i w_i sim(i, j)``."""
 
-    def scores(bought: np.ndarray, weighted: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    def scores(row: int, bought: np.ndarray, weighted: np.ndarray, wanted: np.ndarray) -> np.ndarray:
         return weighted @ similarity[bought][:, wanted].toarray()
 
     return bootstrap_intervals(history, items, customers, scores)
@@ -110,7 +122,7 @@ def content_intervals(
     the item's vector and the profile, the L2-normalised weighted sum of the bought items'."""
     vectors = np.asarray(item_vectors, np.float64)
 
-    def scores(bought: np.ndarray, weighted: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    def scores(row: int, bought: np.ndarray, weighted: np.ndarray, wanted: np.ndarray) -> np.ndarray:
         profiles = weighted @ vectors[bought]
         norms = np.linalg.norm(profiles, axis=1, keepdims=True)
         return np.where(norms > 0, profiles / np.maximum(norms, 1e-300), 0.0) @ vectors[wanted].T
@@ -118,17 +130,82 @@ def content_intervals(
     return bootstrap_intervals(history, items, customers, scores)
 
 
+def graph_intervals(
+    item_factors: np.ndarray,
+    fold: np.ndarray,
+    history: sp.csr_matrix,
+    items: np.ndarray,
+    customers: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The graph filter's (low, high) by ``bootstrap_intervals``: a customer's vector is the sum
+    of the bought items' ``fold`` rows (``kernels.graph_filter``), a score its dot product with
+    the item's factors."""
+    factors, folded = np.asarray(item_factors, np.float64), np.asarray(fold, np.float64)
+
+    def scores(row: int, bought: np.ndarray, weighted: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        return weighted @ (folded[bought] @ factors[wanted].T)
+
+    return bootstrap_intervals(history, items, customers, scores)
+
+
+def bpr_intervals(
+    item_factors: np.ndarray,
+    user_factors: np.ndarray,
+    history: sp.csr_matrix,
+    items: np.ndarray,
+    customers: np.ndarray,
+    negatives: np.ndarray,
+    regularization: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """BPR's (low, high) by ``bootstrap_intervals`` with the linearised re-fit: per row of
+    ``history`` (bought: > 0) with its ``user_factors`` (`implicit`'s layout: the last item
+    column a bias, the user's a fixed 1), each resample's customer is x + H^-1 sum_i (c_i - 1) g_i
+    (``bpr_curvature``). ``negatives``: each item's chance to be drawn as the negative."""
+    factors, users = np.asarray(item_factors, np.float64), np.asarray(user_factors, np.float64)
+
+    def scores(row: int, bought: np.ndarray, draws: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        hessian, gradients = bpr_curvature(factors, users[row], bought, negatives, regularization)
+        moves = scipy.linalg.solve(hessian, ((draws - 1.0) @ gradients).T, assume_a="sym").T
+        return (users[row, :-1] + moves) @ factors[wanted, :-1].T + factors[wanted, -1]
+
+    binary = history.copy()  # BPR reads bought or not: the resample's weights are its draws
+    binary.data = np.ones_like(binary.data)
+    return bootstrap_intervals(binary, items, customers, scores)
+
+
+def bpr_curvature(
+    factors: np.ndarray, user: np.ndarray, bought: np.ndarray, negatives: np.ndarray, regularization: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """(H, G) of one customer's BPR objective at its factors ``user`` (the free ones: all but
+    the last): H the Hessian of its negative, G one row per bought item, that purchase's gradient
+    (its share of the shrinkage included). ``negatives``: p_j, summing to 1 over the items."""
+    free = factors[:, :-1]
+    chance = np.asarray(negatives, np.float64).copy()
+    chance[bought] = 0.0  # a drawn negative the customer bought is skipped
+    shrink = regularization * chance.sum()
+    margins = (factors @ user)[bought][:, None] - factors @ user  # bought x items: x . (y_i - y_j)
+    pulls = chance * expit(-margins)  # p_j sigmoid(-margin): the log-likelihood's slope
+    bends = chance * expit(margins) * expit(-margins)  # p_j sigmoid' (margin): its curvature
+    seen = free[bought]
+    gradients = pulls.sum(axis=1)[:, None] * seen - pulls @ free - shrink * user[:-1]
+    cross = seen.T @ (bends @ free)
+    hessian = (
+        (seen.T * bends.sum(axis=1)) @ seen - cross - cross.T + (free.T * bends.sum(axis=0)) @ free
+    ) + len(bought) * shrink * np.eye(free.shape[1])
+    return hessian, gradients
+
+
 def bootstrap_intervals(
     history: sp.csr_matrix,
     items: np.ndarray,
     customers: np.ndarray,
-    scores: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray],
+    scores: Callable[[int, np.ndarray, np.ndarray, np.ndarray], np.ndarray],
 ) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) per row of ``history`` (weights over the catalogue) and each of its
     ``items`` (-1: none, NaN out): the 2.5th and 97.5th percentiles of the score over
     ``BOOTSTRAP_SAMPLES`` resamples of the history with replacement, seeded by ``customers``'
-    ids. ``scores(bought, weighted, wanted)``: the scores of the ``wanted`` items (columns) for
-    each resample (rows of ``weighted``: each bought item's weight times its draws)."""
+    ids. ``scores(row, bought, weighted, wanted)``: the scores of the ``wanted`` items (columns)
+    for each resample (rows of ``weighted``: each bought item's weight times its draws)."""
     low, high = np.full(items.shape, np.nan), np.full(items.shape, np.nan)
     for row in range(history.shape[0]):
         wanted = items[row] >= 0
@@ -138,6 +215,6 @@ def bootstrap_intervals(
         bought, weights = history.indices[start:stop], history.data[start:stop].astype(np.float64)
         rng = np.random.default_rng(zlib.crc32(str(customers[row]).encode()))
         draws = rng.multinomial(len(bought), np.full(len(bought), 1.0 / len(bought)), BOOTSTRAP_SAMPLES)
-        resampled = scores(bought, draws * weights, items[row][wanted])
+        resampled = scores(row, bought, draws * weights, items[row][wanted])
         low[row, wanted], high[row, wanted] = np.percentile(resampled, [2.5, 97.5], axis=0)
     return low, high

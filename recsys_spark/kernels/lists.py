@@ -18,11 +18,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from recsys_spark.kernels import rerank, routing
+from recsys_spark.kernels import graph_filter, rerank, routing
 from recsys_spark.kernels.candidates import POPULAR_OVERALL, candidate_rows, reason_code, rule_candidates
 from recsys_spark.kernels.catalog import Catalog
 from recsys_spark.kernels.factors import FACTOR_MODELS
-from recsys_spark.kernels.intervals import Posterior, als_intervals, content_intervals, itemknn_intervals
+from recsys_spark.kernels.intervals import (
+    INTERVAL_MODELS,
+    Posterior,
+    als_intervals,
+    bpr_intervals,
+    content_intervals,
+    graph_intervals,
+    itemknn_intervals,
+)
 from recsys_spark.kernels.routing import GLOBAL_SEGMENT
 from recsys_spark.kernels.topn import TopN
 from recsys_spark.kernels.topup import Bestsellers, top_up
@@ -99,8 +107,8 @@ class ListSpec:
     depth: int = 0  # candidates the business rules choose from (business_rules.candidates)
     hybrid: Mapping[str, Any] = field(default_factory=dict)
     userknn: Mapping[str, Any] = field(default_factory=dict)
-    intervals: bool = False  # score_low / score_high on ALS (posterior), ItemKNN and content (bootstrap) rows
-    # Segment -> the settings ALS was fitted with there (``kernels.intervals.Posterior.of``).
+    intervals: bool = False  # score_low / score_high on the rows of ``kernels.intervals.INTERVAL_MODELS``
+    # Segment -> model -> the settings ALS and BPR were fitted with there (``kernels.intervals``).
     posteriors: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @staticmethod
@@ -304,7 +312,7 @@ class ListMaker:
                 return _concat([]), customers
             scored = customers[known]
             top = catalog.top_for_vectors(vectors, list(scored.history), n)
-            interval = self._factor_interval(segment, catalog, scored, model, top)
+            interval = self._factor_interval(segment, catalog, scored, model, top, vectors)
             reason = reason_code(model)
             rows = candidate_rows(
                 scored.segment, scored.customer_id, catalog, top, model, reason, interval=interval
@@ -336,21 +344,49 @@ class ListMaker:
         return candidate_rows(customers.segment, ids, catalog, top, model, reason, because, interval=interval)
 
     def _factor_interval(
-        self, segment: str, catalog: Catalog, customers: pd.DataFrame, model: str, top: TopN
+        self,
+        segment: str,
+        catalog: Catalog,
+        customers: pd.DataFrame,
+        model: str,
+        top: TopN,
+        vectors: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Where ``spec.intervals`` asks for them: ALS's posterior intervals of ``top`` (when
-        the segment's ALS settings are known, ``spec.posteriors``) and the content model's
-        bootstrap intervals; None for the other models."""
-        settings = self.spec.posteriors.get(segment) if model == "als" else None
-        if not self.spec.intervals or (settings is None and model != "content"):
+        """Where ``spec.intervals`` asks for them, ``top``'s intervals (``kernels.intervals``): ALS's
+        posterior and BPR's re-fit where the segment's settings are known (``spec.posteriors``),
+        the graph filter's where its fold rows are, content's; None for the other models."""
+        fitted_with = self.spec.posteriors.get(segment, {}).get(model)
+        if not self.spec.intervals or model not in INTERVAL_MODELS:
+            return None
+        if (model in ("als", "bpr") and fitted_with is None) or (model == "graph" and catalog.fold is None):
             return None
         assert catalog.vectors is not None
-        weights = list(customers.history_weights) if "history_weights" in customers else None
-        history = catalog.history_rows(list(customers.history), weights)
+        weighted = "history_weights" in customers and model in ("als", "content")  # the others: bought or not
+        history = catalog.history_rows(
+            list(customers.history), list(customers.history_weights) if weighted else None
+        )
+        ids = customers.customer_id.to_numpy(dtype=object)
         if model == "content":
-            ids = customers.customer_id.to_numpy(dtype=object)
             return content_intervals(catalog.vectors, history, top.indices, ids)
-        return als_intervals(catalog.vectors, history, top.indices, top.scores, Posterior.of(settings))
+        if model == "graph":
+            return graph_intervals(catalog.vectors, catalog.fold, history, top.indices, ids)
+        if model == "bpr":
+            negatives = self._purchase_shares(segment, catalog)
+            regularization = float(fitted_with["regularization"])
+            return bpr_intervals(
+                catalog.vectors, vectors, history, top.indices, ids, negatives, regularization
+            )
+        return als_intervals(catalog.vectors, history, top.indices, top.scores, Posterior.of(fitted_with))
+
+    def _purchase_shares(self, segment: str, catalog: Catalog) -> np.ndarray:
+        """Each of ``catalog``'s items' share of the segment's purchases (BPR's negative draws):
+        the segment's popularity scores (buyers; decayed with a half-life), else equal shares."""
+        popular = self._catalog("popularity", segment)
+        if popular is None or popular.vectors is None:
+            return np.full(len(catalog.ids), 1.0 / len(catalog.ids))
+        buyers = pd.Series(popular.vectors[:, 0].astype(np.float64), index=popular.ids)
+        shares = buyers.reindex(catalog.ids).fillna(0.0).to_numpy()
+        return shares / shares.sum() if shares.sum() > 0 else np.full(len(shares), 1.0 / len(shares))
 
     def _user_vectors(
         self, segment: str, customers: pd.DataFrame, model: str
@@ -396,7 +432,23 @@ class ListMaker:
         items = items[(items.segment == segment) & (items.model == model)]
         if not len(items):
             return None
-        return Catalog.of_vectors(items.item_id.to_numpy(), np.stack(items.factors.to_numpy()), blocked)
+        return Catalog.of_vectors(
+            items.item_id.to_numpy(),
+            np.stack(items.factors.to_numpy()),
+            blocked,
+            fold=self._fold(model, segment, items),
+        )
+
+    def _fold(self, model: str, segment: str, items: pd.DataFrame) -> np.ndarray | None:
+        """The graph filter's fold rows of ``items`` (its rows in ``tables.items``), when the
+        tables carry them (score intervals); None for the other models."""
+        if model != "graph":
+            return None
+        tables = self.tables.items
+        rows = tables[(tables.segment == segment) & (tables.model == graph_filter.FOLD_MODEL)]
+        if not len(rows):
+            return None
+        return np.stack(rows.set_index("item_id").factors.loc[items.item_id].to_numpy())
 
 
 def _ranked(candidates: pd.DataFrame) -> pd.DataFrame:

@@ -23,11 +23,12 @@ def serving_sources(config: Config, model: str) -> set[str]:
 
 
 def serving_settings(
-    config: Config, model: str, posteriors: Mapping[str, Mapping[str, Any]] | None = None
+    config: Config, model: str, posteriors: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None
 ) -> dict[str, Any]:
     """The served model's config: its name and N, the hybrid and the business rules (the
     exclude lists as they stand in conf; ``models.exclude_table`` is read at batch scoring),
-    and score intervals, with ALS's per segment settings (``posteriors``) when known."""
+    and score intervals, with ALS's and BPR's settings per segment (``posteriors``:
+    ``distributed.lists.interval_settings``) when known."""
     conf, rules = config.models, config.business_rules
     settings: dict[str, Any] = {
         "model": model,
@@ -42,7 +43,10 @@ def serving_settings(
             "candidates": rules.candidates,
         },
         "intervals": True,
-        "posteriors": {segment: dict(values) for segment, values in (posteriors or {}).items()},
+        "posteriors": {
+            segment: {model: dict(values) for model, values in models.items()}
+            for segment, models in (posteriors or {}).items()
+        },
     }
     if "hybrid" in conf.enabled:
         settings["hybrid"] = dataclasses.asdict(conf.hybrid)

@@ -8,14 +8,14 @@ import scipy.sparse as sp
 from recsys_spark.kernels.graph_filter import GraphParams, fit, top_right_singular
 
 
-def formula_scores(bought: np.ndarray, alpha: float, k: int) -> np.ndarray:
-    """s = R (R~'R~ + alpha D_I^-1/2 V_k V_k' D_I^1/2), written out with dense matrices."""
+def formula_filter(bought: np.ndarray, alpha: float, k: int) -> np.ndarray:
+    """The item x item filter R~'R~ + alpha D_I^-1/2 V_k V_k' D_I^1/2, written out densely."""
     du, di = bought.sum(axis=1), bought.sum(axis=0)
     normalised = bought / np.sqrt(du)[:, None] / np.sqrt(di)[None, :]
     _, _, right = np.linalg.svd(normalised)
     top = right[:k].T
     ideal = np.diag(di**-0.5) @ top @ top.T @ np.diag(di**0.5)
-    return bought @ (normalised.T @ normalised + alpha * ideal)
+    return normalised.T @ normalised + alpha * ideal
 
 
 def test_scores_follow_the_formula() -> None:
@@ -24,7 +24,14 @@ def test_scores_follow_the_formula() -> None:
     bought[:, 0] = bought[0, :] = 1.0  # nobody and nothing without an edge
     model = fit(sp.csr_matrix(bought), GraphParams(rank=25, ideal_dims=5, alpha=0.3))
     scores = model.user_factors.astype(float) @ model.item_factors.T
-    np.testing.assert_allclose(scores, formula_scores(bought, 0.3, 5), atol=1e-4)
+    graph_filter = formula_filter(bought, 0.3, 5)
+    np.testing.assert_allclose(scores, bought @ graph_filter, atol=1e-4)
+    # The customer side is linear in the purchases: the fold rows give any history its vector.
+    assert model.fold is not None
+    np.testing.assert_allclose(model.user_factors, bought @ model.fold, atol=1e-5)
+    cart = np.zeros(25)
+    cart[[2, 7]] = 1.0
+    np.testing.assert_allclose((cart @ model.fold) @ model.item_factors.T, cart @ graph_filter, atol=1e-4)
 
 
 def test_a_small_graph_by_hand() -> None:

@@ -1,5 +1,6 @@
 """Score intervals (kernels/intervals.py): ALS's posterior against the formula written out,
-and ItemKNN's and content's bootstraps against a direct resampling."""
+ItemKNN's, content's and the graph filter's bootstraps against a direct resampling, and BPR's
+linearised re-fit against BPR's objective written out and optimised directly."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ import zlib
 
 import numpy as np
 import pytest
+import scipy.optimize
 import scipy.sparse as sp
 
 from recsys_spark.kernels.intervals import (
     Z_95,
     Posterior,
     als_intervals,
+    bpr_curvature,
+    bpr_intervals,
     content_intervals,
+    graph_intervals,
     itemknn_intervals,
 )
 
@@ -94,3 +99,88 @@ def test_the_content_interval_is_the_bootstrap_of_the_profile() -> None:
     # One bought item: the profile is that item's direction, the interval a point.
     cosine = vectors[3] @ vectors[0] / np.linalg.norm(vectors[3])
     assert low[1, 0] == pytest.approx(cosine) and high[1, 0] == pytest.approx(cosine)
+
+
+def test_the_graph_interval_is_the_bootstrap_of_the_folded_history() -> None:
+    """The graph filter's customer is the sum of the bought items' fold rows: each resample
+    counts an item as often as it is drawn."""
+    fold, factors = RNG.normal(size=(6, 3)), RNG.normal(size=(6, 3))
+    history = sp.csr_matrix(np.array([[1.0, 0, 1.0, 0, 1.0, 0], [0, 1.0, 0, 0, 0, 0]]))
+    items = np.array([[1, 3], [0, -1]])
+    low, high = graph_intervals(factors, fold, history, items, np.array(["c1", "c2"], dtype=object))
+    rng = np.random.default_rng(zlib.crc32(b"c1"))
+    draws = rng.multinomial(3, [1 / 3] * 3, 200)
+    resampled = (draws @ fold[[0, 2, 4]]) @ factors[[1, 3]].T
+    np.testing.assert_allclose(low[0], np.percentile(resampled, 2.5, axis=0))
+    np.testing.assert_allclose(high[0], np.percentile(resampled, 97.5, axis=0))
+    score = fold[1] @ factors[0]
+    assert low[1, 0] == pytest.approx(score) and high[1, 0] == pytest.approx(score)
+
+
+# BPR in `implicit`'s layout: 8 items of 3 factors and a bias; a customer's last factor is 1.
+BPR_ITEMS = np.hstack([RNG.normal(size=(8, 3)), RNG.normal(scale=0.3, size=(8, 1))])
+SHARES = RNG.random(8) + 0.2
+SHARES /= SHARES.sum()
+BOUGHT = np.array([1, 4, 6])
+
+
+def bpr_objective(free: np.ndarray, counts: np.ndarray, reg: float) -> float:
+    """BPR's objective for one customer, written out: each purchase i (counted ``counts[i]``
+    times) against every item j not bought, drawn with chance p_j, less the shrinkage."""
+    user = np.append(free, 1.0)
+    others = np.setdiff1d(np.arange(8), BOUGHT)
+    margins = (BPR_ITEMS[BOUGHT] @ user)[:, None] - BPR_ITEMS[others] @ user
+    likelihood = (counts[:, None] * SHARES[others] * np.log(1 / (1 + np.exp(-margins)))).sum()
+    return likelihood - counts.sum() * reg * SHARES[others].sum() / 2 * free @ free
+
+
+def test_bpr_curvature_is_the_gradient_and_hessian_of_its_objective() -> None:
+    user = np.append(RNG.normal(size=3), 1.0)
+    hessian, gradients = bpr_curvature(BPR_ITEMS, user, BOUGHT, SHARES, 0.05)
+    ones = np.ones(3)
+    step = 1e-5
+    numeric_gradient = scipy.optimize.approx_fprime(user[:3], bpr_objective, step, ones, 0.05)
+    np.testing.assert_allclose(gradients.sum(axis=0), numeric_gradient, rtol=1e-4, atol=1e-6)
+    for a in range(3):  # each purchase's own gradient: its count's derivative of the slope
+        counts = np.eye(3)[a]
+        own = scipy.optimize.approx_fprime(user[:3], bpr_objective, step, counts, 0.05)
+        np.testing.assert_allclose(gradients[a], own, rtol=1e-4, atol=1e-6)
+    numeric_hessian = np.array(
+        [
+            (
+                scipy.optimize.approx_fprime(user[:3] + step * e, bpr_objective, step, ones, 0.05)
+                - scipy.optimize.approx_fprime(user[:3] - step * e, bpr_objective, step, ones, 0.05)
+            )
+            / (2 * step)
+            for e in np.eye(3)
+        ]
+    )
+    np.testing.assert_allclose(hessian, -numeric_hessian, rtol=1e-3, atol=1e-4)
+
+
+def test_the_bpr_interval_re_fits_each_resample_by_one_newton_step() -> None:
+    """At the optimum of the objective, each resample's customer is the linearised re-fit: close
+    to the resampled objective optimised outright, and the scores' percentiles are its."""
+    fitted = scipy.optimize.minimize(lambda x: -bpr_objective(x, np.ones(3), 0.05), np.zeros(3)).x
+    user = np.append(fitted, 1.0)
+    history = sp.csr_matrix(np.isin(np.arange(8), BOUGHT).astype(float)[None, :])
+    items = np.array([[0, 2, 7]])
+    low, high = bpr_intervals(
+        BPR_ITEMS, user[None, :], history, items, np.array(["c1"], dtype=object), SHARES, 0.05
+    )
+    hessian, gradients = bpr_curvature(BPR_ITEMS, user, BOUGHT, SHARES, 0.05)
+    draws = np.random.default_rng(zlib.crc32(b"c1")).multinomial(3, [1 / 3] * 3, 200)
+    moved = fitted + np.linalg.solve(hessian, ((draws - 1.0) @ gradients).T).T
+    resampled = moved @ BPR_ITEMS[[0, 2, 7], :3].T + BPR_ITEMS[[0, 2, 7], 3]
+    np.testing.assert_allclose(low[0], np.percentile(resampled, 2.5, axis=0), rtol=1e-9)
+    np.testing.assert_allclose(high[0], np.percentile(resampled, 97.5, axis=0), rtol=1e-9)
+    assert ((low[0] < user @ BPR_ITEMS[[0, 2, 7]].T) & (user @ BPR_ITEMS[[0, 2, 7]].T < high[0])).all()
+    # The re-fit is first-order exact: weighting one purchase 1 + e, its error shrinks as e^2.
+    errors = []
+    for e in (0.2, 0.1):
+        counts = np.array([1.0, 1.0, 1.0 + e])
+        refit = scipy.optimize.minimize(lambda x, c=counts: -bpr_objective(x, c, 0.05), fitted, tol=1e-12).x
+        step = np.linalg.solve(hessian, (counts - 1.0) @ gradients)
+        errors.append(np.linalg.norm(fitted + step - refit))
+        assert errors[-1] < 0.1 * np.linalg.norm(step)
+    assert errors[1] < errors[0] / 3

@@ -4,13 +4,17 @@ and the business rules."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 
 from recsys_spark.kernels import userknn
 from recsys_spark.kernels.candidates import POPULAR_OVERALL
 from recsys_spark.kernels.catalog import neighbour_matrix
+from recsys_spark.kernels.intervals import bpr_intervals, graph_intervals
 from recsys_spark.kernels.lists import (
     NO_SEGMENT,
     ListError,
@@ -177,3 +181,50 @@ def test_userknn_lists_name_the_most_similar_customer_who_bought_the_item() -> N
     np.testing.assert_allclose(k1.score, [2 / np.sqrt(6), 0.5], rtol=1e-6)
     cart = lists[lists.customer_id == "c9"].sort_values("rank")
     assert cart.item_id.tolist()[0] == "b" and cart.reason_item_id.tolist()[0] == "k1"
+
+
+def test_graph_and_bpr_lists_carry_their_intervals_where_their_inputs_are() -> None:
+    """The graph filter's intervals need its fold rows, BPR's its regularization (and take the
+    segment's popularity as its negative draws); each equals the interval kernel called directly."""
+    rng = np.random.default_rng(7)
+    ids = list(ALS)
+    vectors = {m: rng.normal(size=(4, 3)).astype(np.float32) for m in ("graph", "graph_fold", "bpr")}
+    rows = [("s", i, m, v[n]) for m, v in vectors.items() for n, i in enumerate(ids)]
+    tables = item_rows()
+    tables = pd.concat([tables, pd.DataFrame(rows, columns=tables.columns)], ignore_index=True)
+    user = {"graph": [1.0, 0.5, -0.2], "bpr": [0.3, -0.4, 1.0]}
+    asked = pd.DataFrame(
+        {
+            "segment": "s",
+            "customer_id": ["c1"],
+            "history": [["a", "c"]],
+            **{vector_column(m): [np.array(v, np.float32)] for m, v in user.items()},
+        }
+    )
+    posteriors = {"s": {"bpr": {"regularization": 0.05}}}
+    spec = ListSpec("graph", 2, intervals=True, posteriors=posteriors)
+    history = sp.csr_matrix(np.array([[1.0, 0.0, 1.0, 0.0]]))
+    for model in ("graph", "bpr"):
+        listed = ListMaker.of(ListTables(tables), dataclasses.replace(spec, model=model)).published(
+            asked, model
+        )
+        items = np.array([[ids.index(i) for i in listed.sort_values("rank").item_id]])
+        if model == "graph":
+            expected = graph_intervals(
+                vectors["graph"], vectors["graph_fold"], history, items, np.array(["c1"])
+            )
+        else:
+            shares = np.array([POPULAR[i] for i in ids]) / sum(POPULAR.values())
+            user_row = np.array([user["bpr"]])
+            expected = bpr_intervals(vectors["bpr"], user_row, history, items, np.array(["c1"]), shares, 0.05)
+        listed = listed.sort_values("rank")
+        np.testing.assert_allclose(listed.score_low, expected[0][0], rtol=1e-5)
+        np.testing.assert_allclose(listed.score_high, expected[1][0], rtol=1e-5)
+        assert (listed.score_low < listed.score_high).all()
+    without = tables[tables.model != "graph_fold"]
+    listed = ListMaker.of(ListTables(without), spec).published(asked, "graph")
+    assert listed.score_low.isna().all()
+    listed = ListMaker.of(
+        ListTables(tables), dataclasses.replace(spec, model="bpr", posteriors={})
+    ).published(asked, "bpr")
+    assert listed.score_low.isna().all()
