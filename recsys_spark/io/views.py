@@ -9,7 +9,10 @@ re-creates them at start-up over the tables that earlier runs left behind.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from pyspark.errors import AnalysisException
 from pyspark.sql import SparkSession
 
 from recsys_spark.config import Config
@@ -87,8 +90,9 @@ def create_views(spark: SparkSession, config: Config, changed: set[str] | None =
     """Create or replace every view whose tables exist (only those reading a table in
     ``changed``, when given); return the ones created.
 
-    A view over a table that is not there yet (e.g. no baskets step has run) is skipped, with a
-    log line, and created by the next run that has it.
+    A view over a table that is not there yet (e.g. no baskets step has run), or that an
+    earlier version wrote without a column the view reads, is skipped, with a log line, and
+    created by the next run that writes it.
     """
     created: list[TableName] = []
     wanted = {view: spec for view, spec in VIEWS.items() if changed is None or changed & set(spec[0])}
@@ -105,7 +109,15 @@ def create_views(spark: SparkSession, config: Config, changed: set[str] | None =
         # Each table at the version its latest completed step left (gold.step_runs).
         query = select.format(**{key: table_at(config, key, versions) for key in names})
         doc = VIEW_DOCS[view]
-        query_columns = spark.sql(query).columns  # analysed, not run
+        try:
+            with _quiet_pyspark_errors():
+                query_columns = spark.sql(query).columns  # analysed, not run
+        except AnalysisException as exc:
+            if not (exc.getCondition() or "").startswith("UNRESOLVED_COLUMN"):
+                raise
+            # A table an earlier version wrote lacks a column added since; its next write adds it.
+            log.info("view %s not created yet: %s", view, exc.getMessage().split(";")[0])
+            continue
         comments = column_comments(doc, query_columns)
         columns = ", ".join(
             f"`{c}` COMMENT {sql_string(comments[c])}" if c in comments else f"`{c}`" for c in query_columns
@@ -113,3 +125,15 @@ def create_views(spark: SparkSession, config: Config, changed: set[str] | None =
         spark.sql(f"CREATE OR REPLACE VIEW {name} ({columns}) COMMENT {sql_string(doc.comment)} AS {query}")
         created.append(name)
     return created
+
+
+@contextmanager
+def _quiet_pyspark_errors() -> Iterator[None]:
+    """pyspark logs each failed SQL analysis at ERROR as it raises; a failure here is handled."""
+    logger = logging.getLogger("SQLQueryContextLogger")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
