@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup jars demo demo-movielens test lint clean bench-movielens bench-baskets bench-models bench-tuning bench-crashes bench-scale bench-takeover bench-uplift
+.PHONY: setup jars demo demo-movielens test lint clean bench-movielens bench-baskets bench-models bench-tuning bench-crashes bench-scale bench-takeover bench-explicit bench-uplift
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ bench-crashes: setup
 
 bench-takeover: setup
 	$(BIN)/python bench/takeover.py
+
+# Explicit ALS in one task against MLlib: MovieLens and synthetic ratings (bench/RESULTS-explicit.md).
+bench-explicit: setup
+	$(BIN)/python bench/explicit_als.py
 
 bench-scale: setup
 	$(BIN)/python bench/scale.py --lines 1e6 3e6 10e6 30e6

@@ -89,9 +89,18 @@ def bench_config(name: str, **overrides: Any) -> Config:
     return load_config("local", overrides=base)
 
 
-def prepare_synthetic(spark: SparkSession, config: Config, users: int, items: int, events: int) -> None:
+def prepare_synthetic(
+    spark: SparkSession, config: Config, users: int, items: int, events: int, ratings: bool = False
+) -> None:
+    """Synthetic purchases in silver.interactions; with ``ratings``, each line also rated 0.5 to
+    5 stars (drawn per customer x item, so repeats agree), else no rating, as ingest leaves it."""
     frame = synthetic.purchases(n_users=users, n_items=items, n_events=events, seed=0)
+    stars = None
+    if ratings:
+        pairs = pd.util.hash_pandas_object(frame[["customer_id", "item_id"]], index=False).to_numpy()
+        stars = 0.5 + (pairs % 10) / 2.0
     frame = frame.assign(
+        rating=stars,
         revenue=frame.quantity * frame.unit_price,
         description=None,
         line_id=frame.order_id,

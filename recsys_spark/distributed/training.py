@@ -173,9 +173,7 @@ def training_plan(weights: DataFrame, settings: TrainSettings) -> pd.DataFrame:
     plan.loc[too_few_users, "skip_reason"] = (
         f"fewer than models.min_segment_users={settings.min_segment_users} users"
     )
-    # Explicit ratings: ALS runs on MLlib in every segment (the kernel solves implicit feedback).
-    on_mllib = (plan.pairs > settings.mllib_min_pairs) | (settings.als.feedback == "explicit")
-    plan["engine"] = np.where(on_mllib, "mllib", "implicit")
+    plan["engine"] = np.where(plan.pairs > settings.mllib_min_pairs, "mllib", "implicit")
     plan.loc[plan.skip_reason.notna(), "engine"] = None
     return plan
 
@@ -452,7 +450,7 @@ def _fit(
             }
         )
     fits: dict[str, Callable[[], FactorModel]] = {
-        "als": lambda: als.fit(data.weights, settings.als, threads),
+        "als": lambda: als.fit(data.weights, settings.als, threads, _baseline(data, settings)),
         "bpr": lambda: bpr.fit(data.weights, settings.bpr, threads),
         "graph": lambda: graph_filter.fit(data.weights, settings.graph),
         "bias": lambda: bias.fit(data.weights, settings.bias),
@@ -469,6 +467,11 @@ def _fit(
     if fitted.fold is not None:  # the graph filter's customer side, for its score intervals
         rows.append(_rows("item", graph_filter.FOLD_MODEL, data.item_ids, fitted.fold))
     return pd.concat(rows, ignore_index=True)
+
+
+def _baseline(data: Interactions, settings: TrainSettings) -> FactorModel | None:
+    """What explicit ALS factorizes the residuals of: the bias baseline (None: implicit feedback)."""
+    return bias.fit(data.weights, settings.bias) if settings.als.feedback == "explicit" else None
 
 
 def _rows(kind: str, model: str, ids: np.ndarray, vectors: np.ndarray) -> pd.DataFrame:

@@ -1,7 +1,17 @@
-"""Implicit-feedback ALS (Hu, Koren, Volinsky 2008) through the `implicit` library's CPU solver.
+"""ALS behind one name: implicit feedback (Hu, Koren, Volinsky 2008) through the `implicit`
+library's CPU solver; explicit ratings by a numpy solver of MLlib's explicit objective.
 
-Explicit ratings (``feedback="explicit"``) are factorized by Spark MLlib's ALS with
-implicitPrefs off (``distributed.training.train_mllib_als``): this kernel refuses them.
+Explicit ratings are factorized as biased matrix factorization (Koren, Bell, Volinsky 2009): ALS
+fits what the bias baseline (``kernels.bias``) leaves of each rating, minimising, as Spark MLlib's
+ALS with implicitPrefs off does (ALS-WR, Zhou et al. 2008),
+
+    sum over rated (u, i) of (r_ui - baseline_ui - x_u . y_i)^2
+        + lambda (sum_u n_u |x_u|^2 + sum_i n_i |y_i|^2)
+
+items first, then customers, from unit-length Gaussian starts. Each vector carries its baseline
+vector after its factors, so the dot product predicts baseline + x_u . y_i. Segments above
+``models.mllib_min_pairs`` ratings run the same objective on MLlib
+(``distributed.training.train_mllib_als``).
 """
 
 from __future__ import annotations
@@ -28,12 +38,18 @@ class AlsParams:
     feedback: Literal["implicit", "explicit"] = "implicit"  # explicit: ratings, on MLlib
 
 
-def fit(user_items: sp.csr_matrix, params: AlsParams, threads: int = 1) -> FactorModel:
-    """Factorize the users × items weights; ``threads`` is the solver's OpenMP thread count."""
-    if params.feedback != "implicit":
-        raise ValueError(
-            "the implicit kernel factorizes confidences, not ratings: explicit ALS runs on MLlib"
-        )
+GRAM_BUDGET = 1 << 24  # float64 entries of the per-rating outer products held at once (128 MiB)
+
+
+def fit(
+    user_items: sp.csr_matrix, params: AlsParams, threads: int = 1, baseline: FactorModel | None = None
+) -> FactorModel:
+    """Factorize the users × items weights (with explicit feedback: the ratings less the
+    ``baseline``'s predictions); ``threads`` is the implicit solver's OpenMP thread count."""
+    if params.feedback == "explicit":
+        if baseline is None:
+            raise ValueError("explicit ALS factorizes what the bias baseline leaves: it needs the baseline")
+        return fit_explicit(user_items, params, baseline)
     # The solver parallelises over users itself; BLAS threads inside it only contend.
     with threadpool_limits(1, "blas"):
         model = AlternatingLeastSquares(
@@ -47,3 +63,57 @@ def fit(user_items: sp.csr_matrix, params: AlsParams, threads: int = 1) -> Facto
         weights = user_items.log1p() if params.log_scale else user_items
         model.fit(weights.astype(np.float32), show_progress=False)
     return FactorModel(np.asarray(model.user_factors), np.asarray(model.item_factors))
+
+
+def fit_explicit(ratings: sp.csr_matrix, params: AlsParams, baseline: FactorModel) -> FactorModel:
+    """Explicit ALS over the residuals of ``baseline`` (a FactorModel of the same users and
+    items), each vector followed by its baseline vector."""
+    ratings = sp.csr_matrix(ratings, dtype=np.float64)
+    rows = np.repeat(np.arange(ratings.shape[0]), np.diff(ratings.indptr))
+    base_users = np.asarray(baseline.user_factors, np.float64)
+    base_items = np.asarray(baseline.item_factors, np.float64)
+    predicted = np.einsum("nf,nf->n", base_users[rows], base_items[ratings.indices])
+    residuals = sp.csr_matrix((ratings.data - predicted, ratings.indices, ratings.indptr), ratings.shape)
+    by_item = residuals.T.tocsr()
+    rng = np.random.default_rng(params.seed)
+    users = _unit_rows(rng.normal(size=(ratings.shape[0], params.factors)))
+    items = _unit_rows(rng.normal(size=(ratings.shape[1], params.factors)))
+    for _ in range(params.iterations):
+        items = _ridge_rows(by_item, users, params.regularization)
+        users = _ridge_rows(residuals, items, params.regularization)
+    return FactorModel(
+        np.hstack([users, base_users]).astype(np.float32), np.hstack([items, base_items]).astype(np.float32)
+    )
+
+
+def _ridge_rows(targets: sp.csr_matrix, other: np.ndarray, regularization: float) -> np.ndarray:
+    """Per row of ``targets``: argmin_x sum_j (t_j - x . o_j)^2 + regularization n |x|^2 over
+    its n entries j (0 without entries), solved in blocks of rows whose outer products
+    o_j o_j' fit ``GRAM_BUDGET``."""
+    factors = other.shape[1]
+    solved = np.zeros((targets.shape[0], factors))
+    counts = np.diff(targets.indptr)
+    start = 0
+    while start < targets.shape[0]:
+        stop = _block_end(targets.indptr, start, GRAM_BUDGET // (factors * factors))
+        block = np.arange(start, stop)[counts[start:stop] > 0]
+        if len(block):
+            lo, hi = targets.indptr[start], targets.indptr[stop]
+            seen = other[targets.indices[lo:hi]]
+            offsets = targets.indptr[block] - lo
+            gram = np.add.reduceat(seen[:, :, None] * seen[:, None, :], offsets)
+            gram += regularization * counts[block][:, None, None] * np.eye(factors)
+            rhs = np.add.reduceat(seen * targets.data[lo:hi, None], offsets)
+            solved[block] = np.linalg.solve(gram, rhs[:, :, None])[:, :, 0]
+        start = stop
+    return solved
+
+
+def _block_end(indptr: np.ndarray, start: int, entries: int) -> int:
+    """The end of the block of rows from ``start`` holding at most ``entries`` entries (at least one row)."""
+    stop = int(np.searchsorted(indptr, indptr[start] + entries, side="right")) - 1
+    return min(max(stop, start + 1), len(indptr) - 1)
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)

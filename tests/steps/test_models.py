@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 from chispa import assert_approx_df_equality
 from implicit.cpu.als import AlternatingLeastSquares
 from pyspark.sql import DataFrame, SparkSession
@@ -17,7 +18,7 @@ from recsys_spark.config import Config, load_config
 from recsys_spark.distributed.scoring import ScoringError
 from recsys_spark.distributed.training import TrainingError, threads_per_task
 from recsys_spark.io.tables import INTERACTIONS_SCHEMA, TableName, overwrite_table, table_name
-from recsys_spark.kernels.intervals import Z_95
+from recsys_spark.kernels.intervals import Z_95, bpr_intervals, graph_intervals
 from recsys_spark.kernels.matrix import build_interactions
 from recsys_spark.pipeline import run_steps
 from tests.conftest import NO_RULES, without_comments
@@ -356,3 +357,51 @@ def test_without_descriptions_the_content_model_is_left_out_not_trained_on_zeros
     assert recs.select("segment", "customer_id").distinct().count() == (
         synthetic_purchases.groupby("segment").customer_id.nunique().sum()
     )
+
+
+@pytest.mark.parametrize("model", ["graph", "bpr"])
+def test_graph_and_bpr_recommendations_carry_their_bootstrap_intervals(
+    spark, make_config, synthetic_purchases, model
+):
+    """Published graph or BPR lists carry intervals, equal to the interval kernel run on what
+    the tables hold: the graph's fold rows (model graph_fold) or BPR's factors with the
+    segment's popularity as its negative draws, and each customer's purchases."""
+    models = {
+        **SMALL_MODELS,
+        "enabled": ["bpr", "graph", "popularity"],
+        "publish": model,
+        "graph": {"rank": 16},
+    }
+    config = make_config(models=models, business_rules=NO_RULES)
+    write_interactions(spark, config, synthetic_purchases)
+    run_steps(config, ["train", "score"], spark)
+    lists = table(spark, config, "recommendations").where(f"model = '{model}'").toPandas()
+    assert len(lists) > 100 and lists.score_low.notna().all()
+    inside = (lists.score_low <= lists.score + 1e-4) & (lists.score <= lists.score_high + 1e-4)
+    assert inside.mean() > 0.95
+    segment = lists.segment.iloc[0]
+    factors = table(spark, config, "item_factors").where(f"segment = '{segment}'").toPandas()
+    rows_of = {
+        name: part.set_index("item_id").factors.sort_index() for name, part in factors.groupby("model")
+    }
+    ids = rows_of[model].index
+    lines = table(spark, config, "interactions").where(f"segment = '{segment}'").toPandas()
+    for customer in lists[lists.segment == segment].customer_id.unique()[:3]:
+        mine = lists[lists.customer_id == customer].sort_values("rank")
+        history = sp.csr_matrix(ids.isin(lines[lines.customer_id == customer].item_id).astype(float)[None, :])
+        items = ids.get_indexer(mine.item_id)[None, :]
+        who = np.array([customer], dtype=object)
+        vectors = np.stack(rows_of[model].to_numpy())
+        if model == "graph":
+            low, high = graph_intervals(
+                vectors, np.stack(rows_of["graph_fold"].to_numpy()), history, items, who
+            )
+        else:
+            user = table(spark, config, "user_factors").where(
+                (F.col("model") == "bpr") & (F.col("segment") == segment) & (F.col("customer_id") == customer)
+            )
+            shares = np.stack(rows_of["popularity"].reindex(ids).to_numpy())[:, 0].astype(float)
+            x = np.array([user.first().factors])
+            low, high = bpr_intervals(vectors, x, history, items, who, shares / shares.sum(), 0.01)
+        np.testing.assert_allclose(mine.score_low, low[0], rtol=1e-3, atol=1e-5)
+        np.testing.assert_allclose(mine.score_high, high[0], rtol=1e-3, atol=1e-5)
