@@ -38,7 +38,7 @@ class AlsParams:
     feedback: Literal["implicit", "explicit"] = "implicit"  # explicit: ratings, on MLlib
 
 
-GRAM_BUDGET = 1 << 24  # float64 entries of the per-rating outer products held at once (128 MiB)
+BLOCK_VALUES = 1 << 22  # float64 values of a block of padded rows held at once (32 MiB)
 
 
 def fit(
@@ -88,31 +88,40 @@ def fit_explicit(ratings: sp.csr_matrix, params: AlsParams, baseline: FactorMode
 
 def _ridge_rows(targets: sp.csr_matrix, other: np.ndarray, regularization: float) -> np.ndarray:
     """Per row of ``targets``: argmin_x sum_j (t_j - x . o_j)^2 + regularization n |x|^2 over
-    its n entries j (0 without entries), solved in blocks of rows whose outer products
-    o_j o_j' fit ``GRAM_BUDGET``."""
+    its n entries j (0 without entries). Rows are taken in order of their entry counts, in
+    blocks padded to their longest row (at most ``BLOCK_VALUES`` values), so that each block's
+    Gram matrices are one batched matrix product."""
     factors = other.shape[1]
-    solved = np.zeros((targets.shape[0], factors))
     counts = np.diff(targets.indptr)
+    solved = np.zeros((targets.shape[0], factors))
+    order = np.argsort(counts, kind="stable")
+    order = order[counts[order] > 0]
     start = 0
-    while start < targets.shape[0]:
-        stop = _block_end(targets.indptr, start, GRAM_BUDGET // (factors * factors))
-        block = np.arange(start, stop)[counts[start:stop] > 0]
-        if len(block):
-            lo, hi = targets.indptr[start], targets.indptr[stop]
-            seen = other[targets.indices[lo:hi]]
-            offsets = targets.indptr[block] - lo
-            gram = np.add.reduceat(seen[:, :, None] * seen[:, None, :], offsets)
-            gram += regularization * counts[block][:, None, None] * np.eye(factors)
-            rhs = np.add.reduceat(seen * targets.data[lo:hi, None], offsets)
-            solved[block] = np.linalg.solve(gram, rhs[:, :, None])[:, :, 0]
+    while start < len(order):
+        padded_sizes = np.arange(1, len(order) - start + 1) * counts[order[start:]] * factors
+        stop = start + max(1, int(np.searchsorted(padded_sizes, BLOCK_VALUES, side="right")))
+        rows = order[start:stop]
+        seen, values = _padded(targets, rows, other)
+        gram = np.matmul(seen.transpose(0, 2, 1), seen)
+        gram += regularization * counts[rows][:, None, None] * np.eye(factors)
+        rhs = np.matmul(seen.transpose(0, 2, 1), values[:, :, None])
+        solved[rows] = np.linalg.solve(gram, rhs)[:, :, 0]
         start = stop
     return solved
 
 
-def _block_end(indptr: np.ndarray, start: int, entries: int) -> int:
-    """The end of the block of rows from ``start`` holding at most ``entries`` entries (at least one row)."""
-    stop = int(np.searchsorted(indptr, indptr[start] + entries, side="right")) - 1
-    return min(max(stop, start + 1), len(indptr) - 1)
+def _padded(targets: sp.csr_matrix, rows: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows x longest x f: each row's entries' ``other`` vectors, rows x longest: their values),
+    zero-padded: padding adds nothing to a Gram matrix or a right-hand side."""
+    lengths = np.diff(targets.indptr)[rows]
+    position = np.arange(lengths.sum()) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    source = np.repeat(targets.indptr[rows], lengths) + position
+    block = np.repeat(np.arange(len(rows)), lengths)
+    seen = np.zeros((len(rows), lengths.max(), other.shape[1]))
+    values = np.zeros((len(rows), lengths.max()))
+    seen[block, position] = other[targets.indices[source]]
+    values[block, position] = targets.data[source]
+    return seen, values
 
 
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:

@@ -71,7 +71,9 @@ class Entry(BaseModel):
     score: float | None = None
     reason: str | None = None
     reason_item_id: str | None = None
-    score_low: float | None = None  # the score's 95% interval (ALS, BPR, graph, ItemKNN, content); null without one
+    score_low: float | None = (
+        None  # the score's 95% interval (ALS, BPR, graph, ItemKNN, content); null without one
+    )
     score_high: float | None = None
     description: str | None = None
 

@@ -36,7 +36,7 @@ def objective(model: FactorModel, regularization: float) -> float:
 def test_each_customer_solves_its_weighted_ridge_and_the_objective_falls(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(als, "GRAM_BUDGET", 3 * 16)  # blocks of about three ratings: many blocks
+    monkeypatch.setattr(als, "BLOCK_VALUES", 3 * 4)  # blocks of about three ratings: many blocks
     values = []
     for iterations in (1, 2, 4, 8):
         model = als.fit(RATINGS, dataclasses.replace(PARAMS, iterations=iterations), baseline=BASELINE)
