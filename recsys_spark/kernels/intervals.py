@@ -11,10 +11,11 @@ library weighs a bought item ``alpha * w`` and the others 1 (``Y'C_uY = Y'Y + su
 y y'``) with ``lambda`` as given; MLlib weighs a bought item ``1 + alpha * w`` and scales
 ``lambda`` by the customer's purchases (ALS-WR).
 
-ItemKNN, content and the graph filter, by a bootstrap over the customer's history: their
-scores are functions of the history (ItemKNN: ``sum_i w_i sim(i, j)`` over the bought items i;
-content: the cosine of the item with the normalised weighted sum of the bought items' vectors;
-the graph filter: ``sum_i fold_i . y_j``); the history is resampled with replacement (seeded by
+ItemKNN, UserKNN, content and the graph filter, by a bootstrap over the customer's history:
+their scores are functions of the history (ItemKNN: ``sum_i w_i sim(i, j)`` over the bought
+items i; UserKNN: the purchases of the K customers nearest the history; content: the cosine of
+the item with the normalised weighted sum of the bought items' vectors; the graph filter:
+``sum_i fold_i . y_j``); the history is resampled with replacement (seeded by
 the customer id, so the batch and the served model agree), each purchase weighted by its draws,
 and the interval is the 2.5th to 97.5th percentile of the resampled scores.
 
@@ -40,9 +41,10 @@ import scipy.sparse as sp
 from scipy.special import expit
 
 from recsys_spark.kernels.uplift import Z_95
+from recsys_spark.kernels.userknn import UserKnnModel
 
 BOOTSTRAP_SAMPLES = 200
-# The factor models with intervals; ItemKNN's come with its lists (``itemknn_intervals``).
+# The factor models with intervals; ItemKNN's and UserKNN's come with their lists.
 INTERVAL_MODELS = ("als", "bpr", "graph", "content")
 
 
@@ -144,6 +146,27 @@ def graph_intervals(
 
     def scores(row: int, bought: np.ndarray, weighted: np.ndarray, wanted: np.ndarray) -> np.ndarray:
         return weighted @ (folded[bought] @ factors[wanted].T)
+
+    return bootstrap_intervals(history, items, customers, scores)
+
+
+def userknn_intervals(
+    model: UserKnnModel, history: sp.csr_matrix, items: np.ndarray, customers: np.ndarray, own: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """UserKNN's (low, high) by ``bootstrap_intervals``: each resampled history finds its own K
+    nearest customers (``own``: each row's customer in the model, -1: none, never its own
+    neighbour), and a score is the similarity-weighted sum of their purchases of the item."""
+    by_item = model.bought.tocsc()
+
+    def scores(row: int, bought: np.ndarray, weighted: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        resamples = len(weighted)
+        rows = sp.csr_matrix(
+            (weighted.ravel(), np.tile(bought, resamples), np.arange(0, weighted.size + 1, len(bought))),
+            shape=(resamples, history.shape[1]),
+        )
+        near, similarity = model.neighbours(rows, np.full(resamples, own[row]))
+        passed = by_item[:, wanted].toarray()  # customers x wanted items: what each passes on
+        return np.einsum("rk,rkw->rw", similarity, passed[near])
 
     return bootstrap_intervals(history, items, customers, scores)
 

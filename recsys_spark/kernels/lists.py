@@ -30,6 +30,7 @@ from recsys_spark.kernels.intervals import (
     content_intervals,
     graph_intervals,
     itemknn_intervals,
+    userknn_intervals,
 )
 from recsys_spark.kernels.routing import GLOBAL_SEGMENT
 from recsys_spark.kernels.topn import TopN
@@ -326,7 +327,7 @@ class ListMaker:
 
     def _from_histories(self, catalog: Catalog, customers: pd.DataFrame, model: str, n: int) -> pd.DataFrame:
         """ItemKNN's or UserKNN's candidate rows, each with its reason (the bought item, the
-        similar customer) and, for ItemKNN with ``spec.intervals``, its bootstrap interval."""
+        similar customer) and, with ``spec.intervals``, its bootstrap interval."""
         weights = list(customers.history_weights) if "history_weights" in customers else None
         ids = customers.customer_id.to_numpy(dtype=object)
         reason = reason_code(model)
@@ -335,7 +336,13 @@ class ListMaker:
             assert catalog.customers is not None
             top, because = catalog.top_for_customers(history, ids, n)
             named = catalog.customers.customer_ids
-            return candidate_rows(customers.segment, ids, catalog, top, model, reason, because, named)
+            interval = None
+            if self.spec.intervals:
+                own = pd.Index(named).get_indexer(ids)
+                interval = userknn_intervals(catalog.customers, history, top.indices, ids, own)
+            return candidate_rows(
+                customers.segment, ids, catalog, top, model, reason, because, named, interval=interval
+            )
         top, because = catalog.top_for_history_rows(history, n)
         interval = None
         if self.spec.intervals:

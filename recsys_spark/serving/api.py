@@ -72,7 +72,7 @@ class Entry(BaseModel):
     reason: str | None = None
     reason_item_id: str | None = None
     score_low: float | None = (
-        None  # the score's 95% interval (ALS, BPR, graph, ItemKNN, content); null without one
+        None  # the score's 95% interval (ALS, BPR, graph, ItemKNN, UserKNN, content); null without one
     )
     score_high: float | None = None
     description: str | None = None

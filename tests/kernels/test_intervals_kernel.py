@@ -1,5 +1,5 @@
 """Score intervals (kernels/intervals.py): ALS's posterior against the formula written out,
-ItemKNN's, content's and the graph filter's bootstraps against a direct resampling, and BPR's
+ItemKNN's, UserKNN's, content's and the graph filter's bootstraps against a direct resampling, and BPR's
 linearised re-fit against BPR's objective written out and optimised directly."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import pytest
 import scipy.optimize
 import scipy.sparse as sp
 
+from recsys_spark.kernels import userknn
 from recsys_spark.kernels.intervals import (
     Z_95,
     Posterior,
@@ -20,6 +21,7 @@ from recsys_spark.kernels.intervals import (
     content_intervals,
     graph_intervals,
     itemknn_intervals,
+    userknn_intervals,
 )
 
 RNG = np.random.default_rng(3)
@@ -184,3 +186,29 @@ def test_the_bpr_interval_re_fits_each_resample_by_one_newton_step() -> None:
         errors.append(np.linalg.norm(fitted + step - refit))
         assert errors[-1] < 0.1 * np.linalg.norm(step)
     assert errors[1] < errors[0] / 3
+
+
+def test_the_userknn_interval_finds_the_neighbours_of_each_resample() -> None:
+    """Cosine, K = 3: each resampled history is compared with every customer but itself, and
+    its score of an item is the similarity-weighted purchases of its three nearest."""
+    bought = sp.csr_matrix(np.where(RNG.random((9, 7)) < 0.5, RNG.random((9, 7)) + 0.5, 0.0))
+    model = userknn.fit(
+        np.array([f"k{i}" for i in range(9)], dtype=object), bought, userknn.UserKnnParams("cosine", 3)
+    )
+    history = sp.csr_matrix(bought[[4]].toarray() + np.eye(7)[[0]] * 0.7)  # customer k4, one line more
+    items = np.array([[1, 5]])
+    low, high = userknn_intervals(model, history, items, np.array(["k4"], dtype=object), np.array([4]))
+    start, stop = history.indptr[0], history.indptr[1]
+    kept, weights = history.indices[start:stop], history.data[start:stop]
+    rng = np.random.default_rng(zlib.crc32(b"k4"))
+    draws = rng.multinomial(len(kept), np.full(len(kept), 1 / len(kept)), 200)
+    dense, resampled = bought.toarray(), []
+    for counts in draws:
+        row = np.zeros(7)
+        row[kept] = counts * weights
+        similarity = dense @ row / np.linalg.norm(dense, axis=1) / np.linalg.norm(row)
+        similarity[4] = 0.0  # never its own neighbour
+        near = np.argsort(-similarity)[:3]
+        resampled.append(np.maximum(similarity[near], 0) @ dense[near][:, [1, 5]])
+    np.testing.assert_allclose(low[0], np.percentile(resampled, 2.5, axis=0), rtol=1e-6)
+    np.testing.assert_allclose(high[0], np.percentile(resampled, 97.5, axis=0), rtol=1e-6)
