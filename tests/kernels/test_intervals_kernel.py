@@ -25,6 +25,15 @@ from recsys_spark.kernels.intervals import (
 )
 
 RNG = np.random.default_rng(3)
+
+
+def centred(score: np.ndarray, resampled: np.ndarray) -> np.ndarray:
+    """The score plus the 2.5th and 97.5th percentiles of the resampled scores' deviations
+    from their mean: rows low, high."""
+    resampled = np.asarray(resampled)
+    return score + np.percentile(resampled, [2.5, 97.5], axis=0) - resampled.mean(axis=0)
+
+
 Y = RNG.normal(size=(12, 4))  # 12 items, 4 factors
 X = RNG.normal(size=(3, 4))
 
@@ -69,7 +78,7 @@ def test_customers_with_fewer_purchases_get_wider_als_intervals() -> None:
     assert (width[0] > width[1]).all() and (width[1] > width[2]).all()
 
 
-def test_the_itemknn_interval_is_the_bootstrap_percentiles_of_the_history() -> None:
+def test_the_itemknn_interval_is_the_bootstrap_of_the_history_around_the_score() -> None:
     similarity = sp.csr_matrix(RNG.random((6, 6)))
     history = sp.csr_matrix(np.array([[1.0, 2.0, 0, 0.5, 0, 0], [0, 0, 3.0, 0, 0, 0]]))
     items = np.array([[4, 5], [0, -1]])
@@ -77,9 +86,8 @@ def test_the_itemknn_interval_is_the_bootstrap_percentiles_of_the_history() -> N
     bought, weights = np.array([0, 1, 3]), np.array([1.0, 2.0, 0.5])
     rng = np.random.default_rng(zlib.crc32(b"c1"))
     draws = rng.multinomial(3, [1 / 3] * 3, 200)
-    resampled = draws @ (similarity.toarray()[np.ix_(bought, [4, 5])] * weights[:, None])
-    np.testing.assert_allclose(low[0], np.percentile(resampled, 2.5, axis=0))
-    np.testing.assert_allclose(high[0], np.percentile(resampled, 97.5, axis=0))
+    contributions = similarity.toarray()[np.ix_(bought, [4, 5])] * weights[:, None]
+    np.testing.assert_allclose([low[0], high[0]], centred(contributions.sum(axis=0), draws @ contributions))
     # One bought item: every resample is the history itself, the interval a point.
     score = 3.0 * similarity[2, 0]
     assert low[1, 0] == pytest.approx(score) and high[1, 0] == pytest.approx(score)
@@ -96,8 +104,9 @@ def test_the_content_interval_is_the_bootstrap_of_the_profile() -> None:
     profiles = (draws * [1.0, 2.0]) @ vectors[[0, 2]]
     profiles /= np.linalg.norm(profiles, axis=1, keepdims=True)
     resampled = profiles @ vectors[[1, 4]].T
-    np.testing.assert_allclose(low[0], np.percentile(resampled, 2.5, axis=0))
-    np.testing.assert_allclose(high[0], np.percentile(resampled, 97.5, axis=0))
+    profile = [1.0, 2.0] @ vectors[[0, 2]]
+    score = profile / np.linalg.norm(profile) @ vectors[[1, 4]].T
+    np.testing.assert_allclose([low[0], high[0]], centred(score, resampled))
     # One bought item: the profile is that item's direction, the interval a point.
     cosine = vectors[3] @ vectors[0] / np.linalg.norm(vectors[3])
     assert low[1, 0] == pytest.approx(cosine) and high[1, 0] == pytest.approx(cosine)
@@ -113,8 +122,8 @@ def test_the_graph_interval_is_the_bootstrap_of_the_folded_history() -> None:
     rng = np.random.default_rng(zlib.crc32(b"c1"))
     draws = rng.multinomial(3, [1 / 3] * 3, 200)
     resampled = (draws @ fold[[0, 2, 4]]) @ factors[[1, 3]].T
-    np.testing.assert_allclose(low[0], np.percentile(resampled, 2.5, axis=0))
-    np.testing.assert_allclose(high[0], np.percentile(resampled, 97.5, axis=0))
+    score = fold[[0, 2, 4]].sum(axis=0) @ factors[[1, 3]].T
+    np.testing.assert_allclose([low[0], high[0]], centred(score, resampled))
     score = fold[1] @ factors[0]
     assert low[1, 0] == pytest.approx(score) and high[1, 0] == pytest.approx(score)
 
@@ -174,8 +183,8 @@ def test_the_bpr_interval_re_fits_each_resample_by_one_newton_step() -> None:
     draws = np.random.default_rng(zlib.crc32(b"c1")).multinomial(3, [1 / 3] * 3, 200)
     moved = fitted + np.linalg.solve(hessian, ((draws - 1.0) @ gradients).T).T
     resampled = moved @ BPR_ITEMS[[0, 2, 7], :3].T + BPR_ITEMS[[0, 2, 7], 3]
-    np.testing.assert_allclose(low[0], np.percentile(resampled, 2.5, axis=0), rtol=1e-9)
-    np.testing.assert_allclose(high[0], np.percentile(resampled, 97.5, axis=0), rtol=1e-9)
+    score = user @ BPR_ITEMS[[0, 2, 7]].T
+    np.testing.assert_allclose([low[0], high[0]], centred(score, resampled), rtol=1e-9)
     assert ((low[0] < user @ BPR_ITEMS[[0, 2, 7]].T) & (user @ BPR_ITEMS[[0, 2, 7]].T < high[0])).all()
     # The re-fit is first-order exact: weighting one purchase 1 + e, its error shrinks as e^2.
     errors = []
@@ -203,12 +212,12 @@ def test_the_userknn_interval_finds_the_neighbours_of_each_resample() -> None:
     rng = np.random.default_rng(zlib.crc32(b"k4"))
     draws = rng.multinomial(len(kept), np.full(len(kept), 1 / len(kept)), 200)
     dense, resampled = bought.toarray(), []
-    for counts in draws:
+    for counts in np.vstack([np.ones(len(kept)), draws]):  # the history itself, then each resample
         row = np.zeros(7)
         row[kept] = counts * weights
         similarity = dense @ row / np.linalg.norm(dense, axis=1) / np.linalg.norm(row)
         similarity[4] = 0.0  # never its own neighbour
         near = np.argsort(-similarity)[:3]
         resampled.append(np.maximum(similarity[near], 0) @ dense[near][:, [1, 5]])
-    np.testing.assert_allclose(low[0], np.percentile(resampled, 2.5, axis=0), rtol=1e-6)
-    np.testing.assert_allclose(high[0], np.percentile(resampled, 97.5, axis=0), rtol=1e-6)
+    np.testing.assert_allclose([low[0], high[0]], centred(resampled[0], resampled[1:]), rtol=1e-6)
+    assert (low[0] <= resampled[0]).all() and (resampled[0] <= high[0]).all()
