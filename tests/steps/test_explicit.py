@@ -1,9 +1,10 @@
-"""Explicit feedback (models.feedback: explicit): MovieLens ratings ingested as ratings, ALS on
-MLlib over the bias baseline's residuals, RMSE and MAE beside the ranking metrics, and a
-guardrail on RMSE against the bias baseline."""
+"""Explicit feedback (models.feedback: explicit): MovieLens ratings ingested as ratings, ALS in
+the segment's task or on MLlib over the bias baseline's residuals, RMSE and MAE beside the
+ranking metrics, and a guardrail on RMSE against the bias baseline."""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import math
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from pyspark.sql import SparkSession
 
 from recsys_spark.config import Config
 from recsys_spark.distributed.evaluation import rating_sums
-from recsys_spark.io.tables import table_name
+from recsys_spark.io.tables import overwrite_table, table_name
 from recsys_spark.kernels.metrics import rating_errors
 from recsys_spark.pipeline import run_steps
 
@@ -93,7 +94,40 @@ def test_explicit_als_factorizes_what_the_bias_baseline_leaves(spark: SparkSessi
             assert len(als_vector) == 16 + 2
             np.testing.assert_allclose(als_vector[-2:], bias_vector, rtol=1e-6)
     engines = spark.table(str(table_name(explicit, "user_factors"))).where("model = 'als'").select("engine")
+    assert {r.engine for r in engines.distinct().collect()} == {"implicit"}  # the segment's own task
+
+
+def training_rmse(spark: SparkSession, config: Config) -> float:
+    """RMSE of ALS's dot products on the ratings it was trained on."""
+    factors = {
+        kind: spark.table(str(table_name(config, f"{kind}_factors"))).where("model = 'als'").toPandas()
+        for kind in ("user", "item")
+    }
+    users = factors["user"].set_index("customer_id").factors
+    items = factors["item"].set_index("item_id").factors
+    ratings = spark.table(str(table_name(config, "interactions"))).toPandas()
+    predicted = [users[c] @ items[i] for c, i in zip(ratings.customer_id, ratings.item_id, strict=True)]
+    return float(np.sqrt(np.mean((ratings.rating.to_numpy() - np.array(predicted)) ** 2)))
+
+
+def test_explicit_als_on_mllib_fits_the_same_objective_as_the_task(
+    spark: SparkSession, make_config: Callable[..., Config], explicit: Config
+) -> None:
+    """Above models.mllib_min_pairs the segment trains on MLlib (implicitPrefs off): the same
+    vectors' layout, and the same objective, so the fit to the ratings is close to the task's."""
+    models = {**dataclasses.asdict(explicit.models), "mllib_min_pairs": 0}
+    on_mllib = make_config(
+        input=dataclasses.asdict(explicit.input),
+        models=models,
+        evaluation={"primary_metric": "rmse", "baseline": "bias"},
+    )
+    interactions = spark.table(str(table_name(explicit, "interactions")))
+    overwrite_table(spark, on_mllib, table_name(on_mllib, "interactions"), interactions)
+    run_steps(on_mllib, ["train"], spark)
+    engines = spark.table(str(table_name(on_mllib, "user_factors"))).where("model = 'als'").select("engine")
     assert {r.engine for r in engines.distinct().collect()} == {"mllib"}
+    kernel, mllib = training_rmse(spark, explicit), training_rmse(spark, on_mllib)
+    assert 0.3 < kernel < 0.9 and abs(kernel - mllib) < 0.05, (kernel, mllib)
 
 
 def test_rmse_and_mae_sit_beside_the_ranking_metrics_and_the_guardrail_judges_on_rmse(
