@@ -19,8 +19,15 @@ from recsys_spark.config import ModelsConfig
 from recsys_spark.distributed import scoring
 from recsys_spark.distributed.analytics import item_categories
 from recsys_spark.distributed.baskets import single_item_rules
+from recsys_spark.distributed.evaluation import rating_sums
 from recsys_spark.distributed.scoring import ScoringError
-from recsys_spark.distributed.training import Fitted, TrainSettings, confidence_weights, executor_cores
+from recsys_spark.distributed.training import (
+    Fitted,
+    TrainSettings,
+    confidence_weights,
+    executor_cores,
+    rating_weights,
+)
 from recsys_spark.kernels import graph_filter, routing
 from recsys_spark.kernels.catalog import NEIGHBOUR_MATRIX_SCHEMA, Catalog, neighbour_matrix
 from recsys_spark.kernels.factors import FACTOR_MODELS
@@ -68,13 +75,18 @@ def history_kind(models: ModelsConfig, publish: str) -> str:
     return "hybrid" if short_route else publish
 
 
-def interval_settings(fitted: Fitted, settings: TrainSettings) -> dict[str, dict[str, dict[str, Any]]]:
+def interval_settings(
+    fitted: Fitted, settings: TrainSettings, interactions: DataFrame
+) -> dict[str, dict[str, dict[str, Any]]]:
     """Segment -> model -> what ALS and BPR were fitted with there, for their score intervals
     (``kernels.intervals``): ALS's alpha, regularization, own log scale and engine
-    (``Posterior``), BPR's regularization. ALS has none with explicit feedback: it factorizes
-    rating residuals with an unknown noise."""
-    models = ["bpr"] if settings.als.feedback != "implicit" else ["als", "bpr"]
-    trained = fitted.user_factors.where(F.col("model").isin(models)).select("segment", "model", "engine")
+    (``Posterior``), BPR's regularization. With explicit ratings ALS's engine is "explicit",
+    with the noise variance of its errors on ``interactions``' ratings (those it was fitted to)."""
+    trained = fitted.user_factors.where(F.col("model").isin(["als", "bpr"])).select(
+        "segment", "model", "engine"
+    )
+    explicit = settings.als.feedback == "explicit"
+    noise = _rating_noise(fitted, interactions) if explicit and "als" in settings.models else {}
     found: dict[str, dict[str, dict[str, Any]]] = {}
     for segment, model, engine in trained.distinct().collect():
         own = settings.for_segment(segment)
@@ -85,9 +97,17 @@ def interval_settings(fitted: Fitted, settings: TrainSettings) -> dict[str, dict
             "alpha": own.als.alpha,
             "regularization": own.als.regularization,
             "log_scale": own.als.log_scale,
-            "engine": engine,
+            "engine": "explicit" if explicit else engine,
+            **({"noise": noise.get(segment, 1.0), "factors": own.als.factors} if explicit else {}),
         }
     return found
+
+
+def _rating_noise(fitted: Fitted, interactions: DataFrame) -> dict[str, float]:
+    """Per segment, explicit ALS's mean squared error on the ratings it was fitted to."""
+    ratings = rating_weights(interactions).select(*KEYS, "item_id", F.col("weight").alias("rating"))
+    sums = rating_sums(ratings, fitted.user_factors, fitted.item_factors, ["als"])
+    return {row.segment: row.squared / row.pairs for row in sums.itertuples() if row.pairs > 0}
 
 
 def with_unknown_customers(histories: DataFrame, customers: DataFrame) -> DataFrame:

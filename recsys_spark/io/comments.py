@@ -118,9 +118,10 @@ TABLES: dict[str, TableDoc] = {
             "bought_with_last_basket); for similar_customer_bought the customer id of the most "
             "similar customer who bought it; null otherwise",
             "score_low": "lower end of the score's 95% interval: ALS from the customer's posterior "
-            "(Y'C_uY + lambda I)^-1, ItemKNN, UserKNN, content, graph and BPR by a bootstrap of the "
-            "customer's history (BPR re-fitted by one Newton step); null for other models, blended "
-            "(hybrid) and topped-up rows",
+            "(Y'C_uY + lambda I)^-1 (explicit ratings: sigma^2 (Y_u'Y_u + lambda n_u I)^-1), "
+            "ItemKNN, UserKNN, content, graph and BPR by a bootstrap of the customer's history "
+            "(BPR re-fitted by one Newton step); null for other models, blended (hybrid) and "
+            "topped-up rows",
             "score_high": "upper end of the score's 95% interval (null as score_low)",
         },
     ),

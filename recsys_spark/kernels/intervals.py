@@ -9,7 +9,9 @@ model (prior ``x_u ~ N(0, lambda^-1 I)``, each preference ``p_ui`` seen with pre
 purchases gets wider intervals. ``C_u`` and ``lambda`` are the engine's own: the `implicit`
 library weighs a bought item ``alpha * w`` and the others 1 (``Y'C_uY = Y'Y + sum (alpha w - 1)
 y y'``) with ``lambda`` as given; MLlib weighs a bought item ``1 + alpha * w`` and scales
-``lambda`` by the customer's purchases (ALS-WR).
+``lambda`` by the customer's purchases (ALS-WR). With explicit ratings ALS is ridge regression
+on the rated items' residuals: the posterior covariance is ``sigma^2 (Y_u'Y_u + lambda n_u
+I)^-1`` over the fitted part of the vectors, with sigma^2 the mean squared training error.
 
 ItemKNN, UserKNN, content and the graph filter, by a bootstrap over the customer's history:
 their scores are functions of the history (ItemKNN: ``sum_i w_i sim(i, j)`` over the bought
@@ -56,7 +58,9 @@ class Posterior:
     alpha: float
     regularization: float
     log_scale: bool  # ALS's own log(1 + w) over the confidence weights
-    engine: Literal["implicit", "mllib"]
+    engine: Literal["implicit", "mllib", "explicit"]  # explicit: ratings, either engine (ALS-WR)
+    noise: float = 1.0  # explicit: the ratings' noise variance (ALS's mean squared training error)
+    factors: int = 0  # explicit: the vectors' fitted part (the bias baseline's follows, fixed)
 
     @staticmethod
     def of(settings: dict[str, Any]) -> Posterior:
@@ -65,6 +69,8 @@ class Posterior:
             float(settings["regularization"]),
             bool(settings["log_scale"]),
             settings["engine"],
+            float(settings.get("noise", 1.0)),
+            int(settings.get("factors", 0)),
         )
 
 
@@ -77,8 +83,12 @@ def als_intervals(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(low, high) of each score: per row of ``history`` (a customer's confidence weights over
     the catalogue whose ``item_factors`` they are) and each of its ``items`` (catalogue indexes,
-    -1: none, NaN out) with ``scores``, the score +- 1.96 posterior standard deviations."""
+    -1: none, NaN out) with ``scores``, the score +- 1.96 posterior standard deviations.
+    With explicit ratings only the vectors' fitted part varies, and its posterior covariance is
+    the noise variance times ``(Y_u'Y_u + lambda n_u I)^-1`` over the n_u rated items."""
     factors = np.asarray(item_factors, np.float64)
+    if posterior.engine == "explicit":
+        factors = factors[:, : posterior.factors]
     gram = factors.T @ factors
     spread = np.full(items.shape, np.nan)
     for row in range(history.shape[0]):
@@ -87,7 +97,7 @@ def als_intervals(
             continue
         chol = np.linalg.cholesky(_precision(factors, gram, history, row, posterior))
         half = scipy.linalg.solve_triangular(chol, factors[items[row][wanted]].T, lower=True)
-        spread[row, wanted] = np.sqrt((half**2).sum(axis=0))
+        spread[row, wanted] = np.sqrt(posterior.noise * (half**2).sum(axis=0))
     return scores - Z_95 * spread, scores + Z_95 * spread
 
 
@@ -99,11 +109,13 @@ def _precision(
     weights = history.data[history.indptr[row] : history.indptr[row + 1]].astype(np.float64)
     if posterior.log_scale:
         weights = np.log1p(weights)
+    seen = factors[bought]
+    if posterior.engine == "explicit":  # squared errors on the rated items only
+        return seen.T @ seen + posterior.regularization * max(len(bought), 1) * np.eye(len(gram))
     if posterior.engine == "mllib":
         extra, regularization = posterior.alpha * weights, posterior.regularization * max(len(bought), 1)
     else:
         extra, regularization = posterior.alpha * weights - 1.0, posterior.regularization
-    seen = factors[bought]
     return gram + (seen.T * extra) @ seen + regularization * np.eye(len(gram))
 
 

@@ -347,7 +347,7 @@ def _test_lists(
     # The models as they are; business rules are measured as variants.
     # Score intervals only where a variant drops by them: each costs a bootstrap per ItemKNN list.
     intervals = any(rules.min_score_low is not None for rules in variants.values())
-    posteriors = lists.interval_settings(fitted, settings) if intervals else {}
+    posteriors = lists.interval_settings(fitted, settings, data.train) if intervals else {}
     spec = dataclasses.replace(ListSpec.of(serving_settings(config, base, posteriors)), intervals=intervals)
     maker = ListMaker.of(tables, dataclasses.replace(spec, top_n=max(config.evaluation.k), rules=Rules()))
     plan = [(m, m, None) for m in evaluated]
@@ -675,7 +675,8 @@ def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
         log.warning("evaluate: nothing registered: %s", result.settings_mismatch)
     elif decision.model not in baselines(config.models):
         tables = served_tables(spark, config, decision.model)
-        posteriors = lists.interval_settings(fitted_from_tables(spark, config), result.settings)
+        interactions = spark.table(str(table_name(config, "interactions")))  # what silver's models fit
+        posteriors = lists.interval_settings(fitted_from_tables(spark, config), result.settings, interactions)
         version = log_champion(config, tables, serving_settings(config, decision.model, posteriors))
     report.close()
     metrics: dict[str, float] = {

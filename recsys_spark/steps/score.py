@@ -101,7 +101,7 @@ def run_score(
         # A blended list has no intervals: the hybrid's sources need none unless a rule drops by them.
         intervals = publish != "hybrid" or rules.min_score_low is not None
         trained_with = train_settings(config.models, tuned_values(config, trained))
-        posteriors = lists.interval_settings(fitted, trained_with) if intervals else {}
+        posteriors = lists.interval_settings(fitted, trained_with, interactions) if intervals else {}
         settings = serving_settings(config, publish, posteriors)
         spec = dataclasses.replace(ListSpec.of(settings), rules=rules, intervals=intervals)
         maker = ListMaker.of(tables, spec)

@@ -221,3 +221,25 @@ def test_the_userknn_interval_finds_the_neighbours_of_each_resample() -> None:
         resampled.append(np.maximum(similarity[near], 0) @ dense[near][:, [1, 5]])
     np.testing.assert_allclose([low[0], high[0]], centred(resampled[0], resampled[1:]), rtol=1e-6)
     assert (low[0] <= resampled[0]).all() and (resampled[0] <= high[0]).all()
+
+
+def test_the_explicit_als_interval_is_the_ridge_posterior_of_the_rated_items() -> None:
+    """Explicit ALS solves (Y_u'Y_u + lambda n_u I) x = Y_u' r over the n_u rated items: the
+    posterior of the vectors' fitted part (the first f; the bias baseline's follow, fixed) is
+    sigma^2 (Y_u'Y_u + lambda n_u I)^-1, whatever the ratings' values."""
+    vectors = np.hstack([Y, RNG.normal(size=(12, 2))])  # 4 fitted components, then the baseline's
+    ratings = np.zeros((2, 12))
+    ratings[0, [0, 3, 5]] = [4.0, 2.5, 5.0]
+    ratings[1, [1, 2, 4, 6, 8, 9, 10]] = 3.0
+    posterior = Posterior(0.0, 0.2, False, "explicit", noise=0.7, factors=4)
+    items = np.array([[7, 11], [0, 3]])
+    scores = np.zeros((2, 2))
+    low, high = als_intervals(vectors, sp.csr_matrix(ratings), items, scores, posterior)
+    for u in (0, 1):
+        rated = ratings[u] > 0
+        covariance = 0.7 * np.linalg.inv(Y[rated].T @ Y[rated] + 0.2 * rated.sum() * np.eye(4))
+        deviation = np.sqrt(np.einsum("if,fg,ig->i", Y[items[u]], covariance, Y[items[u]]))
+        np.testing.assert_allclose(high[u], Z_95 * deviation, rtol=1e-9)
+        np.testing.assert_allclose(low[u], -Z_95 * deviation, rtol=1e-9)
+    width = high - low
+    assert width[0].mean() > width[1].mean()  # three ratings against seven

@@ -19,6 +19,7 @@ from pyspark.sql import SparkSession
 from recsys_spark.config import Config
 from recsys_spark.distributed.evaluation import rating_sums
 from recsys_spark.io.tables import overwrite_table, table_name
+from recsys_spark.kernels.intervals import Z_95
 from recsys_spark.kernels.metrics import rating_errors
 from recsys_spark.pipeline import run_steps
 
@@ -115,7 +116,7 @@ def test_explicit_als_on_mllib_fits_the_same_objective_as_the_task(
 ) -> None:
     """Above models.mllib_min_pairs the segment trains on MLlib (implicitPrefs off): the same
     vectors' layout, and the same objective, so the fit to the ratings is close to the task's."""
-    models = {**dataclasses.asdict(explicit.models), "mllib_min_pairs": 0}
+    models = {**dataclasses.asdict(explicit.models), "mllib_min_pairs": 0, "publish": "als"}
     on_mllib = make_config(
         input=dataclasses.asdict(explicit.input),
         models=models,
@@ -123,11 +124,25 @@ def test_explicit_als_on_mllib_fits_the_same_objective_as_the_task(
     )
     interactions = spark.table(str(table_name(explicit, "interactions")))
     overwrite_table(spark, on_mllib, table_name(on_mllib, "interactions"), interactions)
-    run_steps(on_mllib, ["train"], spark)
+    run_steps(on_mllib, ["train", "score"], spark)
     engines = spark.table(str(table_name(on_mllib, "user_factors"))).where("model = 'als'").select("engine")
     assert {r.engine for r in engines.distinct().collect()} == {"mllib"}
     kernel, mllib = training_rmse(spark, explicit), training_rmse(spark, on_mllib)
     assert 0.3 < kernel < 0.9 and abs(kernel - mllib) < 0.05, (kernel, mllib)
+    # The published lists' intervals: sigma^2 (Y_u'Y_u + lambda n_u I)^-1 over the rated films'
+    # fitted parts, sigma^2 ALS's mean squared training error.
+    lists = spark.table(str(table_name(on_mllib, "recommendations"))).where("model = 'als'").toPandas()
+    assert len(lists) and lists.score_low.notna().all()
+    items = spark.table(str(table_name(on_mllib, "item_factors"))).where("model = 'als'").toPandas()
+    fitted = items.set_index("item_id").factors.map(lambda v: np.asarray(v[:16], np.float64))
+    ratings = spark.table(str(table_name(on_mllib, "interactions"))).toPandas()
+    customer = lists.customer_id.iloc[0]
+    rated = np.stack(fitted.loc[ratings[ratings.customer_id == customer].item_id.unique()].to_numpy())
+    covariance = mllib**2 * np.linalg.inv(rated.T @ rated + 0.2 * len(rated) * np.eye(16))
+    mine = lists[lists.customer_id == customer]
+    listed = np.stack(fitted.loc[mine.item_id].to_numpy())
+    deviation = np.sqrt(np.einsum("if,fg,ig->i", listed, covariance, listed))
+    np.testing.assert_allclose(mine.score_high - mine.score, Z_95 * deviation, rtol=2e-3)
 
 
 def test_rmse_and_mae_sit_beside_the_ranking_metrics_and_the_guardrail_judges_on_rmse(
