@@ -93,12 +93,14 @@ def interval_settings(
         if model == "bpr":
             found.setdefault(segment, {})[model] = {"regularization": own.bpr.regularization}
             continue
+        if explicit and segment not in noise:  # no rating ALS predicts there: no noise to scale by
+            continue
         found.setdefault(segment, {})[model] = {
             "alpha": own.als.alpha,
             "regularization": own.als.regularization,
             "log_scale": own.als.log_scale,
             "engine": "explicit" if explicit else engine,
-            **({"noise": noise.get(segment, 1.0), "factors": own.als.factors} if explicit else {}),
+            **({"noise": noise[segment], "factors": own.als.factors} if explicit else {}),
         }
     return found
 
