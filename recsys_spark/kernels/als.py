@@ -35,7 +35,7 @@ class AlsParams:
     alpha: float = 40.0  # a bought item's confidence: alpha × weight (implicit's; unbought items 1)
     seed: int = 42
     log_scale: bool = False  # weight -> log(1 + weight) for ALS alone (tuning may choose it)
-    feedback: Literal["implicit", "explicit"] = "implicit"  # explicit: ratings, on MLlib
+    feedback: Literal["implicit", "explicit"] = "implicit"  # explicit: ratings (fit_explicit; MLlib if big)
 
 
 BLOCK_VALUES = 1 << 22  # float64 values of a block of padded rows held at once (32 MiB)

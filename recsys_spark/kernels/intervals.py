@@ -152,15 +152,15 @@ def graph_intervals(
     items: np.ndarray,
     customers: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The graph filter's (low, high) by ``bootstrap_intervals``: a customer's vector is the sum
-    of the bought items' ``fold`` rows (``kernels.graph_filter``), a score its dot product with
-    the item's factors."""
+    """The graph filter's (low, high) by ``bootstrap_intervals`` over ``history`` (its weights
+    read as bought or not): a customer's vector is the sum of the bought items' ``fold`` rows
+    (``kernels.graph_filter``), a score its dot product with the item's factors."""
     factors, folded = np.asarray(item_factors, np.float64), np.asarray(fold, np.float64)
 
-    def scores(row: int, bought: np.ndarray, weighted: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-        return weighted @ (folded[bought] @ factors[wanted].T)
+    def scores(row: int, bought: np.ndarray, draws: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        return draws @ (folded[bought] @ factors[wanted].T)
 
-    return bootstrap_intervals(history, items, customers, scores)
+    return bootstrap_intervals(_bought(history), items, customers, scores)
 
 
 def userknn_intervals(
@@ -204,9 +204,15 @@ def bpr_intervals(
         moves = scipy.linalg.solve(hessian, ((draws - 1.0) @ gradients).T, assume_a="sym").T
         return (users[row, :-1] + moves) @ factors[wanted, :-1].T + factors[wanted, -1]
 
-    binary = history.copy()  # BPR reads bought or not: the resample's weights are its draws
-    binary.data = np.ones_like(binary.data)
-    return bootstrap_intervals(binary, items, customers, scores)
+    return bootstrap_intervals(_bought(history), items, customers, scores)
+
+
+def _bought(history: sp.csr_matrix) -> sp.csr_matrix:
+    """``history`` as the graph filter and BPR read it, bought or not: a resample's weights
+    are then its draws."""
+    bought = history.copy()
+    bought.data = np.ones_like(bought.data)
+    return bought
 
 
 def bpr_curvature(

@@ -368,10 +368,8 @@ class ListMaker:
         if (model in ("als", "bpr") and fitted_with is None) or (model == "graph" and catalog.fold is None):
             return None
         assert catalog.vectors is not None
-        weighted = "history_weights" in customers and model in ("als", "content")  # the others: bought or not
-        history = catalog.history_rows(
-            list(customers.history), list(customers.history_weights) if weighted else None
-        )
+        weights = list(customers.history_weights) if "history_weights" in customers else None
+        history = catalog.history_rows(list(customers.history), weights)  # each kernel reads its own way
         ids = customers.customer_id.to_numpy(dtype=object)
         if model == "content":
             return content_intervals(catalog.vectors, history, top.indices, ids)

@@ -71,9 +71,8 @@ class Entry(BaseModel):
     score: float | None = None
     reason: str | None = None
     reason_item_id: str | None = None
-    score_low: float | None = (
-        None  # the score's 95% interval (ALS, BPR, graph, ItemKNN, UserKNN, content); null without one
-    )
+    # The score's 95% interval (ALS, BPR, graph, ItemKNN, UserKNN, content); null without one.
+    score_low: float | None = None
     score_high: float | None = None
     description: str | None = None
 

@@ -126,6 +126,10 @@ def test_the_graph_interval_is_the_bootstrap_of_the_folded_history() -> None:
     np.testing.assert_allclose([low[0], high[0]], centred(score, resampled))
     score = fold[1] @ factors[0]
     assert low[1, 0] == pytest.approx(score) and high[1, 0] == pytest.approx(score)
+    # Confidence weights read as bought or not, as the filter's graph does.
+    weighted = graph_intervals(factors, fold, history * 3.0, items, np.array(["c1", "c2"], dtype=object))
+    np.testing.assert_array_equal(weighted[0], low)
+    np.testing.assert_array_equal(weighted[1], high)
 
 
 # BPR in `implicit`'s layout: 8 items of 3 factors and a bias; a customer's last factor is 1.
