@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: setup jars demo demo-movielens test lint clean bench-movielens bench-baskets bench-models bench-tuning bench-crashes bench-scale bench-takeover bench-explicit bench-uplift
+.PHONY: setup jars demo demo-movielens test lint clean bench-movielens bench-baskets bench-models bench-tuning bench-crashes bench-scale bench-takeover bench-explicit bench-uplift bench-ingest
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,6 +58,10 @@ bench-takeover: setup
 # Explicit ALS in one task against MLlib: MovieLens and synthetic ratings (bench/RESULTS-explicit.md).
 bench-explicit: setup
 	$(BIN)/python bench/explicit_als.py
+
+# Ingest of 3M synthetic lines against a bare read + hash + dedupe + Delta write (bench/RESULTS-ingest.md).
+bench-ingest: setup
+	$(BIN)/python bench/ingest.py --lines 3e6
 
 bench-scale: setup
 	$(BIN)/python bench/scale.py --lines 1e6 3e6 10e6 30e6

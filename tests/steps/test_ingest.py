@@ -277,3 +277,40 @@ def test_empty_landing_folder(
 ) -> None:
     with pytest.raises(IngestError, match=r"no file in .* matches \*\.csv"):
         load_sample(spark, make_config(tmp_path))
+
+
+def test_exact_and_near_duplicates_in_one_pass(spark: SparkSession) -> None:
+    """Of an exact copy the first source file's line is kept; of near twins the first by source
+    file, then line id; a rejected line's copies go, whatever its fields."""
+    from recsys_spark.steps.ingest import _deduplicated
+
+    purchase = ("UK", "c1", "i1", "o1", dt.datetime(2011, 1, 1), 6.0, 2.5, None)
+    other = ("UK", "c1", "i2", "o1", dt.datetime(2011, 1, 1), 1.0, 2.5, None)
+    rejected = (None, "c2", None, "o2", None, None, None, None)
+    rows = [
+        ("b.csv", "L2", *purchase, None),  # exact copy of the line below, in a later file
+        ("a.csv", "L2", *purchase, None),  # kept: the first file's copy of L2, first of its twins
+        ("a.csv", "L3", *purchase, None),  # near twin of L2 (spacing, "6" vs "6.0")
+        ("a.csv", "L3", *purchase, None),  # exact copy of that twin, in the same file
+        ("a.csv", "L1", *other, None),  # another purchase, kept
+        ("a.csv", "L9", *rejected, "missing_item"),
+        ("c.csv", "L9", *rejected, "missing_item"),  # copy of a rejected line
+        (None, "L8", *rejected, "missing_item"),  # a line with no source file is still a line
+    ]
+    schema = (
+        "source_file string, line_id string, segment string, customer_id string, item_id string, "
+        "order_id string, event_ts timestamp, quantity double, unit_price double, rating double, "
+        "reason string"
+    )
+    out = _deduplicated(spark.createDataFrame(rows, schema)).select("source_file", "line_id", "reason")
+    expected = spark.createDataFrame(
+        [
+            ("a.csv", "L2", None),
+            ("a.csv", "L3", "near_duplicate"),
+            ("a.csv", "L1", None),
+            ("a.csv", "L9", "missing_item"),
+            (None, "L8", "missing_item"),
+        ],
+        "source_file string, line_id string, reason string",
+    )
+    assert_df_equality(out, expected, ignore_row_order=True, ignore_nullable=True)
