@@ -49,16 +49,14 @@ def floor(landing_path: Path, conf: Path) -> None:
     spark.stop()
 
 
-def run_step(args: list[str], log: Path) -> tuple[int, dict[str, float], float]:
-    """Exit code, seconds per stage and wall seconds of one command, its output kept in ``log``."""
-    start = time.perf_counter()
+def run_step(args: list[str], log: Path) -> tuple[int, dict[str, float]]:
+    """Exit code and seconds per stage of one command, its output kept in ``log``."""
     with log.open("w") as handle:
         code = subprocess.call(args, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
-    wall = time.perf_counter() - start
     stages: dict[str, float] = defaultdict(float)
     for step, name, seconds in STAGE.findall(log.read_text()):
         stages[f"{step}: {name}"] += float(seconds)
-    return code, dict(stages), wall
+    return code, dict(stages)
 
 
 def measure(work: Path, lines: int, segments: int, seed: int, driver_memory: str) -> list[str]:
@@ -67,7 +65,7 @@ def measure(work: Path, lines: int, segments: int, seed: int, driver_memory: str
     landing(folder, lines, segments, seed)
     conf = overlay(work, name, folder, driver_memory)
     python = sys.executable
-    code, _, _ = run_step([python, __file__, "--floor", str(folder), str(conf)], work / "floor.log")
+    code, _ = run_step([python, __file__, "--floor", str(folder), str(conf)], work / "floor.log")
     printed = (work / "floor.log").read_text().splitlines()
     found = [line for line in printed if line.startswith("floor seconds")]
     if code or not found:
@@ -77,7 +75,7 @@ def measure(work: Path, lines: int, segments: int, seed: int, driver_memory: str
             f"{lines / floor_seconds:,.0f} | 1.00 |"]  # fmt: skip
     for step in ("load-sample", "ingest"):
         command = [python, "-m", "recsys_spark.cli", step, "--conf", str(conf)]
-        code, stages, _ = run_step(command, work / f"{step}.log")
+        code, stages = run_step(command, work / f"{step}.log")
         if code:
             raise SystemExit(f"recsys {step} failed; see {work / f'{step}.log'}")
         seconds = sum(v for k, v in stages.items() if not k.endswith("mark complete"))

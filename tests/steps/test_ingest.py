@@ -15,7 +15,7 @@ from pyspark.sql import functions as F
 
 from recsys_spark.config import Config
 from recsys_spark.io.tables import overwrite_table, table_name
-from recsys_spark.steps.ingest import IngestError, ingest, load_sample
+from recsys_spark.steps.ingest import IngestError, _deduplicated, ingest, load_sample
 from tests.conftest import DIRTY, SAMPLE
 
 SILVER_COLUMNS = [
@@ -282,8 +282,6 @@ def test_empty_landing_folder(
 def test_exact_and_near_duplicates_in_one_pass(spark: SparkSession) -> None:
     """Of an exact copy the first source file's line is kept; of near twins the first by source
     file, then line id; a rejected line's copies go, whatever its fields."""
-    from recsys_spark.steps.ingest import _deduplicated
-
     purchase = ("UK", "c1", "i1", "o1", dt.datetime(2011, 1, 1), 6.0, 2.5, None)
     other = ("UK", "c1", "i2", "o1", dt.datetime(2011, 1, 1), 1.0, 2.5, None)
     rejected = (None, "c2", None, "o2", None, None, None, None)
