@@ -22,7 +22,7 @@ import yaml
 
 from recsys_spark.cli import build_parser
 from recsys_spark.config import Config, load_config, parse_settings
-from tests.conftest import SAMPLE, SAMPLE_RUN, deep_merge
+from tests.conftest import SAMPLE, SAMPLE_RUN, TEST_SPARK_CONF, deep_merge
 
 ROOT = Path(__file__).resolve().parent.parent
 USERS = {
@@ -80,6 +80,8 @@ def local_args(work_dir: Path) -> list[str]:
         f"work_dir={work_dir}",
         "--set",
         "spark.shuffle_partitions=2",
+        "--set",
+        f"spark.conf={json.dumps(TEST_SPARK_CONF)}",
         *settings_args(SAMPLE_RUN),
     ]
 

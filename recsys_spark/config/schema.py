@@ -153,6 +153,9 @@ class SparkConfig:
     shuffle_partitions: Annotated[int, Range(1, 100_000)]
     timezone: str
     log_level: Literal["ERROR", "WARN", "INFO"] = "ERROR"
+    # Further Spark settings of the local session (name: value as text); on Databricks the
+    # cluster's own settings apply.
+    conf: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,8 @@ def get_spark(config: Config) -> SparkSession:
         .config("spark.databricks.delta.snapshotPartitions", "2")
         .config("spark.databricks.delta.stats.collect", "true")
     )
+    for key, value in config.spark.conf.items():
+        builder = builder.config(key, value)
     if jars := delta_jar_paths(config):
         builder = builder.config("spark.jars", ",".join(map(str, jars)))
     else:
