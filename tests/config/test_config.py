@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
+from pyspark.sql import SparkSession
 
 from recsys_spark.config import DEFAULT_CONF_DIR, ConfigError, load_config
 from recsys_spark.config.params import by_name, mining_settings, train_settings
@@ -188,3 +189,12 @@ def test_the_movielens_overlay_loads_as_explicit_feedback() -> None:
     assert config.models.feedback == "explicit" and config.input.columns.rating == "rating"
     assert train_settings(config.models).models == ("als", "itemknn", "popularity", "bias")
     assert train_settings(config.models).als.feedback == "explicit"
+
+
+def test_spark_settings_reach_the_local_session_and_must_be_text(spark: SparkSession, tmp_path: Path) -> None:
+    # The test session is built from conf's spark.conf (tests/conftest.py).
+    assert spark.conf.get("spark.sql.adaptive.enabled") == "false"
+    conf = conf_dir_with(tmp_path, 'target: local\nspark:\n  conf: {"spark.sql.adaptive.enabled": false}\n')
+    named = r"key 'spark\.conf\.spark\.sql\.adaptive\.enabled' must be a string"
+    with pytest.raises(ConfigError, match=named):
+        load_config("local", conf_dir=conf)
