@@ -56,28 +56,26 @@ def run_baskets(spark: SparkSession, config: Config, run_id: str) -> BasketsResu
         itemsets, rules = mined.itemsets.persist(), mined.rules.persist()
         result.itemsets, result.rules = itemsets.count(), rules.count()
         st.counts.update(baskets_in=result.mined_baskets, itemsets=result.itemsets, rules=result.rules)
-    with stage("baskets", "add-ons and substitutes") as st:
-        addons = mining.frequently_bought_together(rules, conf.top_n).persist()
-        result.addons = addons.count()
+    # Add-ons and substitutes are made as they are written: their counts are the commits'.
+    with stage("baskets", "add-ons, substitutes and publish") as st:
         subs = conf.substitutes
-        subs = mining.substitutes(
-            kept, plan, subs.min_item_support, subs.max_lift, subs.min_expected, spark
-        ).persist()
-        result.substitutes = subs.count()
-        st.counts.update(addons=result.addons, substitutes=result.substitutes)
-    with stage("baskets", "publish") as st:
         outputs = {
             "frequent_itemsets": itemsets.withColumn("size", F.size("items")),
             "association_rules": rules,
-            "frequently_bought_together": addons.select(
+            "frequently_bought_together": mining.frequently_bought_together(rules, conf.top_n).select(
                 "segment", "item_id", "rank", "addon_item_id", "support", "confidence", "lift"
             ),
-            "substitutes": subs,
+            "substitutes": mining.substitutes(
+                kept, plan, subs.min_item_support, subs.max_lift, subs.min_expected, spark
+            ),
         }
-        for key, frame in outputs.items():
-            overwrite_table(spark, config, table_name(config, key), frame.withColumns(stamp))
-        st.counts.update(tables=len(outputs))
-    for frame in (baskets, itemsets, rules, addons, subs):
+        written = {
+            key: overwrite_table(spark, config, table_name(config, key), frame.withColumns(stamp))
+            for key, frame in outputs.items()
+        }
+        result.addons, result.substitutes = written["frequently_bought_together"], written["substitutes"]
+        st.counts.update(tables=len(outputs), addons=result.addons, substitutes=result.substitutes)
+    for frame in (baskets, itemsets, rules):
         frame.unpersist()
     mined.unpersist()
     return result

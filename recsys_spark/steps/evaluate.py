@@ -667,17 +667,18 @@ def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
     config = tuned_config(config, trained)  # the served model blends as evaluated
     result = run_evaluate(spark, config, run.run_id, trained)
     decision = result.decision
-    report = build_report(spark, config, run.run_id)
-    path = write_report(report, config.work_path / "reports") if not on_databricks() else None
-    log_evaluation(report.figures, report.html, decision.model, decision.reason)
+    with stage("evaluate", "report") as st:
+        report = build_report(spark, config, run.run_id)
+        path = write_report(report, config.work_path / "reports") if not on_databricks() else None
+        log_evaluation(report.figures, report.html, decision.model, decision.reason)
+        st.counts.update(figures=len(report.figures))
     version = None
     if result.settings_mismatch:
         log.warning("evaluate: nothing registered: %s", result.settings_mismatch)
     elif decision.model not in baselines(config.models):
-        tables = served_tables(spark, config, decision.model)
-        interactions = spark.table(str(table_name(config, "interactions")))  # what silver's models fit
-        posteriors = lists.interval_settings(fitted_from_tables(spark, config), result.settings, interactions)
-        version = log_champion(config, tables, serving_settings(config, decision.model, posteriors))
+        with stage("evaluate", f"register {decision.model}") as st:
+            version = _register(spark, config, decision.model, result.settings)
+            st.counts.update(version=version or "none")
     report.close()
     metrics: dict[str, float] = {
         "train_lines": result.train_lines,
@@ -702,6 +703,14 @@ def step(spark: SparkSession, config: Config, run: PipelineRun) -> StepReport:
         f"  report: {path}" if path else "  report: in the MLflow run (report/evaluation.html)",
     ]
     return StepReport(metrics, lines)
+
+
+def _register(spark: SparkSession, config: Config, model: str, settings: TrainSettings) -> str | None:
+    """Log ``model`` as served from silver's tables and register it as the champion."""
+    tables = served_tables(spark, config, model)
+    interactions = spark.table(str(table_name(config, "interactions")))  # what silver's models fit
+    posteriors = lists.interval_settings(fitted_from_tables(spark, config), settings, interactions)
+    return log_champion(config, tables, serving_settings(config, model, posteriors))
 
 
 def _rating_lines(ratings: pd.DataFrame, metrics: dict[str, float]) -> list[str]:

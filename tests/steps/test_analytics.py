@@ -27,7 +27,6 @@ from recsys_spark.io.views import VIEWS, view_name
 from recsys_spark.kernels.graph import item_pagerank
 from recsys_spark.kernels.uplift import HOLDOUT_ARM as HOLDOUT
 from recsys_spark.kernels.uplift import MODEL_ARM as MODEL
-from recsys_spark.pipeline import run_order, run_steps
 from recsys_spark.steps.export import ExportError, run_export
 from tests.conftest import SAMPLE_RUN
 
@@ -43,13 +42,10 @@ EXPORT_RUN = "export_test_run"  # the run an export is recorded under in gold.ex
 
 
 @pytest.fixture(scope="module")
-def config(spark: SparkSession, make_config: Callable[..., Config]) -> Config:
-    """Every step of `recsys run` on the sample."""
-    config = make_config(**SETTINGS)
-    steps = run_order(config)
-    assert steps[-3:] == ["analytics", "export", "export-vectors"]
-    run_steps(config, steps, spark)
-    return config
+def config(make_config: Callable[..., Config], dev_pipeline: Config) -> Config:
+    """These tests' settings over the tables of every step of `recsys run` on the sample: the
+    bundle's dev pipeline, run once per session (conftest's dev_pipeline)."""
+    return _same_tables(make_config, dev_pipeline)
 
 
 def table(spark: SparkSession, config: Config, key: str) -> DataFrame:
