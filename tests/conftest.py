@@ -22,11 +22,11 @@ _names = itertools.count()
 # The lists as the models make them (no business rule, so no evaluated rule variant); the rules
 # have their tests in test_hybrid and the kernels.
 NO_RULES: dict[str, Any] = {"max_per_category": None, "mmr_lambda": None}
-# Every step on the bundled sample (42 customers): baskets and models sized for it.
 # The fixtures are tiny: compiling each query's whole-stage code and running every adaptive query
 # stage as a job of its own cost more than their data (a run of every step on the sample: 71 s
 # warm with them, 56 s without). Production keeps Spark's defaults; results are the same.
 TEST_SPARK_CONF = {"spark.sql.codegen.wholeStage": "false", "spark.sql.adaptive.enabled": "false"}
+# Every step on the bundled sample (42 customers): baskets and models sized for it.
 SAMPLE_RUN: dict[str, Any] = {
     "load_sample": True,
     "baskets": {"min_support": 3, "min_count_floor": 3, "min_segment_baskets": 10, "max_len": 3},
