@@ -92,8 +92,7 @@ def _baskets(
         baskets = mining.build_baskets(interactions, conf.per_segment, conf.include_global).persist()
         total = baskets.count()
         oversized = baskets.where(F.col("n_items") > conf.max_basket_items)
-        n_oversized = oversized.count()
-        overwrite_table(
+        n_oversized = overwrite_table(
             spark,
             config,
             table_name(config, "baskets_quarantine"),

@@ -255,13 +255,10 @@ def _split(interactions: DataFrame, conf: EvaluationConfig, used: str) -> tuple[
         train = split.train.persist()
         test = split.test.persist()
         result = EvaluateResult(used, split.cutoff)
-        result.train_lines, result.test_pairs = train.count(), test.count()
         test_customers = test.select(*ev.KEYS).distinct()
-        result.test_customers = test_customers.count()
         known = train.select(*ev.KEYS).distinct()
-        result.cold_start_customers = test_customers.join(known, ev.KEYS, "left_anti").count()
-        known_items = train.select("segment", "item_id").distinct()
-        result.cold_start_pairs = test.join(known_items, ["segment", "item_id"], "left_anti").count()
+        result.train_lines = train.count()
+        _count_test(test, known, train.select("segment", "item_id").distinct(), result)
         _check_split(interactions, used, result)
         st.counts.update(
             cutoff=split.cutoff,
@@ -272,6 +269,23 @@ def _split(interactions: DataFrame, conf: EvaluationConfig, used: str) -> tuple[
             new_item_pairs=result.cold_start_pairs,
         )
     return SplitData(train, test, test_customers, known), result
+
+
+def _count_test(test: DataFrame, known: DataFrame, known_items: DataFrame, result: EvaluateResult) -> None:
+    """The test side's counts in one job: pairs, customers, and those the train side lacks."""
+    item_keys = ["segment", "item_id"]
+    flagged = test.join(known.withColumn("known", F.lit(True)), ev.KEYS, "left").join(
+        known_items.withColumn("known_item", F.lit(True)), item_keys, "left"
+    )
+    customer = F.struct(*ev.KEYS)
+    counts = flagged.agg(
+        F.count(F.lit(1)).alias("pairs"),
+        F.countDistinct(customer).alias("customers"),
+        F.countDistinct(F.when(F.col("known").isNull(), customer)).alias("cold_customers"),
+        F.count(F.when(F.col("known_item").isNull(), 1)).alias("cold_pairs"),
+    ).first()
+    result.test_pairs, result.test_customers = counts.pairs, counts.customers
+    result.cold_start_customers, result.cold_start_pairs = counts.cold_customers, counts.cold_pairs
 
 
 def _check_split(interactions: DataFrame, split: str, result: EvaluateResult) -> None:

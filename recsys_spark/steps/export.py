@@ -154,14 +154,18 @@ def _chosen_customers(
     conf = config.export
     with stage("export", "choose customers") as st:
         chosen = _one_segment_per_customer(published, read_complete(spark, config, "customers", versions))
-        result.customers_published = chosen.count()
-        if conf.active_days is not None:
-            chosen = chosen.where(F.col("days_since_last_order") <= conf.active_days)
         variant = variant_of(F.col("customer_id"), conf.experiment, conf.holdout_share)
-        kept = chosen.withColumn("variant", variant).persist()
-        kept_count = kept.count()
+        active = F.lit(True)
+        if conf.active_days is not None:
+            active = F.coalesce(F.col("days_since_last_order") <= conf.active_days, F.lit(False))
+        chosen = chosen.withColumn("variant", variant).withColumn("active", active)
+        # Every count from one job: customers by (variant, active).
+        counts = chosen.groupBy("variant", "active").count().collect()
+        result.customers_published = sum(r["count"] for r in counts)
+        result.variants = {r.variant: r["count"] for r in counts if r.active}
+        kept_count = sum(result.variants.values())
         result.inactive_dropped = result.customers_published - kept_count
-        result.variants = dict(kept.groupBy("variant").count().collect())
+        kept = chosen.where("active").drop("active").persist()
         st.counts.update(
             customers=result.customers_published,
             inactive_dropped=result.inactive_dropped,

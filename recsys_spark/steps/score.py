@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
 import pandas as pd
@@ -89,8 +90,8 @@ def run_score(
         histories = lists.customer_histories(
             config.models, interactions, lists.history_kind(config.models, publish)
         ).persist()
-        result = ScoreResult(histories.count(), seconds=seconds, model=publish, why=why)
         segment_users = dict(histories.groupBy("segment").count().collect())
+        result = ScoreResult(sum(segment_users.values()), seconds=seconds, model=publish, why=why)
         result.routes = lists.route_counts(config.models, histories)
         rules = business_rules(config.business_rules, blocked)
         sources = serving_sources(config, publish)
@@ -188,10 +189,14 @@ def _count_lists(published: DataFrame, result: ScoreResult) -> None:
     may be a top-up), and how many model lists were topped up from the best sellers."""
     keys = ["segment", "customer_id"]
     first = published.where(F.col("rank") == 1)
-    per_source = dict(first.groupBy(F.col("reason") == POPULAR_OVERALL).count().collect())
-    result.published_customers = per_source.get(False, 0)
-    result.fallback_customers = per_source.get(True, 0)
-    result.by_model = dict(sorted(first.groupBy("model").count().collect()))
+    fallback = (F.col("reason") == POPULAR_OVERALL).alias("fallback")
+    per_source = first.groupBy("model", fallback).count().collect()  # one job for both counts
+    result.fallback_customers = sum(r["count"] for r in per_source if r.fallback is True)
+    result.published_customers = sum(r["count"] for r in per_source if r.fallback is False)
+    per_model: Counter[str] = Counter()
+    for r in per_source:
+        per_model[r.model] += r["count"]
+    result.by_model = dict(sorted(per_model.items()))
     topped = published.where((F.col("rank") > 1) & (F.col("model") == "popularity")).select(*keys)
     by_model = first.where(F.col("model") != "popularity").select(*keys)
     result.topped_up = topped.distinct().join(by_model, keys, "left_semi").count()
