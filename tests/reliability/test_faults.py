@@ -160,11 +160,12 @@ def test_failure_between_published_tables_keeps_each_table_whole(
     real_overwrite = baskets_step.overwrite_table
     written: list[str] = []
 
-    def third_write_fails(spark_: SparkSession, config_: Any, name: Any, frame: DataFrame, **kw: Any):
+    def third_write_fails(spark_: SparkSession, config_: Any, name: Any, frame: DataFrame, **kw: Any) -> int:
         if len(written) == 2:
             frame = failing_after(frame, 5, column="segment")
-        real_overwrite(spark_, config_, name, frame, **kw)
+        rows = real_overwrite(spark_, config_, name, frame, **kw)
         written.append(str(name))
+        return rows
 
     monkeypatch.setattr(baskets_step, "overwrite_table", third_write_fails)
     with pytest.raises(Exception, match="injected failure"):
