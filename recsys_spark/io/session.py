@@ -117,6 +117,8 @@ def get_spark(config: Config) -> SparkSession:
         # Small local tables: fewer snapshot partitions make each Delta commit much cheaper.
         .config("spark.databricks.delta.snapshotPartitions", "2")
         .config("spark.databricks.delta.stats.collect", "true")
+        # Workers import the installed pyspark, not Spark's zip (io/local_daemon.py says why).
+        .config("spark.python.daemon.module", "recsys_spark.io.local_daemon")
     )
     for key, value in config.spark.conf.items():
         builder = builder.config(key, value)
