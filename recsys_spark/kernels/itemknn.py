@@ -20,7 +20,7 @@ from implicit.nearest_neighbours import (
 )
 from implicit.utils import ParameterWarning
 
-from recsys_spark.kernels.topn import DEFAULT_BLOCK_ROWS, TopN, mask_entries, top_n
+from recsys_spark.kernels.topn import DEFAULT_BLOCK_ROWS, TopN, cached_block_rows, mask_entries, top_n
 
 Similarity = Literal["bm25", "tfidf", "cosine", "count"]
 
@@ -56,6 +56,7 @@ class ItemKnnModel:
         ``users`` is accepted for the common interface; an item-based model scores from history alone.
         """
         parts = []
+        block_rows = cached_block_rows(block_rows, user_items.shape[1])
         for start in range(0, user_items.shape[0], block_rows):
             block = user_items[start : start + block_rows]
             scores = self.scores(block)

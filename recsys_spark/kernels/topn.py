@@ -19,6 +19,11 @@ import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
 DEFAULT_BLOCK_ROWS = 4096
+# A block's dense scores are passed over several times (mask, group maxima, compare): kept near
+# 8 MiB they stay in cache. 20k users' top-20 on one core: 1.07 s -> 0.80 s against 10k items,
+# 0.66 s -> 0.37 s against 4k, 3.04 s -> 2.58 s against 40k (4096-row blocks before).
+BLOCK_BYTES = 8 * 2**20
+MIN_BLOCK_ROWS = 16
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,13 @@ def _nth_best_bound(scores: np.ndarray, n: int) -> np.ndarray:
     return np.partition(maxima, groups - n, axis=1)[:, groups - n]
 
 
+def cached_block_rows(block_rows: int, columns: int) -> int:
+    """Rows per block of dense float32 scores over ``columns``: at most ``block_rows``, fewer
+    where a block would outgrow BLOCK_BYTES (never under MIN_BLOCK_ROWS)."""
+    fitting = BLOCK_BYTES // (4 * max(1, columns))
+    return max(1, min(block_rows, max(MIN_BLOCK_ROWS, fitting)))
+
+
 def mask_entries(
     scores: np.ndarray, exclude: sp.csr_matrix | None, columns: np.ndarray | None = None
 ) -> None:
@@ -126,10 +138,12 @@ def top_matches(
     """For each query vector, the ``n`` candidates with the largest dot product.
 
     ``exclude`` (queries × candidates, any nonzero excludes) and ``exclude_columns`` are masked
-    before selection. Work goes in blocks of ``block_rows`` queries to bound memory; with
-    ``threads`` > 1 blocks run concurrently (numpy releases the GIL), one BLAS thread each.
+    before selection. Work goes in blocks of at most ``block_rows`` queries, fewer where the
+    block's scores would not stay in cache (``cached_block_rows``); with ``threads`` > 1 blocks
+    run concurrently (numpy releases the GIL), one BLAS thread each.
     """
     candidates_t = np.ascontiguousarray(candidates.T, dtype=np.float32)
+    block_rows = cached_block_rows(block_rows, len(candidates))
 
     def block(start: int) -> TopN:
         stop = min(start + block_rows, len(queries))

@@ -12,7 +12,7 @@ from recsys_spark import synthetic
 from recsys_spark.kernels import als, bpr, content, itemknn, popularity
 from recsys_spark.kernels.matrix import build_interactions, index_ids, rows_of
 from recsys_spark.kernels.recommender import Recommender
-from recsys_spark.kernels.topn import top_matches, top_n
+from recsys_spark.kernels.topn import BLOCK_BYTES, MIN_BLOCK_ROWS, cached_block_rows, top_matches, top_n
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +53,20 @@ def test_top_matches_masks_excluded_entries_and_columns():
     exclude = sp.csr_matrix(np.array([[1, 0, 0, 0], [0, 0, 0, 0]]))
     top = top_matches(queries, candidates, 2, exclude, exclude_columns=np.array([3]), block_rows=1)
     assert top.indices.tolist() == [[1, 2], [2, 1]]
+
+
+def test_blocks_shrink_to_stay_in_cache_and_never_change_the_lists():
+    assert cached_block_rows(4096, 1000) == 2097  # 1,000 items: 2,097 rows of scores fill 8 MiB
+    assert cached_block_rows(4096, 10_000) == BLOCK_BYTES // 40_000
+    assert cached_block_rows(64, 10_000) == 64  # conf's smaller blocks stay
+    assert cached_block_rows(4096, 10_000_000) == MIN_BLOCK_ROWS
+    rng = np.random.default_rng(0)
+    queries = rng.standard_normal((300, 4)).astype(np.float32)
+    candidates = rng.standard_normal((70_000, 4)).astype(np.float32)  # 29-row blocks
+    exclude = sp.random(300, 70_000, density=0.001, format="csr", random_state=1)
+    whole = top_n(np.where(exclude.toarray() > 0, -np.inf, queries @ candidates.T).astype(np.float32), 5)
+    blocked = top_matches(queries, candidates, 5, exclude)
+    np.testing.assert_array_equal(blocked.indices, whole.indices)
 
 
 def test_index_ids_round_trips_awkward_strings():
