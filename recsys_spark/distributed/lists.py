@@ -52,9 +52,12 @@ def customer_histories(models: ModelsConfig, interactions: DataFrame, publish: s
     if publish not in ("itemknn", "userknn", "als", "hybrid"):
         bought = F.array_sort(F.collect_set("item_id")).alias("history")
         return interactions.groupBy("segment", "customer_id").agg(bought)
+    # Every aggregate below is per customer: one shuffle by customer serves them all (Spark
+    # reuses it), where grouping by customer x item, then by customer, shuffled twice.
+    by_customer = interactions.repartition(*KEYS)
     entries = F.array_sort(F.collect_list(F.struct("item_id", "weight")))
     histories = (
-        confidence_weights(models, interactions)
+        confidence_weights(models, by_customer)
         .groupBy("segment", "customer_id")
         .agg(entries.alias("entries"))
         .select(
@@ -64,7 +67,7 @@ def customer_histories(models: ModelsConfig, interactions: DataFrame, publish: s
             F.col("entries.weight").alias("history_weights"),
         )
     )
-    return histories if publish != "hybrid" else histories.join(last_baskets(interactions), KEYS)
+    return histories if publish != "hybrid" else histories.join(last_baskets(by_customer), KEYS)
 
 
 def history_kind(models: ModelsConfig, publish: str) -> str:

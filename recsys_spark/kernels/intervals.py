@@ -47,6 +47,7 @@ from recsys_spark.kernels.uplift import Z_95
 from recsys_spark.kernels.userknn import UserKnnModel
 
 BOOTSTRAP_SAMPLES = 200
+POSTERIOR_BLOCK = 256  # customers whose ALS posteriors are solved together
 # The factor models with intervals; ItemKNN's and UserKNN's come with their lists.
 INTERVAL_MODELS = ("als", "bpr", "graph", "content")
 
@@ -91,13 +92,15 @@ def als_intervals(
         factors = factors[:, : posterior.factors]
     gram = factors.T @ factors
     spread = np.full(items.shape, np.nan)
-    for row in range(history.shape[0]):
-        wanted = items[row] >= 0
-        if not wanted.any():
-            continue
-        chol = np.linalg.cholesky(_precision(factors, gram, history, row, posterior))
-        half = scipy.linalg.solve_triangular(chol, factors[items[row][wanted]].T, lower=True)
-        spread[row, wanted] = np.sqrt(posterior.noise * (half**2).sum(axis=0))
+    rows = np.flatnonzero((items >= 0).any(axis=1))
+    # y' P^-1 y for a block of customers at once: numpy solves stacked systems in one call.
+    for start in range(0, len(rows), POSTERIOR_BLOCK):
+        block = rows[start : start + POSTERIOR_BLOCK]
+        precision = np.stack([_precision(factors, gram, history, row, posterior) for row in block])
+        wanted = items[block] >= 0
+        targets = factors[np.where(wanted, items[block], 0)].transpose(0, 2, 1)  # (customers, k, n)
+        quadratic = (targets * np.linalg.solve(precision, targets)).sum(axis=1)
+        spread[block] = np.where(wanted, np.sqrt(posterior.noise * quadratic), np.nan)
     return scores - Z_95 * spread, scores + Z_95 * spread
 
 

@@ -213,14 +213,23 @@ class ListMaker:
         if not len(customers):
             return pd.DataFrame(columns=rerank.LIST_COLUMNS)
         lists = self.lists(customers, model, weights, candidates)
-        keys = customers[[*KEYS, "history"]]
-        listed = (
-            lists.sort_values([*KEYS, "rank"]).groupby(KEYS, sort=False).item_id.agg(list).rename("listed")
-        )
-        keys = keys.join(listed, on=KEYS)
-        keys["listed"] = [items if isinstance(items, list) else [] for items in keys.listed]  # NaN: no list
-        added = top_up(keys, self.bestsellers, self.spec.top_n, self.spec.rules, self.categories)
+        short = self._short_lists(customers, lists)
+        added = top_up(short, self.bestsellers, self.spec.top_n, self.spec.rules, self.categories)
         return _concat([lists, added], rerank.LIST_COLUMNS)
+
+    def _short_lists(self, customers: pd.DataFrame, lists: pd.DataFrame) -> pd.DataFrame:
+        """The ``customers`` (segment, customer_id, history) whose list is under N long, the
+        ones the top-up fills, each with its items in rank order (``listed``)."""
+        lengths = lists.groupby(KEYS, sort=False).size().rename("length")
+        short = customers[[*KEYS, "history"]].join(lengths, on=KEYS)
+        short = short[~(short.length >= self.spec.top_n)].drop(columns="length")  # NaN: no list
+        theirs = lists.merge(short[KEYS], on=KEYS)  # only these rows are gathered into lists
+        listed = (
+            theirs.sort_values([*KEYS, "rank"]).groupby(KEYS, sort=False).item_id.agg(list).rename("listed")
+        )
+        short = short.join(listed, on=KEYS)
+        short["listed"] = [items if isinstance(items, list) else [] for items in short.listed]
+        return short
 
     @property
     def categories(self) -> Mapping[str, str]:
