@@ -556,9 +556,10 @@ def fit_models(
     (``source``: silver.interactions, or an evaluation split's train part). Fills ``result``'s
     counts."""
     seconds = result.seconds
-    with stage(step, "customer x item weights", seconds) as st:
+    with stage(step, "customer x item weights and segment plan", seconds) as st:
         weights = confidence_weights(models, interactions).persist()
-        result.pairs = weights.count()
+        plan = training_plan(weights, settings)  # its job also fills the cache: no count of its own
+        result.pairs = int(plan.pairs.sum())
         if result.pairs == 0:
             raise NothingToTrainError(
                 f"no interactions to train on in {source}: run `recsys ingest` first, or check "
@@ -566,8 +567,6 @@ def fit_models(
             )
         weight = "rating" if models.feedback == "explicit" else models.confidence.weight
         st.counts.update(pairs=result.pairs, weight=weight)
-    with stage(step, "plan segments", seconds) as st:
-        plan = training_plan(weights, settings)
         threads = _plan_counts(spark, plan, settings, step, result, st.counts)
     with stage(step, "fit models per segment", seconds) as st:
         settings, texts = _with_texts(settings, interactions, step)
