@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.linalg import svds
 
 from recsys_spark.kernels.factors import FactorModel
+from recsys_spark.kernels.svd import truncated_svd
 from recsys_spark.kernels.topn import normalize_rows
 
 TOKEN_RE = re.compile(r"[A-Za-z]{2,}")
@@ -83,10 +83,8 @@ def item_vectors(texts: Sequence[str | None], params: ContentParams) -> np.ndarr
         return np.zeros((matrix.shape[0], 1), dtype=np.float32)
     rank = min(matrix.shape) - 1
     if params.dims and params.dims < rank:
-        start = np.random.default_rng(params.seed).standard_normal(min(matrix.shape))
-        left, singular, _ = svds(matrix, k=params.dims, v0=start)
-        order = np.argsort(-singular)
-        dense = left[:, order] * singular[order]
+        left, singular, _ = truncated_svd(matrix, params.dims, params.seed)
+        dense = left * singular
     else:
         dense = matrix.toarray()
     return normalize_rows(dense.astype(np.float32))

@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.sparse.linalg import svds
 
 from recsys_spark.kernels.factors import FactorModel
+from recsys_spark.kernels.svd import truncated_svd
 
 FOLD_MODEL = "graph_fold"  # silver.item_factors' model name of the fold rows
 DENSE_SVD_MAX = 2_000  # below this many items or customers a full SVD is cheaper and exact
@@ -57,16 +57,14 @@ def fit(user_items: sp.csr_matrix, params: GraphParams) -> FactorModel:
 
 def top_right_singular(matrix: sp.csr_matrix, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(items x k right singular vectors, their k singular values), strongest first; a full SVD
-    for small matrices (exact, every direction), else scipy's sparse one."""
+    for small matrices (exact, every direction), else the sparse one (``kernels.svd``)."""
     smaller = min(matrix.shape)
     if smaller <= DENSE_SVD_MAX or k >= smaller - 1:
         _, values, right = np.linalg.svd(matrix.toarray(), full_matrices=False)
         keep = min(k, int((values > values.max(initial=0.0) * 1e-12).sum()))
         return right[:keep].T, values[:keep]
-    start = np.random.default_rng(seed).random(smaller)
-    _, values, right = svds(matrix, k=k, v0=start)
-    order = np.argsort(values)[::-1]
-    return right[order].T, values[order]
+    _, values, right = truncated_svd(matrix, k, seed)
+    return right, values
 
 
 def _inverse_sqrt(degree: np.ndarray) -> np.ndarray:
