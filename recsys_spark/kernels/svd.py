@@ -32,7 +32,7 @@ def propack_runs() -> bool:
 
 
 def svd_engine(shape: tuple[int, int], k: int) -> str:
-    """"propack" or "arpack", for the top ``k`` triplets of a matrix of ``shape``."""
+    """The engine, "propack" or "arpack", for the top ``k`` triplets of a matrix of ``shape``."""
     vectors_bytes = 10 * k * (shape[0] + shape[1]) * 8
     return "propack" if vectors_bytes <= PROPACK_MEMORY and propack_runs() else "arpack"
 
