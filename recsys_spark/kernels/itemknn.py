@@ -81,13 +81,17 @@ class ItemKnnModel:
         if not counts.sum():
             return reasons
         pair = np.repeat(np.arange(len(rows)), counts)
-        firsts = np.repeat(np.cumsum(counts) - counts, counts)
-        entry = np.repeat(user_items.indptr[rows], counts) + np.arange(counts.sum()) - firsts
+        offsets = np.cumsum(counts) - counts  # each pair's first entry
+        within = np.arange(counts.sum()) - np.repeat(offsets, counts)  # position in the history
+        entry = np.repeat(user_items.indptr[rows], counts) + within
         history = user_items.indices[entry]
         similarity = np.asarray(self.similarity[history, indices[rows, ranks][pair]]).ravel()
         terms = similarity * user_items.data[entry]
-        best = np.lexsort((entry, -terms, pair))  # per pair: the highest term, then the earliest entry
-        first = best[np.r_[True, pair[best][1:] != pair[best][:-1]]]
+        # Each pair's entries are consecutive, in history order: its first entry of the highest term.
+        filled = counts > 0
+        highest = np.maximum.reduceat(terms, offsets[filled])
+        at_max = np.flatnonzero(terms == np.repeat(highest, counts[filled]))
+        first = at_max[np.r_[True, pair[at_max][1:] != pair[at_max][:-1]]]
         reasons[rows[pair[first]], ranks[pair[first]]] = history[first]
         return reasons
 
