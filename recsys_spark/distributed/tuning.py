@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.window import Window
 
 from recsys_spark.config import Config
 from recsys_spark.config.params import hybrid_uses_rules, mining_settings, train_settings
@@ -94,11 +95,27 @@ def tune_segments(
 def validation_carve(config: Config, interactions: DataFrame) -> ev.Split:
     """Tuning's fit part (``train``) and validation part (``test``): evaluation's train part,
     its ``models.tuning.validation_share`` held out: the latest events, or a random share when
-    conf says ``validation: random`` or the data has no times."""
+    conf says ``validation: random`` or the data has no times; validated on at most
+    ``max_validation_customers`` customers per segment."""
     conf = config.models.tuning
     split = ev.make_split(interactions, config.evaluation, ev.split_used(config))
     timed = conf.validation == "time" and config.input.columns.event_ts is not None
-    return ev.validation_split(split.train, conf.validation_share, conf.seed, timed)
+    carved = ev.validation_split(split.train, conf.validation_share, conf.seed, timed)
+    if conf.max_validation_customers is None:
+        return carved
+    return dataclasses.replace(
+        carved, test=sampled_customers(carved.test, conf.max_validation_customers, conf.seed)
+    )
+
+
+def sampled_customers(rows: DataFrame, most: int, seed: int) -> DataFrame:
+    """``rows`` of at most ``most`` customers per segment: those first in a seeded hash order
+    (the same customers on a re-run), all of a segment with fewer."""
+    drawn = F.xxhash64(F.lit(seed), "segment", "customer_id")
+    order = Window.partitionBy("segment").orderBy(drawn, "customer_id")
+    customers = rows.select("segment", "customer_id").distinct()
+    kept = customers.withColumn("drawn", F.row_number().over(order)).where(F.col("drawn") <= most)
+    return rows.join(kept.drop("drawn"), ["segment", "customer_id"], "left_semi")
 
 
 def search_settings(

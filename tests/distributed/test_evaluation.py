@@ -25,7 +25,7 @@ from recsys_spark.distributed.evaluation import (
     summarize,
     time_split,
 )
-from recsys_spark.distributed.tuning import validation_carve
+from recsys_spark.distributed.tuning import sampled_customers, validation_carve
 from recsys_spark.kernels.metrics import Catalogue, measured
 
 LOG2 = math.log2
@@ -188,3 +188,19 @@ def test_a_random_validation_carve_keeps_customers_who_buy_in_one_burst(
     assert known_validation["time"] == 0  # the latest days hold only customers the fit part never saw
     # 90 customers trained on; each has one of 10 items held out with chance 1 - 0.8^10 = 0.89.
     assert known_validation["random"] >= 65
+
+
+def test_validation_customers_are_capped_per_segment_by_a_seeded_sample(spark: SparkSession) -> None:
+    # Segment a: 20 customers with 3 items each; segment b: 2 customers.
+    rows = [("a", f"c{c:02d}", f"i{n}") for c in range(20) for n in range(3)]
+    rows += [("b", f"d{c}", "i0") for c in range(2)]
+    validation = spark.createDataFrame(rows, PAIR_SCHEMA)
+    kept = sampled_customers(validation, 5, seed=42).toPandas()
+    per_segment = kept.groupby("segment").customer_id.nunique().to_dict()
+    assert per_segment == {"a": 5, "b": 2}
+    lines = kept.groupby("customer_id").size()
+    assert (lines[lines.index.str.startswith("c")] == 3).all()  # a kept customer keeps every line
+    again = sampled_customers(validation, 5, seed=42).toPandas()
+    assert set(again.customer_id) == set(kept.customer_id)
+    others = {frozenset(sampled_customers(validation, 5, seed=s).toPandas().customer_id) for s in (1, 2, 3)}
+    assert len(others | {frozenset(kept.customer_id)}) > 1  # the seed draws the sample
