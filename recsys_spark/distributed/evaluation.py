@@ -216,26 +216,37 @@ POISSON_CDF = (0.367879, 0.735759, 0.919699, 0.981012, 0.996340, 0.999406, 0.999
 
 
 def bootstrap_intervals(
-    per_user: DataFrame, by: Sequence[str], samples: int, seed: int, level: float = 0.95
-) -> DataFrame:
-    """Per ``by`` × K × metric, a ``level`` confidence interval of the mean over test customers:
-    ci_low, ci_high (percentiles of ``samples`` resampled means).
+    per_user: DataFrame, groupings: Sequence[Sequence[str]], samples: int, seed: int, level: float = 0.95
+) -> list[DataFrame]:
+    """Per grouping (e.g. ``["model"]``, ``["model", "segment"]``), one frame: per its columns ×
+    K × metric, a ``level`` confidence interval of the mean over test customers: ci_low,
+    ci_high (percentiles of ``samples`` resampled means).
 
     The Poisson bootstrap: in each sample every customer counts Poisson(1) times, drawn from a
     hash of (seed, sample, segment, customer), so every model sees the same resampled customers
     (intervals are paired) and a re-run draws the same. The draws are made in Spark, one array
-    per customer; the means are matrix products on the driver (``kernels.bootstrap``): exploding
-    every customer into every sample made hundreds of millions of rows at a few million lines.
+    per customer, and collected once for every grouping with the metrics; the means are matrix
+    products on the driver (``kernels.bootstrap``): exploding every customer into every sample
+    made hundreds of millions of rows at a few million lines.
     """
     draws = per_user.select(*KEYS).distinct().select(*KEYS, poisson_weights(samples, seed).alias("weights"))
     drawn = draws.toPandas()
     weights = np.stack(drawn.weights.to_numpy()) if len(drawn) else np.zeros((0, samples))
     position = pd.Index(pd.MultiIndex.from_frame(drawn[KEYS]))
-    values = per_user.select(*dict.fromkeys([*by, "k", *KEYS, *METRICS])).toPandas()  # by may hold segment
+    columns = dict.fromkeys([*(c for by in groupings for c in by), "k", *KEYS, *METRICS])
+    values = per_user.select(*columns).toPandas()
+    values["drawn"] = position.get_indexer(pd.MultiIndex.from_frame(values[KEYS]))
+    return [_intervals_by(per_user, values, weights, list(by), level) for by in groupings]
+
+
+def _intervals_by(
+    per_user: DataFrame, values: pd.DataFrame, weights: np.ndarray, by: list[str], level: float
+) -> DataFrame:
+    """``bootstrap_intervals``' frame of one grouping ``by``, from the collected ``values``
+    (``drawn``: each row's customer in ``weights``)."""
     rows = []
     for group, part in values.groupby([*by, "k"], sort=True):
-        customers = position.get_indexer(pd.MultiIndex.from_frame(part[KEYS]))
-        low, high = bootstrap.interval(weights[customers], part[list(METRICS)].to_numpy(), level)
+        low, high = bootstrap.interval(weights[part.drawn.to_numpy()], part[list(METRICS)].to_numpy(), level)
         bounds = zip(METRICS, _or_none(low), _or_none(high), strict=True)
         cell = [v.item() if isinstance(v, np.generic) else v for v in group]  # numpy -> Python for Spark
         rows += [(*cell, metric, lo, hi) for metric, lo, hi in bounds]

@@ -16,7 +16,6 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import reduce
 from typing import Any
 
 import numpy as np
@@ -426,7 +425,9 @@ def _metrics(
         .withColumnRenamed("history", "slice")
         .withColumn("segment", F.lit(GLOBAL_SEGMENT)),
     ]
-    # Read twice (the decision below, then gold.model_metrics): persisted, not made twice.
+    # Read more than once (the decision below, gold.model_metrics' rows and their baseline
+    # column): made once, where the write made each summary two or three times over.
+    summaries = [summary.localCheckpoint() for summary in summaries]
     list_metrics = list_metrics.persist()
     overall = summaries[0].join(list_metrics, ["model", "k"], "left").toPandas()
     result.overall = with_rating_errors(
@@ -436,17 +437,14 @@ def _metrics(
         result.ratings,
     )
     result.decision = choose(result.overall, conf, result.test_customers, baselines(config.models))
-    intervals = reduce(
-        DataFrame.unionByName,
-        [
-            ev.bootstrap_intervals(per_user, ["model"], conf.bootstrap_samples, conf.seed).withColumn(
-                "segment", F.lit(GLOBAL_SEGMENT)
-            ),
-            ev.bootstrap_intervals(per_user, ["model", "segment"], conf.bootstrap_samples, conf.seed).where(
-                F.col("segment") != GLOBAL_SEGMENT
-            ),
-        ],
-    ).withColumn("slice", F.lit(ALL_SLICES))
+    overall_ci, segment_ci = ev.bootstrap_intervals(
+        per_user, [["model"], ["model", "segment"]], conf.bootstrap_samples, conf.seed
+    )
+    intervals = (
+        overall_ci.withColumn("segment", F.lit(GLOBAL_SEGMENT))
+        .unionByName(segment_ci.where(F.col("segment") != GLOBAL_SEGMENT))
+        .withColumn("slice", F.lit(ALL_SLICES))
+    )
     metrics = _long(summaries, list_metrics, conf.baseline, run_id, intervals)
     if not result.ratings.empty:
         metrics = metrics.unionByName(_rating_rows(spark, result.ratings, run_id))

@@ -121,8 +121,8 @@ def test_bootstrap_intervals_are_seeded_paired_and_as_wide_as_theory(spark: Spar
         "model string, segment string, customer_id string, k int, precision double, recall double, "
         "ndcg double, map double, hit_rate double, mrr double",
     )
-    first = bootstrap_intervals(per_user, ["model"], 200, seed=3).where("metric = 'ndcg'").toPandas()
-    again = bootstrap_intervals(per_user, ["model"], 200, seed=3).where("metric = 'ndcg'").toPandas()
+    first = bootstrap_intervals(per_user, [["model"]], 200, seed=3)[0].where("metric = 'ndcg'").toPandas()
+    again = bootstrap_intervals(per_user, [["model"]], 200, seed=3)[0].where("metric = 'ndcg'").toPandas()
     pd.testing.assert_frame_equal(first.sort_values("model"), again.sort_values("model"))
     by_model = first.set_index("model")
     assert by_model.loc["const", "ci_low"] == pytest.approx(0.5) and by_model.loc[
