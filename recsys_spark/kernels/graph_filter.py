@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 
 from recsys_spark.kernels.factors import FactorModel
 from recsys_spark.kernels.svd import truncated_svd
@@ -56,15 +57,37 @@ def fit(user_items: sp.csr_matrix, params: GraphParams) -> FactorModel:
 
 
 def top_right_singular(matrix: sp.csr_matrix, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(items x k right singular vectors, their k singular values), strongest first; a full SVD
-    for small matrices (exact, every direction), else the sparse one (``kernels.svd``)."""
+    """(items x k right singular vectors, their k singular values), strongest first, taken
+    from each connected part of the graph on its own: the normalised graph has singular value 1
+    once per part, and a Lanczos solver (ARPACK or PROPACK) misses copies of a repeated value,
+    so on a graph of many parts the top k were wrong."""
+    _, part_of = connected_components(sp.bmat([[None, matrix], [matrix.T, None]]), directed=False)
+    rows_of, items_of = part_of[: matrix.shape[0]], part_of[matrix.shape[0] :]
+    found_values, found_vectors = [], []
+    for part in np.unique(items_of[np.asarray(abs(matrix).sum(axis=0)).ravel() > 0]):
+        items = np.flatnonzero(items_of == part)
+        values, right = _part_singular(matrix[rows_of == part][:, items], k, seed)
+        vectors = np.zeros((matrix.shape[1], len(values)))
+        vectors[items] = right
+        found_values.append(values)
+        found_vectors.append(vectors)
+    if not found_values:
+        return np.zeros((matrix.shape[1], 0)), np.zeros(0)
+    values, vectors = np.concatenate(found_values), np.hstack(found_vectors)
+    top = np.argsort(-values, kind="stable")[:k]
+    return vectors[:, top], values[top]
+
+
+def _part_singular(matrix: sp.csr_matrix, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """One connected part's top ``k`` (values, right vectors): a full SVD for small parts (exact,
+    every direction), else the sparse one (``kernels.svd``)."""
     smaller = min(matrix.shape)
     if smaller <= DENSE_SVD_MAX or k >= smaller - 1:
         _, values, right = np.linalg.svd(matrix.toarray(), full_matrices=False)
         keep = min(k, int((values > values.max(initial=0.0) * 1e-12).sum()))
-        return right[:keep].T, values[:keep]
+        return values[:keep], right[:keep].T
     _, values, right = truncated_svd(matrix, k, seed)
-    return right, values
+    return values, right
 
 
 def _inverse_sqrt(degree: np.ndarray) -> np.ndarray:

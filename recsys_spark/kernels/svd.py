@@ -7,7 +7,9 @@ Gram matrix: for the graph filter's 256 directions of one 25k x 10k segment 7.0 
 both sides (up to 10 k of them: 470 MB there, against ARPACK's 180 MB), so ARPACK takes over
 where those could outgrow ``PROPACK_MEMORY``, where this scipy runs PROPACK only behind its
 SCIPY_USE_PROPACK switch (older releases, some Databricks runtimes), and where PROPACK does not
-converge within its 10 k vectors (a flat spectrum).
+converge within its 10 k vectors (a flat spectrum). Both are single-vector Lanczos methods: a
+repeated singular value may come out fewer times than it occurs (PROPACK more often), which is
+why the graph filter decomposes each connected part of its graph on its own.
 """
 
 from __future__ import annotations
