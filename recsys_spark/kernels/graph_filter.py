@@ -62,20 +62,31 @@ def top_right_singular(matrix: sp.csr_matrix, k: int, seed: int) -> tuple[np.nda
     once per part, and a Lanczos solver (ARPACK or PROPACK) misses copies of a repeated value,
     so on a graph of many parts the top k were wrong."""
     _, part_of = connected_components(sp.bmat([[None, matrix], [matrix.T, None]]), directed=False)
-    rows_of, items_of = part_of[: matrix.shape[0]], part_of[matrix.shape[0] :]
-    found_values, found_vectors = [], []
-    for part in np.unique(items_of[np.asarray(abs(matrix).sum(axis=0)).ravel() > 0]):
-        items = np.flatnonzero(items_of == part)
-        values, right = _part_singular(matrix[rows_of == part][:, items], k, seed)
-        vectors = np.zeros((matrix.shape[1], len(values)))
-        vectors[items] = right
-        found_values.append(values)
-        found_vectors.append(vectors)
-    if not found_values:
-        return np.zeros((matrix.shape[1], 0)), np.zeros(0)
-    values, vectors = np.concatenate(found_values), np.hstack(found_vectors)
+    rows_by, items_by = _members(part_of[: matrix.shape[0]]), _members(part_of[matrix.shape[0] :])
+    bought = matrix.getnnz(axis=0) > 0
+    found = []  # per part with purchases: (its items, their right vectors, the values)
+    for part, items in items_by.items():
+        if bought[items[0]]:  # else an item nobody bought, a part of its own: no direction
+            values, right = _part_singular(matrix[rows_by[part]][:, items], k, seed)
+            found.append((items, right, values))
+    values = np.concatenate([v for _, _, v in found]) if found else np.zeros(0)
     top = np.argsort(-values, kind="stable")[:k]
-    return vectors[:, top], values[top]
+    # Each kept direction, by its part and its column there, spread over the items.
+    owner = np.repeat(np.arange(len(found)), [len(v) for _, _, v in found])
+    column = np.concatenate([np.arange(len(v)) for _, _, v in found]) if found else np.zeros(0, int)
+    vectors = np.zeros((matrix.shape[1], len(top)))
+    for position, chosen in enumerate(top):
+        items, right, _ = found[owner[chosen]]
+        vectors[items, position] = right[:, column[chosen]]
+    return vectors, values[top]
+
+
+def _members(labels: np.ndarray) -> dict[int, np.ndarray]:
+    """Label -> the positions holding it, in one sort (a mask per label was quadratic in the
+    number of parts)."""
+    order = np.argsort(labels, kind="stable")
+    names, starts = np.unique(labels[order], return_index=True)
+    return dict(zip(names.tolist(), np.split(order, starts[1:]), strict=True))
 
 
 def _part_singular(matrix: sp.csr_matrix, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
