@@ -39,13 +39,22 @@ FILE_LINES = 1_000_000
 COLUMNS = ("customer_id", "item_id", "order_id", "event_ts", "quantity", "unit_price", "category", "segment")
 
 
+SEGMENTS = 4  # the ladder's default
+
+
+def ladder_shape(lines: int) -> tuple[int, int]:
+    """(customers, items) of a size: one customer per 30 lines and one item per 300 (at least
+    1,000), so that each size has the density of the 3M-line set (100k x 10k)."""
+    return max(lines // 30, 100), max(lines // 300, 1_000)
+
+
 def landing(folder: Path, lines: int, segments: int, seed: int) -> None:
-    """Synthetic purchases as Parquet files; one user per 30 lines and one item per 300 (at
-    least 1,000), so that each size has the density of the 3M-line set (100k x 10k)."""
+    """Synthetic purchases of ``ladder_shape(lines)`` as Parquet files."""
     folder.mkdir(parents=True)
+    customers, items = ladder_shape(lines)
     frame = synthetic.purchases(
-        n_users=max(lines // 30, 100),
-        n_items=max(lines // 300, 1_000),
+        n_users=customers,
+        n_items=items,
         n_events=lines,
         n_segments=segments,
         seed=seed,
@@ -201,7 +210,7 @@ def write_results(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lines", type=float, nargs="+", default=[1e6, 3e6, 10e6, 30e6])
-    parser.add_argument("--segments", type=int, default=4)
+    parser.add_argument("--segments", type=int, default=SEGMENTS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--driver-memory", default="16g")
     parser.add_argument("--work", default=str(ROOT / "work" / "bench-scale"))

@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/topn_scaling.py
 
-bench/scale.py keeps the density of the 3M set: one customer per 30 lines and one item per 300,
-so customers and items both grow with the lines. Every exact "best N of all candidates" output
-then grows with their product: a customer's list scans every item, a lookalike every customer.
+bench/scale.py keeps the density of the 3M set (``ladder_shape``: one customer per 30 lines and
+one item per 300), so customers and items both grow with the lines. Every exact "best N of all
+candidates" output then grows with their product: a customer's list scans every item, a
+lookalike every customer.
 This times the kernel behind them (``kernels.topn.top_matches``, one core, 64 random factors) on
 a sample of queries per shape and scales to the whole segment (4 segments per size).
 """
@@ -14,10 +15,10 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from scale import SEGMENTS, ladder_shape
 
 from recsys_spark.kernels.topn import limit_threads, top_matches
 
-SEGMENTS = 4
 QUERIES = 5_000
 FACTORS = 64
 # output: (queries, candidates, N) as functions of the segment's customers and items
@@ -34,7 +35,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     with limit_threads(1):
         for lines in (3_000_000, 10_000_000, 30_000_000):
-            sizes = {"users": lines // 30 // SEGMENTS, "items": lines // 300}
+            customers, items = ladder_shape(lines)
+            sizes = {"users": customers // SEGMENTS, "items": items}
             for output, (queries, candidates, n) in OUTPUTS.items():
                 query = rng.standard_normal((QUERIES, FACTORS), dtype=np.float32)
                 catalogue = rng.standard_normal((sizes[candidates], FACTORS), dtype=np.float32)
